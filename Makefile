@@ -1,0 +1,29 @@
+# Set-up from nothing: `make test` and `make demo` create .venv if it is missing and install into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.atso_installed
+PYTEST_ARGS ?= -m "not slow"
+DEMO_ARGS ?=
+
+.PHONY: install test test-all demo clean-demo
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch and torchvision are resolved together from the registry (see NNUNET_NOTES: the local CPU
+# torch wheel breaks torchvision's compiled ops, and nnU-Net imports torchvision via timm).
+$(STAMP): $(PY) setup.py
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/atso_nnunet_run -d synthetic -f 10pct $(DEMO_ARGS)

@@ -1,0 +1,1 @@
+"""Datasets: raw layout, input checks, synthetic CT generator, NIH / MSD converters."""

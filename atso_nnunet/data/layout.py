@@ -1,0 +1,64 @@
+"""The raw-dataset layout atso_nnunet uses on top of nnU-Net's.
+
+An *experiment dataset* is an ordinary nnU-Net raw dataset (``nnUNet_raw/DatasetXXX_Name``) whose
+``imagesTr``/``labelsTr`` hold only the labeled set S, so nnU-Net's fingerprint, planning and
+integrity check see labeled cases only. The other sets sit in folders nnU-Net ignores::
+
+    DatasetXXX_Name/
+      dataset.json        numTraining = |S|; "atso": {"reference": [...], "test": [...]}
+      imagesTr/  <case>_0000.nii.gz      labeled set S
+      labelsTr/  <case>.nii.gz
+      imagesRef/ <case>_0000.nii.gz      unlabeled reference set R
+      imagesTs/  <case>_0000.nii.gz      test set E (never trained on, never pseudo-labelled)
+      labelsRef/ <case>.nii.gz           ground truth of R, research runs only (optional)
+      labelsTs/  <case>.nii.gz           ground truth of E, for evaluation only (optional)
+
+A *source dataset* (what a converter or the generator writes) is any nnU-Net raw dataset; its
+cases may sit in any of these folders.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+IMAGES_TR = "imagesTr"
+LABELS_TR = "labelsTr"
+IMAGES_REF = "imagesRef"
+LABELS_REF = "labelsRef"
+IMAGES_TS = "imagesTs"
+LABELS_TS = "labelsTs"
+
+FILE_ENDING = ".nii.gz"
+CHANNEL = "_0000"
+
+# image folder -> ground-truth folder
+IMAGE_TO_LABEL_DIR = {IMAGES_TR: LABELS_TR, IMAGES_REF: LABELS_REF, IMAGES_TS: LABELS_TS}
+# role in an experiment -> image folder
+ROLE_DIRS = {"labeled": IMAGES_TR, "reference": IMAGES_REF, "test": IMAGES_TS}
+
+
+def image_path(dataset_dir: Path, folder: str, case: str, channel: int = 0, ending: str = FILE_ENDING) -> Path:
+    """``<dataset>/<folder>/<case>_000<channel><ending>``."""
+    return Path(dataset_dir) / folder / f"{case}_{channel:04d}{ending}"
+
+
+def label_path(dataset_dir: Path, folder: str, case: str, ending: str = FILE_ENDING) -> Path:
+    """``<dataset>/<folder>/<case><ending>`` (``folder`` is a labels folder)."""
+    return Path(dataset_dir) / folder / f"{case}{ending}"
+
+
+def case_ids_in(folder: Path, ending: str = FILE_ENDING, channel_suffix: str = CHANNEL) -> list:
+    """Sorted case ids of the channel-0 images in an images folder (empty if it is missing)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    tail = channel_suffix + ending
+    return sorted(p.name[: -len(tail)] for p in folder.iterdir() if p.name.endswith(tail))
+
+
+def label_ids_in(folder: Path, ending: str = FILE_ENDING) -> list:
+    """Sorted case ids of the label files in a labels folder (empty if it is missing)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(ending)] for p in folder.iterdir()
+                  if p.name.endswith(ending) and not p.name.startswith("."))

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny seeded synthetic volumes in nnU-Net's raw layout."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pytest
+
+from atso_nnunet.data import layout
+from atso_nnunet.io import Geometry, write_array
+from atso_nnunet.paths import NnUNetPaths
+
+TINY_SHAPE = (12, 40, 36)          # z, y, x
+TINY_SPACING = (1.5, 1.5, 3.0)     # x, y, z in mm (SimpleITK order)
+
+
+def tiny_case(seed: int, shape: Sequence[int] = TINY_SHAPE):
+    """A small CT-like volume (HU) with an ellipsoid 'organ' (label 1); deterministic by seed."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    c = [s / 2 + rng.uniform(-2, 2) for s in shape]
+    r = [shape[0] / 3, shape[1] / 4 + rng.uniform(-1, 1), shape[2] / 4 + rng.uniform(-1, 1)]
+    organ = ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2 <= 1
+    body = ((y - shape[1] / 2) / (shape[1] / 2.2)) ** 2 + ((x - shape[2] / 2) / (shape[2] / 2.2)) ** 2 <= 1
+    img = np.full(shape, -1000.0, np.float32)
+    img[body] = 40
+    img[organ] = 110
+    img += rng.normal(0, 10, shape).astype(np.float32)
+    return img.astype(np.int16), organ.astype(np.uint8)
+
+
+def write_tiny_dataset(raw_root: Path, dataset_id: int = 990, n_labeled: int = 3, n_reference: int = 4,
+                       n_test: int = 2, name: str = "Tiny", seed: int = 0) -> Path:
+    """Write an experiment dataset (see :mod:`atso_nnunet.data.layout`) of tiny ellipsoid cases."""
+    ds = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    geom = Geometry(tuple(reversed(TINY_SHAPE)), TINY_SPACING, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    roles = [("labeled", layout.IMAGES_TR, layout.LABELS_TR, n_labeled),
+             ("reference", layout.IMAGES_REF, layout.LABELS_REF, n_reference),
+             ("test", layout.IMAGES_TS, layout.LABELS_TS, n_test)]
+    ids = {}
+    k = 0
+    for role, img_dir, lab_dir, n in roles:
+        ids[role] = []
+        for _ in range(n):
+            case = f"tiny_{k:03d}"
+            img, lab = tiny_case(seed * 1000 + k)
+            write_array(img, geom, layout.image_path(ds, img_dir, case))
+            write_array(lab, geom, layout.label_path(ds, lab_dir, case))
+            ids[role].append(case)
+            k += 1
+    dj = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "pancreas": 1},
+          "numTraining": n_labeled, "file_ending": layout.FILE_ENDING,
+          "atso": {"reference": ids["reference"], "test": ids["test"]}}
+    (ds / "dataset.json").write_text(json.dumps(dj, indent=2))
+    return ds
+
+
+@pytest.fixture
+def nnunet_paths(tmp_path) -> NnUNetPaths:
+    paths = NnUNetPaths.under(tmp_path / "nnunet")
+    paths.makedirs()
+    return paths
+
+
+@pytest.fixture
+def tiny_dataset(nnunet_paths) -> Path:
+    """Dataset990_Tiny: 3 labeled, 4 reference, 2 test tiny cases (with ground truth)."""
+    return write_tiny_dataset(nnunet_paths.raw)
