@@ -1,0 +1,227 @@
+"""Per-generation reports of a run: ``report.md``, ``report.csv``, ``report.json``, ``report.png``.
+
+The layout follows Tables 1 and 4 of the ATSO paper: accuracy of the updated pseudo-labels on
+the reference set R and of the generation's model M_t on the test set E, and for ATSO the
+half-models M_t^(k) on every reference subset R^(j). Because most teams have no ground truth for
+R or E, two label-free monitors the paper lacks are reported in every run:
+
+- *agreement*: DSC between the half-models' predictions on each subset (ATSO) — when the
+  models trained on different halves agree, pseudo-labels have stopped carrying new information;
+- *change*: DSC between this generation's pseudo-labels and the previous generation's; a value
+  approaching 1.0 marks the plateau.
+
+Every figure that cannot be computed (no ground truth, generation not run yet) is ``None`` in
+JSON, empty in CSV and ``–`` in Markdown.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from atso_nnunet.io import atomic_path, write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationRecord:
+    """Figures of one generation (DSC values in [0, 1]; ``None`` where unknown).
+
+    Attributes:
+        generation: 0 for M0 (labeled only), 1..T for the semi-supervised generations.
+        reference_dsc: mean DSC of the updated pseudo-labels R_t against R's ground truth.
+        test_dsc: DSC of M_t on E (mean over cases, or global, per the plan's metric).
+        test_dsc_mean: mean-over-cases DSC of M_t on E.
+        test_dsc_global: global DSC of M_t on E (all cases as one volume).
+        half_models: Table 4 entries ``"M1@R1"`` ... mean DSC of half-model k on subset j.
+        agreement: label-free, subset name -> mean DSC between the half-models' predictions.
+        change: label-free, mean DSC between R_t and R_{t-1} (``None`` at G0).
+        empty_pseudo_labels: number of pseudo-labels without foreground.
+    """
+
+    generation: int
+    reference_dsc: Optional[float] = None
+    test_dsc: Optional[float] = None
+    test_dsc_mean: Optional[float] = None
+    test_dsc_global: Optional[float] = None
+    half_models: Dict[str, Optional[float]] = field(default_factory=dict)
+    agreement: Dict[str, Optional[float]] = field(default_factory=dict)
+    change: Optional[float] = None
+    empty_pseudo_labels: Optional[int] = None
+
+
+@dataclass
+class RunReport:
+    """Everything the report files show.
+
+    Attributes:
+        method: ``atso``, ``stso``, ``self`` or ``supervised``.
+        plan_name: the experiment plan's name.
+        metric: ``mean`` or ``global`` (which test DSC the headline uses).
+        generations: one record per finished generation, in order.
+        final: figures of the final model on E (``test_dsc_mean``, ``test_dsc_global``), or ``None``.
+        how_evaluated: sentence on how M_t is evaluated per generation.
+        logs: step id -> log file, linked from ``report.md``.
+    """
+
+    method: str
+    plan_name: str
+    metric: str
+    generations: List[GenerationRecord] = field(default_factory=list)
+    final: Optional[Dict[str, Optional[float]]] = None
+    how_evaluated: str = ""
+    logs: Dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "method": self.method,
+            "plan": self.plan_name,
+            "metric": self.metric,
+            "how_evaluated": self.how_evaluated,
+            "generations": [asdict(g) for g in self.generations],
+            "final": self.final or {"test_dsc_mean": None, "test_dsc_global": None},
+            "logs": self.logs,
+        }
+
+
+def _pct(v: Optional[float]) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def _half_model_keys(report: RunReport) -> List[str]:
+    """Keys ``M<k>@R<j>`` in the paper's column order: by subset j, then model k."""
+    keys = {k for g in report.generations for k in g.half_models}
+
+    def order(key: str):
+        model, subset = key.split("@")
+        return subset, model
+
+    return sorted(keys, key=order)
+
+
+def _agreement_keys(report: RunReport) -> List[str]:
+    keys: List[str] = []
+    for g in report.generations:
+        keys += [k for k in g.agreement if k not in keys]
+    return keys
+
+
+def render_markdown(report: RunReport) -> str:
+    """The Markdown report: Table 1 layout, Table 4 layout (ATSO), monitors, final model."""
+    out = io.StringIO()
+    out.write(f"# {report.plan_name}: {report.method}\n\n")
+    out.write("DSC in %. '–' = not available (no ground truth, or not computed yet).\n\n")
+    if report.how_evaluated:
+        out.write(report.how_evaluated + "\n\n")
+    out.write("## Accuracy per generation (Table 1 layout)\n\n")
+    out.write(f"| Generation | @R (pseudo-labels) | @E ({report.metric}) | @E mean | @E global |\n|---|---|---|---|---|\n")
+    for g in report.generations:
+        out.write(f"| G{g.generation} | {_pct(g.reference_dsc)} | {_pct(g.test_dsc)} | "
+                  f"{_pct(g.test_dsc_mean)} | {_pct(g.test_dsc_global)} |\n")
+    hk = _half_model_keys(report)
+    if hk:
+        out.write("\n## Half-models on the reference subsets (Table 4 layout)\n\n")
+        out.write("| Generation | " + " | ".join(k.replace("@", " @ ") for k in hk)
+                  + " | updated R_t | M_t @ E |\n")
+        out.write("|---" * (len(hk) + 3) + "|\n")
+        for g in report.generations:
+            out.write(f"| G{g.generation} | " + " | ".join(_pct(g.half_models.get(k)) for k in hk)
+                      + f" | {_pct(g.reference_dsc)} | {_pct(g.test_dsc)} |\n")
+    ak = _agreement_keys(report)
+    out.write("\n## Label-free monitors\n\n")
+    out.write("Agreement: DSC between half-models on each subset. Change: DSC between this and the "
+              "previous generation's pseudo-labels (near 100 = plateau).\n\n")
+    out.write("| Generation | " + "".join(f"agreement {k} | " for k in ak) + "change vs previous | empty pseudo-labels |\n")
+    out.write("|---" * (len(ak) + 3) + "|\n")
+    for g in report.generations:
+        empty = "–" if g.empty_pseudo_labels is None else str(g.empty_pseudo_labels)
+        out.write(f"| G{g.generation} | " + "".join(f"{_pct(g.agreement.get(k))} | " for k in ak)
+                  + f"{_pct(g.change)} | {empty} |\n")
+    if report.final:
+        out.write("\n## Final model (trained on S + all of R)\n\n")
+        out.write(f"- test DSC (mean over cases): {_pct(report.final.get('test_dsc_mean'))}\n")
+        out.write(f"- test DSC (global): {_pct(report.final.get('test_dsc_global'))}\n")
+    if report.logs:
+        out.write("\n## Logs\n\n")
+        for step, path in report.logs.items():
+            out.write(f"- `{step}`: [{path}]({path})\n")
+    return out.getvalue()
+
+
+def render_csv(report: RunReport) -> str:
+    """One row per generation; columns of Table 1 and Table 4 plus the monitors."""
+    hk, ak = _half_model_keys(report), _agreement_keys(report)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["generation", "reference_dsc", "test_dsc", "test_dsc_mean", "test_dsc_global", *hk,
+                *[f"agreement_{k}" for k in ak], "change", "empty_pseudo_labels"])
+    fmt = lambda v: "" if v is None else f"{v:.6f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for g in report.generations:
+        w.writerow([g.generation, fmt(g.reference_dsc), fmt(g.test_dsc), fmt(g.test_dsc_mean),
+                    fmt(g.test_dsc_global), *[fmt(g.half_models.get(k)) for k in hk],
+                    *[fmt(g.agreement.get(k)) for k in ak], fmt(g.change), fmt(g.empty_pseudo_labels)])
+    if report.final:
+        w.writerow(["final", "", fmt(report.final.get(f"test_dsc_{report.metric}")),
+                    fmt(report.final.get("test_dsc_mean")), fmt(report.final.get("test_dsc_global"))])
+    return buf.getvalue()
+
+
+def plot(report: RunReport, path: Path) -> Optional[Path]:
+    """PNG of DSC per generation (R, E, half-model agreement); ``None`` if nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gens = [g.generation for g in report.generations]
+    if not gens:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    series = [("@R (pseudo-labels)", [g.reference_dsc for g in report.generations], "o-"),
+              (f"@E ({report.metric})", [g.test_dsc for g in report.generations], "s-"),
+              ("change vs previous (label-free)", [g.change for g in report.generations], "x--")]
+    for k in _agreement_keys(report):
+        series.append((f"agreement {k} (label-free)", [g.agreement.get(k) for g in report.generations], ".:"))
+    drawn = 0
+    for label, values, style in series:
+        pts = [(x, 100 * v) for x, v in zip(gens, values) if v is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+            drawn += 1
+    if report.final and report.final.get(f"test_dsc_{report.metric}") is not None:
+        ax.axhline(100 * report.final[f"test_dsc_{report.metric}"], color="k", lw=0.8, ls="-.",
+                   label="final model @E")
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("generation")
+    ax.set_ylabel("DSC (%)")
+    ax.set_xticks(gens)
+    ax.set_title(f"{report.plan_name}: {report.method}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(report: RunReport, run_dir: Path) -> Dict[str, Path]:
+    """Write the four report files into ``run_dir`` (atomically) and return their paths."""
+    run_dir = Path(run_dir)
+    files = {
+        "md": write_text(render_markdown(report), run_dir / "report.md"),
+        "csv": write_text(render_csv(report), run_dir / "report.csv"),
+        "json": write_json(report.to_json(), run_dir / "report.json"),
+    }
+    png = plot(report, run_dir / "report.png")
+    if png is not None:
+        files["png"] = png
+    logger.info("report written: %s", ", ".join(str(p) for p in files.values()))
+    return files
