@@ -1,0 +1,70 @@
+"""``atso_nnunet_convert``: public pancreas CT datasets -> nnU-Net raw source datasets.
+
+    atso_nnunet_convert nih --dicom-root DIR --labels-root DIR --raw DIR [--dataset-id 801]
+    atso_nnunet_convert msd --task-folder DIR --raw DIR [--dataset-id 802]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+from atso_nnunet.data.msd import MSD_DATASET_ID, MSD_EVAL_LABEL_MAP, convert_msd
+from atso_nnunet.data.nih import NIH_DATASET_ID, NIH_DATASET_NAME, SERIES_RULES, convert_nih
+from atso_nnunet.errors import AtsoError
+
+logger = logging.getLogger("atso_nnunet.convert")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atso_nnunet_convert",
+        description="Convert NIH Pancreas-CT (TCIA DICOM + NIfTI labels) or MSD Task07 Pancreas "
+                    "into nnU-Net raw datasets (the sources of the ATSO experiment plans).")
+    sub = parser.add_subparsers(dest="dataset", required=True)
+
+    nih = sub.add_parser("nih", help="NIH Pancreas-CT -> Dataset801_NIHPancreas")
+    nih.add_argument("--dicom-root", type=Path, required=True,
+                     help="TCIA download: the folder holding Pancreas-CT/PANCREAS_XXXX (or Pancreas-CT itself)")
+    nih.add_argument("--labels-root", type=Path, required=True,
+                     help="folder with labelXXXX.nii.gz (TCIA_pancreas_labels-02-05-2017)")
+    nih.add_argument("--raw", type=Path, required=True, help="nnUNet_raw folder")
+    nih.add_argument("--dataset-id", type=int, default=NIH_DATASET_ID, help="default %(default)s")
+    nih.add_argument("--cases", nargs="+", default=None, metavar="NIH_XXXX",
+                     help="convert only these cases (default: every patient found)")
+    nih.add_argument("--series-rule", choices=SERIES_RULES, default=None,
+                     help="how to pick one series when a patient folder holds several (default: error)")
+
+    msd = sub.add_parser("msd", help="MSD Task07 Pancreas -> Dataset802_MSDPancreas (nnU-Net's MSD converter)")
+    msd.add_argument("--task-folder", type=Path, required=True, help="unpacked Task07_Pancreas folder")
+    msd.add_argument("--raw", type=Path, required=True, help="nnUNet_raw folder")
+    msd.add_argument("--dataset-id", type=int, default=MSD_DATASET_ID, help="default %(default)s")
+    msd.add_argument("--num-processes", type=int, default=2, help="default %(default)s")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.dataset == "nih":
+            out = args.raw / f"Dataset{args.dataset_id:03d}_{NIH_DATASET_NAME}"
+            report = convert_nih(args.dicom_root, args.labels_root, out, cases=args.cases,
+                                 series_rule=args.series_rule)
+            logger.info("%s: %d cases (%d labels reoriented, see conversion_report.json)",
+                        out, len(report.cases), len(report.flipped))
+        else:
+            out = convert_msd(args.task_folder, args.raw, args.dataset_id, num_processes=args.num_processes)
+            logger.info("%s ready; evaluate pancreas with label map %s (tumour counts as pancreas)",
+                        out, MSD_EVAL_LABEL_MAP)
+    except AtsoError as e:
+        logger.error("%s", e)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""``atso_nnunet_make_plan``: an experiment plan for your own nnU-Net dataset plus unlabeled images.
+
+    atso_nnunet_make_plan --raw-dataset $nnUNet_raw/Dataset500_Liver --unlabeled /data/unlabeled \\
+        --test-list test_ids.txt --dataset-id 501 --out plans/mine/atso.json
+
+The labeled set is the raw dataset's ``imagesTr``, the reference set the ``<case>_0000.nii.gz``
+images of ``--unlabeled`` (minus test cases), the test set the ids listed in ``--test-list`` (one
+per line). Both folders are recorded in the plan's ``sources`` as absolute paths; nobody writes
+case lists by hand. The written plan is what ``atso_nnunet_run`` executes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+from atso_nnunet.errors import AtsoError, InputError
+from atso_nnunet.experiment import CONFIGURATIONS, METHODS, METRICS, write_plan_from_dataset
+from atso_nnunet.views import VIEWS
+
+logger = logging.getLogger("atso_nnunet.make_plan")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atso_nnunet_make_plan",
+        description="Write an experiment plan (JSON) from an nnU-Net raw dataset (labeled cases), "
+                    "a folder of unlabeled images and an optional list of test cases.")
+    parser.add_argument("--raw-dataset", type=Path, required=True,
+                        help="nnU-Net raw dataset folder DatasetXXX_Name; its imagesTr/labelsTr are the labeled set")
+    parser.add_argument("--unlabeled", type=Path, required=True,
+                        help="folder of unlabeled images <case>_0000.nii.gz (the reference set)")
+    parser.add_argument("--test-list", type=Path, default=None,
+                        help="text file, one test case id per line (found in --unlabeled, then taken out "
+                             "of the reference set, or in the raw dataset's imagesTs)")
+    parser.add_argument("--out", type=Path, required=True, help="plan JSON to write")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    parser.add_argument("--dataset-id", type=int, required=True,
+                        help="nnU-Net id of the experiment dataset the run builds (not the raw dataset's)")
+    parser.add_argument("--name", default=None,
+                        help="nnU-Net name of the experiment dataset (default: raw dataset name + method)")
+    parser.add_argument("--title", default=None, help="human-readable plan name")
+    parser.add_argument("--note", default=None, help="free text recorded in the plan")
+    parser.add_argument("--method", choices=METHODS, default="atso", help="default %(default)s")
+    parser.add_argument("--generations", type=int, default=None,
+                        help="teacher-student generations (default 2; 0 for supervised)")
+    parser.add_argument("--subsets", type=int, default=2, help="reference subsets for ATSO, default %(default)s")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the reference split, default %(default)s")
+    parser.add_argument("--views", nargs="+", default=list(VIEWS), metavar="VIEW",
+                        help=f"views to train ({', '.join(VIEWS)}; default all)")
+    parser.add_argument("--configuration", choices=CONFIGURATIONS, default="2d", help="default %(default)s")
+    parser.add_argument("--metric", choices=METRICS, default="mean", help="default %(default)s")
+    parser.add_argument("--eval-label-map", default=None, metavar="JSON",
+                        help='ground-truth values mapped before scoring, e.g. \'{"2": 1}\'')
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.out.exists() and not args.force:
+            raise InputError(f"{args.out}: exists; pass --force to overwrite it")
+        label_map = {}
+        if args.eval_label_map:
+            try:
+                label_map = json.loads(args.eval_label_map)
+            except json.JSONDecodeError as e:
+                raise InputError(f"--eval-label-map: not JSON ({e}); write it like '{{\"2\": 1}}'") from e
+        generations = args.generations
+        if generations is None:
+            generations = 0 if args.method == "supervised" else 2
+        plan = write_plan_from_dataset(
+            args.raw_dataset, args.unlabeled, args.test_list, out_path=args.out,
+            dataset_id=args.dataset_id, dataset_name=args.name, name=args.title, note=args.note,
+            method=args.method, generations=generations, subsets=args.subsets, seed=args.seed,
+            views=args.views, configuration=args.configuration, metric=args.metric,
+            eval_label_map=label_map)
+    except AtsoError as e:
+        logger.error("%s", e)
+        return e.exit_code
+    logger.info("%s: %s, %d labeled / %d reference / %d test cases", args.out, plan.method,
+                len(plan.labeled), len(plan.reference), len(plan.test))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""``atso_nnunet_run``: run an ATSO experiment (or a baseline) end to end, resumably.
+
+    atso_nnunet_run -d NIH -f 10pct                      # plans/NIH/10pct.json
+    atso_nnunet_run -d synthetic -f 10pct --nnunet-dir work   # the embedded demo
+    atso_nnunet_run --plan my_plan.json --method stso --gpus 0,1,2,3
+    atso_nnunet_run -d NIH -f 10pct --dry-run            # print every command instead
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+from atso_nnunet.cli.common import add_nnunet_dir_option, nnunet_paths, setup_logging
+from atso_nnunet.errors import AtsoError, InputError
+
+logger = logging.getLogger("atso_nnunet.run")
+
+METHODS = ("atso", "stso", "self", "supervised")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="atso_nnunet_run",
+        description="Semi-supervised nnU-Net training with ATSO (asynchronous teacher-student optimization) "
+                    "or a baseline (stso, self-learning, supervised), 2D tri-view. Rerun the same command to "
+                    "continue an interrupted run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_argument_group("experiment plan (plans/<dataset>/<split>.json, or any file)")
+    src.add_argument("-d", "--dataset", help="plan folder, e.g. NIH, synthetic, transfer")
+    src.add_argument("-f", "--split", help="plan file in that folder, e.g. 10pct, 20pct")
+    src.add_argument("--plan", type=Path, help="path of a plan JSON file (instead of -d/-f)")
+    ov = p.add_argument_group("overrides of the plan")
+    ov.add_argument("--method", choices=METHODS, help="default: the plan's (atso)")
+    ov.add_argument("--generations", type=int, help="number of teacher-student generations T")
+    ov.add_argument("--subsets", type=int, help="ATSO: number of reference subsets K (K > 2: each subset is "
+                                               "pseudo-labelled by the ensemble of the models not trained on it)")
+    ov.add_argument("--views", help="comma-separated subset of axial,coronal,sagittal")
+    ov.add_argument("--configuration", help="nnU-Net configuration (2d for tri-view)")
+    ex = p.add_argument_group("execution")
+    ex.add_argument("--run-dir", type=Path, help="run folder (default: $nnUNet_results/atso_runs/"
+                                                "Dataset<id>_<name>__<method>)")
+    add_nnunet_dir_option(ex)
+    ex.add_argument("--executor", choices=("local", "slurm"), default="local")
+    ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, one job at a time)")
+    ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
+    ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion")
+    ex.add_argument("--dry-run", action="store_true", help="print every command (nnU-Net's own for training and "
+                                                          "prediction) in order, run nothing")
+    ex.add_argument("--fresh", action="store_true", help="delete this run's previous outputs and start over")
+    ex.add_argument("--step", metavar="ID", help="run one step of the schedule (see --dry-run), e.g. from your own "
+                                                "scheduler; 'prepare' prepares the data")
+    sl = p.add_argument_group("SLURM (--executor slurm; submitit)")
+    sl.add_argument("--slurm-partition")
+    sl.add_argument("--slurm-gpus-per-job", type=int, default=1)
+    sl.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per task")
+    sl.add_argument("--slurm-mem-gb", type=float, default=32.0)
+    sl.add_argument("--slurm-time-min", type=int, default=1440, help="time limit per job; on time-out the job is "
+                                                                     "requeued and nnU-Net continues (--c)")
+    sl.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                    help="line run before each job, e.g. 'module load cuda' (repeatable)")
+    sl.add_argument("--slurm-log-dir", type=Path, help="shared folder for job logs (default: <run-dir>/slurm)")
+    sl.add_argument("--slurm-max-parallel", type=int, default=6, help="jobs of an array running at once")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def load_experiment(args) -> "ExperimentPlan":  # noqa: F821
+    from atso_nnunet.experiment import find_plan, load_plan, with_overrides
+    from atso_nnunet.views import check_views
+
+    if args.plan is not None:
+        if args.dataset or args.split:
+            raise InputError("give either --plan FILE or -d DATASET -f SPLIT, not both")
+        plan = load_plan(args.plan)
+    else:
+        if not (args.dataset and args.split):
+            raise InputError("name the experiment: -d DATASET -f SPLIT (e.g. -d NIH -f 10pct) or --plan FILE")
+        plan = load_plan(find_plan(args.dataset, args.split))
+    views = None
+    if args.views:
+        try:
+            views = check_views(v.strip() for v in args.views.split(","))
+        except ValueError as e:
+            raise InputError(f"--views: {e}") from None
+    return with_overrides(plan, method=args.method, generations=args.generations, views=views,
+                          configuration=args.configuration, subsets=args.subsets)
+
+
+def make_executor_from_args(args, run_dir: Path):
+    from atso_nnunet.execution import make_executor
+    from atso_nnunet.execution.slurm import SlurmConfig
+
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    if args.executor == "slurm":
+        try:
+            cfg = SlurmConfig(partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job,
+                              cpus_per_task=args.slurm_cpus, mem_gb=args.slurm_mem_gb, time_min=args.slurm_time_min,
+                              extra_sbatch_lines=list(args.slurm_setup),
+                              log_folder=args.slurm_log_dir or run_dir / "slurm",
+                              max_parallel=args.slurm_max_parallel)
+        except ValueError as e:
+            raise InputError(f"SLURM options: {e}") from None
+        return make_executor("slurm", slurm=cfg, retries=args.retries)
+    return make_executor("local", gpus=gpus, retries=args.retries)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        from atso_nnunet.driver import DriverOptions, default_run_dir, run_experiment
+
+        plan = load_experiment(args)
+        paths = nnunet_paths(args.nnunet_dir)
+        run_dir = (args.run_dir or default_run_dir(paths, plan)).resolve()
+        device = "cuda" if (args.gpus or args.executor == "slurm") else "cpu"
+        executor = None if args.dry_run else make_executor_from_args(args, run_dir)
+        logger.info("run folder: %s", run_dir)
+        options = DriverOptions(run_dir=run_dir, paths=paths, executor=executor, device=device,
+                                num_processes=args.num_processes, dry_run=args.dry_run, fresh=args.fresh,
+                                only_step=args.step)
+        report = run_experiment(plan, options)
+    except AtsoError as e:
+        logger.error("%s", e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        logger.error("interrupted; rerun the same command to continue where it stopped")
+        return 130
+    if report is not None:
+        print((run_dir / "report.md").read_text())
+        logger.info("report: %s (also report.csv, report.json, report.png)", run_dir / "report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,471 @@
+"""Ingestion of a pseudo-label folder into one view's preprocessed space (cached).
+
+A *pseudo-label folder* holds label maps in the ORIGINAL image geometry, one ``<case>.nii.gz``
+per reference case, as the fusion step (or a team's own tool) writes them. To train on them, each
+label map must live where nnU-Net's data loader expects targets: in the view's preprocessed space,
+next to the image nnU-Net already preprocessed without labels
+(:func:`atso_nnunet.planning.unlabeled_folder`).
+
+Ingestion applies to the label map exactly the geometry nnU-Net applied to the case's image in
+``DefaultPreprocessor.run_case_npy`` (nnunetv2 2.8.1), with nnU-Net's own functions and in the same
+order:
+
+1. ``transpose_forward`` of the view's plans (label and image, and the spacing);
+2. ``crop_to_nonzero`` on the raw image with the label: crop to the image's non-zero box (checked
+   against ``bbox_used_for_cropping`` in the case's pkl) and label ``-1`` where the label is
+   background outside the image's non-zero mask (this needs the raw image: the mask is taken
+   before resampling);
+3. the configuration's ``resampling_fn_seg`` from the case's (transposed) spacing to the target
+   spacing (the new shape is checked against the preprocessed image);
+4. fresh foreground sampling locations (``class_locations``) with the preprocessor's
+   ``_sample_foreground_locations``, then ``modify_seg_fn``; saved as int16 like ``run_case_save``.
+
+A label map equal to a labeled case's ground truth therefore ingests to nnU-Net's own
+``<case>_seg.b2nd``, voxel for voxel (see ``tests/test_pseudolabels.py``).
+
+Cache layout (nothing is written inside nnU-Net's own data folders, images are never copied)::
+
+    <nnUNet_preprocessed>/<Dataset>/atso_pseudolabels/<data_identifier>/<key>/
+        <case>_seg.b2nd     ingested label map (int16, nnU-Net's blosc2 layout)
+        <case>.pkl          the image's nnU-Net properties + fresh class_locations (written last)
+        complete.json       marker, written after every case: cases, empty cases, source folder
+
+``key`` is a short hash of the selected case names with their file sizes and modification times,
+of the view's plans configuration and label definitions, and of the images' pkl files: one
+generation of pseudo-labels is ingested once per view; a changed file gives a new key.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from atso_nnunet.data import layout
+from atso_nnunet.errors import InputError
+from atso_nnunet.io import Geometry, atomic_path, write_json
+from atso_nnunet.paths import NnUNetPaths
+
+logger = logging.getLogger(__name__)
+
+CACHE_DIR = "atso_pseudolabels"
+UNLABELED_DIR = "atso_unlabeled"  # same as atso_nnunet.planning.UNLABELED_DIR
+MARKER = "complete.json"
+_KEY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Outcome of :func:`ingest_pseudolabels`.
+
+    Attributes:
+        cache_dir: folder with ``<case>_seg.b2nd`` and ``<case>.pkl`` of every ingested case.
+        cases: ingested case ids, sorted.
+        empty_cases: the cases whose ingested label map has no foreground voxel (legal: the
+            network sees them as all background), sorted.
+        image_dir: folder of the cases' preprocessed images (``atso_unlabeled/<data_identifier>``).
+        reused: True when the cache was complete already and nothing was computed.
+    """
+
+    cache_dir: Path
+    cases: Tuple[str, ...]
+    empty_cases: Tuple[str, ...]
+    image_dir: Optional[Path] = None
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Everything one case's ingestion needs, as plain paths (picklable for spawn workers)."""
+
+    plans_file: str
+    configuration: str
+    dataset_json_file: str
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+def ingest_pseudolabels(paths: NnUNetPaths, dataset_name_or_id: Union[int, str], plans_identifier: str,
+                        configuration: str, pseudo_label_dir: os.PathLike,
+                        cases: Optional[Iterable[str]] = None, num_processes: int = 1) -> IngestResult:
+    """Bring a folder of pseudo-labels into one view's preprocessed space (cached).
+
+    Every check runs before any work; all problems are reported together. Reference images not yet
+    preprocessed without labels for this view are preprocessed first
+    (:func:`atso_nnunet.planning.preprocess_unlabeled`); images already preprocessed are reused.
+
+    Args:
+        paths: nnU-Net folders (the raw dataset is needed for the images' non-zero masks).
+        dataset_name_or_id: ``DatasetXXX_Name`` or its id.
+        plans_identifier: the view's plans, e.g. ``ATSOPlans_axial``.
+        configuration: nnU-Net configuration (``2d`` or ``3d_fullres``).
+        pseudo_label_dir: folder of ``<case><file_ending>`` label maps in the original geometry.
+        cases: the cases to ingest (default: every label file in the folder).
+        num_processes: worker processes (1: in this process).
+
+    Returns:
+        The cache folder, the ingested cases and the empty ones.
+
+    Raises:
+        InputError: listing every problem, each naming case and file: a listed case without a
+            pseudo-label file, a pseudo-label for a labeled (``imagesTr``) or test case
+            (``imagesTs`` / dataset.json ``atso.test``), a case without a reference image, a
+            label map whose geometry differs from its image, label values not in dataset.json.
+    """
+    return _ingest(paths, dataset_name_or_id, plans_identifier, configuration, pseudo_label_dir, cases,
+                   num_processes, allow_labeled=False)
+
+
+def cache_root(paths: NnUNetPaths, dataset_name: str, data_identifier: str) -> Path:
+    """``<nnUNet_preprocessed>/<Dataset>/atso_pseudolabels/<data_identifier>``."""
+    return Path(paths.preprocessed) / dataset_name / CACHE_DIR / data_identifier
+
+
+def read_marker(cache_dir: os.PathLike) -> Optional[dict]:
+    """The completion marker of a cache folder, or None if the folder is incomplete."""
+    f = Path(cache_dir) / MARKER
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------------------------
+def _ingest(paths: NnUNetPaths, dataset_name_or_id, plans_identifier: str, configuration: str,
+            pseudo_label_dir, cases, num_processes: int, allow_labeled: bool,
+            image_folder: Optional[str] = None, properties_dir: Optional[Path] = None) -> IngestResult:
+    """:func:`ingest_pseudolabels` with the knobs the exactness test needs.
+
+    ``allow_labeled`` skips the refusal of labeled cases, ``image_folder`` names the raw images
+    folder (default ``imagesRef``) and ``properties_dir`` the folder of the images' pkl/b2nd
+    (default ``atso_unlabeled/<data_identifier>``).
+    """
+    if not isinstance(num_processes, int) or num_processes < 1:
+        raise InputError(f"num_processes must be a positive integer, got {num_processes!r}")
+    name = _dataset_name(paths, dataset_name_or_id)
+    pre_dir = Path(paths.preprocessed) / name
+    raw_dir = Path(paths.raw) / name
+    plans_path = pre_dir / f"{plans_identifier}.json"
+    dataset_json_path = pre_dir / "dataset.json"
+    for f, what in ((plans_path, "plans"), (dataset_json_path, "dataset.json"), (raw_dir / "dataset.json", "raw dataset.json")):
+        if not f.is_file():
+            raise InputError(f"{f}: {what} not found; plan and preprocess dataset {name} first")
+    plans = json.loads(plans_path.read_text())
+    if configuration not in plans.get("configurations", {}):
+        raise InputError(f"{plans_path}: no configuration {configuration!r} "
+                         f"(available: {', '.join(plans.get('configurations', {}))})")
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    cm = PlansManager(plans).get_configuration(configuration)
+    identifier = cm.data_identifier
+    dataset_json = json.loads(dataset_json_path.read_text())
+    raw_json = json.loads((raw_dir / "dataset.json").read_text())
+    ending = dataset_json.get("file_ending", layout.FILE_ENDING)
+    image_folder = image_folder or layout.IMAGES_REF
+    properties_dir = Path(properties_dir) if properties_dir is not None else pre_dir / UNLABELED_DIR / identifier
+
+    # -- cheap checks: files, roles (always, even when the cache is complete) --
+    label_dir = Path(pseudo_label_dir)
+    if not label_dir.is_dir():
+        raise InputError(f"pseudo-label folder {label_dir} not found")
+    in_folder = layout.label_ids_in(label_dir, ending)
+    selected = sorted(set(in_folder if cases is None else cases))
+    problems = _role_problems(raw_dir, raw_json, label_dir, ending, in_folder, selected, allow_labeled,
+                              pre_dir / identifier, image_folder)
+    if not selected and not problems:
+        problems.append(f"{label_dir}: no pseudo-label files (*{ending}) to ingest")
+    if problems:
+        raise _input_error(label_dir, problems)
+
+    label_files = {c: label_dir / f"{c}{ending}" for c in selected}
+    n_channels = len(dataset_json["channel_names"])
+    image_files = {c: [str(layout.image_path(raw_dir, image_folder, c, ch, ending)) for ch in range(n_channels)]
+                   for c in selected}
+    images_ready = all((properties_dir / f"{c}.pkl").is_file() for c in selected)
+    if images_ready:
+        key = _cache_key(label_files, plans, configuration, dataset_json, properties_dir)
+        cache_dir = cache_root(paths, name, identifier) / key
+        marker = read_marker(cache_dir)
+        if marker is not None and marker.get("cases") == selected:
+            logger.info("%s %s: pseudo-labels of %s already ingested in %s", plans_identifier, configuration,
+                        label_dir, cache_dir)
+            return IngestResult(cache_dir, tuple(selected), tuple(marker.get("empty_cases", [])),
+                                properties_dir, True)
+
+    # -- content checks: geometry and label values (read every label map once) --
+    allowed = _allowed_label_values(dataset_json)
+    args = [(c, str(label_files[c]), image_files[c][0], allowed) for c in selected]
+    problems = [p for ps in _map(_check_case, args, num_processes) for p in ps]
+    if problems:
+        raise _input_error(label_dir, problems)
+
+    # -- work --
+    t0 = time.monotonic()
+    if not images_ready:
+        missing_images = {c: image_files[c] for c in selected if not (properties_dir / f"{c}.pkl").is_file()}
+        _preprocess_images(paths, name, plans_identifier, configuration, missing_images, properties_dir,
+                           num_processes)
+        key = _cache_key(label_files, plans, configuration, dataset_json, properties_dir)
+        cache_dir = cache_root(paths, name, identifier) / key
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    ctx = _Context(str(plans_path), configuration, str(dataset_json_path))
+    todo = [(c, str(label_files[c]), image_files[c], str(properties_dir), str(cache_dir), ctx)
+            for c in selected if not (cache_dir / f"{c}.pkl").is_file()]
+    _map(_ingest_case, todo, num_processes)
+    empty = sorted(c for c in selected if _is_empty(cache_dir / f"{c}.pkl"))
+    write_json({"cases": selected, "empty_cases": empty, "pseudo_label_dir": str(label_dir.resolve()),
+                "plans_identifier": plans_identifier, "configuration": configuration,
+                "data_identifier": identifier, "image_dir": str(properties_dir), "key": key,
+                "seconds": round(time.monotonic() - t0, 3)}, cache_dir / MARKER)
+    logger.info("%s %s: ingested %d pseudo-label(s) (%d empty) from %s into %s in %.1f s", plans_identifier,
+                configuration, len(selected), len(empty), label_dir, cache_dir, time.monotonic() - t0)
+    return IngestResult(cache_dir, tuple(selected), tuple(empty), properties_dir, False)
+
+
+def _dataset_name(paths: NnUNetPaths, dataset_name_or_id) -> str:
+    if isinstance(dataset_name_or_id, str) and dataset_name_or_id.startswith("Dataset"):
+        return dataset_name_or_id
+    try:
+        dataset_id = int(dataset_name_or_id)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"dataset {dataset_name_or_id!r}: give DatasetXXX_Name or an integer id") from e
+    prefix = f"Dataset{dataset_id:03d}_"
+    found = sorted({p.name for root in (paths.raw, paths.preprocessed) if Path(root).is_dir()
+                    for p in Path(root).glob(prefix + "*") if p.is_dir()})
+    if len(found) != 1:
+        raise InputError(f"expected one dataset {prefix}* in {paths.raw} / {paths.preprocessed}, found {found or 'none'}")
+    return found[0]
+
+
+def _role_problems(raw_dir: Path, raw_json: dict, label_dir: Path, ending: str, in_folder: Sequence[str],
+                   selected: Sequence[str], allow_labeled: bool, nnunet_data_dir: Path, image_folder: str) -> List[str]:
+    """Missing files and cases that must never carry pseudo-labels (labeled, test)."""
+    problems = []
+    labeled = set(layout.case_ids_in(raw_dir / layout.IMAGES_TR, ending))
+    if nnunet_data_dir.is_dir():  # nnU-Net's own training cases, even if the raw images moved
+        labeled |= {p.name[: -len(".pkl")] for p in nnunet_data_dir.glob("*.pkl")}
+    test = set(layout.case_ids_in(raw_dir / layout.IMAGES_TS, ending)) | set(raw_json.get("atso", {}).get("test", []))
+    for c in sorted(set(in_folder) | set(selected)):
+        f = label_dir / f"{c}{ending}"
+        if c in test:
+            problems.append(f"case {c}: {f} is a pseudo-label for a TEST case; test cases are never trained on. "
+                            "Remove the file (the pseudo-labelling step must not predict the test set into this folder)")
+        elif c in labeled and not allow_labeled:
+            problems.append(f"case {c}: {f} is a pseudo-label for a LABELED case (imagesTr); its ground truth is "
+                            "used already. Remove the file")
+    for c in selected:
+        f = label_dir / f"{c}{ending}"
+        image = layout.image_path(raw_dir, image_folder, c, 0, ending)
+        if not f.is_file():
+            problems.append(f"case {c}: no pseudo-label file {f}")
+        elif c in test or (c in labeled and not allow_labeled):
+            continue  # reported above
+        elif not image.is_file():
+            problems.append(f"case {c}: {f} has no image {image}; pseudo-labels are for reference cases "
+                            f"({image_folder})")
+    return problems
+
+
+def _input_error(label_dir: Path, problems: List[str]) -> InputError:
+    return InputError(f"pseudo-label folder {label_dir}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+
+
+def _allowed_label_values(dataset_json: dict) -> Tuple[int, ...]:
+    values = set()
+    for v in dataset_json["labels"].values():
+        values.update(int(i) for i in (v if isinstance(v, (list, tuple)) else [v]))
+    return tuple(sorted(values))
+
+
+def _cache_key(label_files: Dict[str, Path], plans: dict, configuration: str, dataset_json: dict,
+               properties_dir: Path) -> str:
+    """Short hash of the inputs that determine the ingested files (cheap: file stats, no content)."""
+    def stat(p: Path):
+        s = p.stat() if p.is_file() else None
+        return [s.st_size, s.st_mtime_ns] if s else None
+
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    cm = PlansManager(plans).get_configuration(configuration)
+    blob = {
+        "version": _KEY_VERSION,
+        "cases": [[c, stat(f), stat(properties_dir / f"{c}.pkl")] for c, f in sorted(label_files.items())],
+        "transpose_forward": list(plans["transpose_forward"]),
+        "configuration": cm.configuration,
+        "labels": dataset_json["labels"],
+        "regions_class_order": dataset_json.get("regions_class_order"),
+    }
+    return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _map(fn, args: List[tuple], num_processes: int) -> list:
+    if num_processes <= 1 or len(args) <= 1:
+        return [fn(*a) for a in args]
+    with ProcessPoolExecutor(min(num_processes, len(args)), mp_context=get_context("spawn")) as pool:
+        return [f.result() for f in [pool.submit(fn, *a) for a in args]]
+
+
+def _preprocess_images(paths: NnUNetPaths, name: str, plans_identifier: str, configuration: str,
+                       cases: Dict[str, List[str]], properties_dir: Path, num_processes: int) -> None:
+    """Preprocess reference images without labels (once) with atso_nnunet.planning."""
+    from atso_nnunet import planning
+
+    expected = planning.unlabeled_folder(paths, name, plans_identifier, configuration)
+    if Path(expected) != properties_dir:
+        raise InputError(f"images of {', '.join(sorted(cases))} are not preprocessed in {properties_dir}")
+    logger.info("%s %s: preprocessing %d reference image(s) without labels first", plans_identifier,
+                configuration, len(cases))
+    planning.preprocess_unlabeled(paths, int(name[len("Dataset"):].split("_")[0]), plans_identifier,
+                                  configuration, cases, num_processes=num_processes)
+
+
+def _is_empty(pkl: Path) -> bool:
+    with open(pkl, "rb") as f:
+        return not bool(pickle.load(f).get("atso_foreground", True))
+
+
+# --------------------------------------------------------------------------------------------
+# Per-case work (top level: runs in spawn workers)
+# --------------------------------------------------------------------------------------------
+def _check_case(case: str, label_file: str, image_file: str, allowed: Tuple[int, ...]) -> List[str]:
+    """Geometry against the image's header, and label values; returns the problems found."""
+    problems = []
+    try:
+        label = sitk.ReadImage(label_file)
+    except RuntimeError as e:
+        return [f"case {case}: {label_file}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})"]
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(image_file)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        return [f"case {case}: image {image_file}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})"]
+    if label.GetDimension() != reader.GetDimension() or label.GetNumberOfComponentsPerPixel() != 1:
+        return [f"case {case}: {label_file} is {label.GetDimension()}D with {label.GetNumberOfComponentsPerPixel()} "
+                f"component(s); its image {image_file} is {reader.GetDimension()}D: write one scalar label map "
+                "in the image's geometry"]
+    g_label = Geometry.of(label)
+    g_image = Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
+                       tuple(reader.GetDirection()))
+    if not g_label.matches(g_image):
+        problems.append(f"case {case}: {label_file} does not match the geometry of its image {image_file} "
+                        f"({g_label.describe_difference(g_image)}); write pseudo-labels in the original image "
+                        "geometry (as nnU-Net's predictor exports them)")
+    values = np.unique(sitk.GetArrayViewFromImage(label))
+    bad = [v for v in values.tolist() if v != int(v) or int(v) not in allowed]
+    if bad:
+        problems.append(f"case {case}: {label_file} holds label value(s) {bad[:10]} not in dataset.json's labels "
+                        f"{list(allowed)}")
+    return problems
+
+
+def seg_to_preprocessed(seg: np.ndarray, data: np.ndarray, properties: dict, plans_manager, configuration_manager,
+                        dataset_json: dict, preprocessor=None) -> Tuple[np.ndarray, dict]:
+    """Apply to a label map the geometry nnU-Net applied to its image; sample class locations.
+
+    The segmentation branch of ``DefaultPreprocessor.run_case_npy`` (nnunetv2 2.8.1), same calls,
+    same order, with the image's crop box and shapes checked against its saved properties.
+
+    Args:
+        seg: label map as nnU-Net's reader returns it, (1, z, y, x) in file order.
+        data: the case's raw image(s), (c, z, y, x), for the non-zero mask.
+        properties: the image's nnU-Net properties (its pkl).
+        plans_manager: nnU-Net ``PlansManager`` of the view.
+        configuration_manager: the configuration's ``ConfigurationManager``.
+        dataset_json: the dataset.json nnU-Net preprocessed with.
+        preprocessor: the configuration's preprocessor instance (default: a new one).
+
+    Returns:
+        (seg as int16 in the preprocessed space (1, ...), class_locations).
+
+    Raises:
+        InputError: the image no longer matches its preprocessed properties (re-run preprocessing).
+    """
+    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+
+    if preprocessor is None:
+        preprocessor = configuration_manager.preprocessor_class(verbose=False)
+    data = data.astype(np.float32)
+    seg = np.copy(seg)
+    axes = [0, *[i + 1 for i in plans_manager.transpose_forward]]
+    data = data.transpose(axes)
+    seg = seg.transpose(axes)
+    original_spacing = [properties["spacing"][i] for i in plans_manager.transpose_forward]
+    if tuple(data.shape[1:]) != tuple(properties["shape_before_cropping"]):
+        raise InputError(f"image shape {data.shape[1:]} (transposed) differs from its preprocessed "
+                         f"shape_before_cropping {tuple(properties['shape_before_cropping'])}; re-run preprocessing")
+    data, seg, bbox = crop_to_nonzero(data, seg)
+    if [list(b) for b in bbox] != [list(b) for b in properties["bbox_used_for_cropping"]]:
+        raise InputError(f"image's non-zero box {bbox} differs from bbox_used_for_cropping "
+                         f"{properties['bbox_used_for_cropping']}: the image changed since preprocessing; re-run it")
+    target_spacing = configuration_manager.spacing
+    if len(target_spacing) < len(seg.shape[1:]):
+        target_spacing = [original_spacing[0]] + target_spacing
+    new_shape = compute_new_shape(seg.shape[1:], original_spacing, target_spacing)
+    seg = configuration_manager.resampling_fn_seg(seg, new_shape, original_spacing, target_spacing)
+    label_manager = plans_manager.get_label_manager(dataset_json)
+    collect_for_this = list(label_manager.foreground_regions if label_manager.has_regions
+                            else label_manager.foreground_labels)
+    if label_manager.has_ignore_label:
+        collect_for_this.append([-1] + label_manager.all_labels)
+    class_locations = preprocessor._sample_foreground_locations(seg, collect_for_this, verbose=False)
+    seg = preprocessor.modify_seg_fn(seg, plans_manager, dataset_json, configuration_manager)
+    seg = seg.astype(np.int16 if np.max(seg) > 127 else np.int8).astype(np.int16, copy=False)
+    return seg, class_locations
+
+
+def _ingest_case(case: str, label_file: str, image_files: List[str], properties_dir: str, cache_dir: str,
+                 ctx: _Context) -> bool:
+    """Ingest one case into ``cache_dir`` (seg first, pkl last); returns True if it has foreground."""
+    import blosc2
+    from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_manager = PlansManager(ctx.plans_file)
+    cm = plans_manager.get_configuration(ctx.configuration)
+    dataset_json = json.loads(Path(ctx.dataset_json_file).read_text())
+    with open(Path(properties_dir) / f"{case}.pkl", "rb") as f:
+        properties = pickle.load(f)
+    rw = plans_manager.image_reader_writer_class()
+    data, _ = rw.read_images(image_files)
+    seg, _ = rw.read_seg(label_file)
+    try:
+        seg, class_locations = seg_to_preprocessed(seg, data, properties, plans_manager, cm, dataset_json)
+    except InputError as e:
+        raise InputError(f"case {case} ({image_files[0]}): {e}") from e
+    image_shape = tuple(blosc2.open(str(Path(properties_dir) / f"{case}.b2nd"), mode="r").shape)
+    if tuple(seg.shape) != image_shape:
+        raise InputError(f"case {case}: ingested label shape {seg.shape} differs from the preprocessed image "
+                         f"{image_shape} in {properties_dir}; re-run preprocessing")
+
+    blocks, chunks = comp_blosc2_params(seg.shape, tuple(cm.patch_size), seg.itemsize)
+    with atomic_path(Path(cache_dir) / f"{case}_seg.b2nd") as tmp:
+        tmp.unlink()  # blosc2 refuses to overwrite
+        # codec and level as nnUNetDatasetBlosc2.save_case (nnunetv2 2.8.1)
+        cparams = {"codec": blosc2.Codec.LZ4HC, "clevel": 5, "nthreads": 1}
+        blosc2.asarray(np.ascontiguousarray(seg), urlpath=str(tmp), chunks=chunks, blocks=blocks, cparams=cparams)
+    properties = dict(properties)
+    properties["class_locations"] = class_locations
+    foreground = bool(np.any(seg > 0))
+    properties["atso_foreground"] = foreground
+    properties["atso_pseudo_label_file"] = label_file
+    with atomic_path(Path(cache_dir) / f"{case}.pkl") as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump(properties, f)
+    return foreground

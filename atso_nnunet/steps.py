@@ -1,0 +1,262 @@
+"""Running the steps of a schedule: nnU-Net commands as jobs, plugin steps in-process.
+
+:mod:`atso_nnunet.schedule` decides *what* runs; this module knows *how*:
+
+- ``train`` and ``predict`` become :class:`~atso_nnunet.execution.Job` s (``nnUNetv2_train`` /
+  ``nnUNetv2_predict`` argument lists) handed to an executor; the predictions of R and E by one
+  model and view are one ``nnUNetv2_predict`` call;
+- ``ingest``, ``fuse`` and ``evaluate`` run in the driver's process (they are cheap);
+- every finished step gets a marker in the run folder, written after its outputs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from atso_nnunet.data import layout
+from atso_nnunet.errors import InputError
+from atso_nnunet.execution import Job
+from atso_nnunet.experiment import ExperimentPlan
+from atso_nnunet.io import write_json
+from atso_nnunet.nnunet_commands import nnunet_env, predict_command, train_command
+from atso_nnunet.paths import NnUNetPaths
+from atso_nnunet.rundir import RunDir
+from atso_nnunet.schedule import Step
+from atso_nnunet.views import plans_identifier
+
+logger = logging.getLogger(__name__)
+
+SUPERVISED_TRAINER = "ATSOTrainer"
+SEMI_TRAINER = "ATSOSemiTrainer"
+
+# Keys of a plan's "schedule": trainer run-config fields, plus prediction settings.
+TRAINER_SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch",
+                         "save_every", "final_validation", "initial_lr", "labeled_fraction")
+SCHEDULE_KEYS = TRAINER_SCHEDULE_KEYS + ("student_initial_lr", "test_time_augmentation")
+
+
+def check_schedule(schedule: Optional[dict]) -> dict:
+    """Validate a plan's ``schedule`` overrides.
+
+    Raises:
+        InputError: an unknown key (naming the allowed ones) or a bad value.
+    """
+    from atso_nnunet.trainers.config import TrainerRunConfig
+
+    schedule = dict(schedule or {})
+    unknown = sorted(set(schedule) - set(SCHEDULE_KEYS))
+    if unknown:
+        raise InputError(f"plan field schedule: unknown key(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(SCHEDULE_KEYS)}")
+    TrainerRunConfig.from_dict({k: schedule[k] for k in TRAINER_SCHEDULE_KEYS if k in schedule},
+                               source="plan field schedule")
+    tta = schedule.get("test_time_augmentation", True)
+    if not isinstance(tta, bool):
+        raise InputError(f"plan field schedule.test_time_augmentation must be true or false, got {tta!r}")
+    lr = schedule.get("student_initial_lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+        raise InputError(f"plan field schedule.student_initial_lr must be a number > 0, got {lr!r}")
+    return schedule
+
+
+@dataclass
+class RunContext:
+    """Everything a step needs to run.
+
+    Attributes:
+        plan: the experiment.
+        paths: nnU-Net folders (raw and preprocessed shared; results per model, see RunDir).
+        run: the run folder.
+        dataset_dir: the materialised experiment dataset in ``paths.raw``.
+        device: ``cpu`` or ``cuda`` for nnU-Net's ``-device``.
+        num_processes: worker processes for in-process preprocessing / ingestion.
+    """
+
+    plan: ExperimentPlan
+    paths: NnUNetPaths
+    run: RunDir
+    dataset_dir: Path
+    device: str = "cpu"
+    num_processes: int = 1
+    schedule: dict = field(default_factory=dict)
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset_dir.name
+
+    def model_paths(self, model: str) -> NnUNetPaths:
+        return NnUNetPaths(self.paths.raw, self.paths.preprocessed, self.run.results_root(model))
+
+    def trainer_for(self, model: str, pseudo_labels: Optional[str]) -> str:
+        return SUPERVISED_TRAINER if pseudo_labels is None else SEMI_TRAINER
+
+    def model_folder(self, model: str, view: str, trainer: str) -> Path:
+        """nnU-Net's fold folder of a trained model (holds ``checkpoint_final.pth``)."""
+        return (self.run.results_root(model) / self.dataset_name
+                / f"{trainer}__{plans_identifier(view)}__{self.plan.configuration}" / f"fold_{self.plan.fold}")
+
+    def trainer_of_model(self, model: str) -> str:
+        return SUPERVISED_TRAINER if model == "M0" else SEMI_TRAINER
+
+    def image(self, case: str) -> Path:
+        """Channel-0 image of a case in the experiment dataset."""
+        for folder in (layout.IMAGES_TR, layout.IMAGES_REF, layout.IMAGES_TS):
+            p = layout.image_path(self.dataset_dir, folder, case)
+            if p.exists():
+                return p
+        raise InputError(f"case {case}: no image in {self.dataset_dir} (imagesTr, imagesRef, imagesTs)")
+
+    def ground_truth_dir(self, role: str) -> Path:
+        return self.dataset_dir / (layout.LABELS_TS if role == "test_eval" else layout.LABELS_REF)
+
+    def foreground(self) -> Tuple[int, ...]:
+        import json
+
+        labels = json.loads((self.dataset_dir / "dataset.json").read_text())["labels"]
+        return tuple(sorted(int(v) for k, v in labels.items() if k != "ignore" and int(v) > 0))
+
+    def eval_label_map(self) -> Dict[int, int]:
+        return {int(k): int(v) for k, v in self.plan.eval_label_map.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# nnU-Net commands
+
+
+def _job_name(step_id: str) -> str:
+    return step_id.replace("/", "__")
+
+
+def train_job(ctx: RunContext, step: Step) -> Job:
+    """The ``nnUNetv2_train`` job of a training step (and its run config file)."""
+    from atso_nnunet.trainers.config import TrainerRunConfig
+
+    trainer = ctx.trainer_for(step.model, step.pseudo_labels)
+    settings = {k: ctx.schedule[k] for k in TRAINER_SCHEDULE_KEYS if k in ctx.schedule}
+    if step.pseudo_labels is not None:
+        settings["pseudo_label_dir"] = str(ctx.run.pseudo_labels(step.pseudo_labels))
+        settings["pseudo_label_cases"] = list(step.train_cases)
+    if step.init == "teacher":
+        teacher = ctx.model_folder(step.init_from, step.view, ctx.trainer_of_model(step.init_from))
+        settings["init"] = "checkpoint"
+        settings["init_checkpoint"] = str(teacher / "checkpoint_final.pth")
+        if "student_initial_lr" in ctx.schedule:
+            settings["initial_lr"] = ctx.schedule["student_initial_lr"]
+    config_file = ctx.run.run_config(step.id)
+    TrainerRunConfig.from_dict(settings).to_json(config_file)
+    common = dict(dataset_id=ctx.plan.dataset_id, configuration=ctx.plan.configuration, fold=ctx.plan.fold,
+                  trainer=trainer, plans=plans_identifier(step.view), device=ctx.device)
+    # A fold folder left by an interrupted run: continue from its latest checkpoint (--c).
+    started = ctx.model_folder(step.model, step.view, trainer).is_dir()
+    env = nnunet_env(ctx.model_paths(step.model), run_config=config_file)
+    return Job(name=_job_name(step.id), argv=train_command(continue_training=started, **common),
+               resume_argv=train_command(continue_training=True, **common), env=env,
+               log_path=ctx.run.step_log(step.id), uses_gpu=ctx.device != "cpu")
+
+
+def predict_job(ctx: RunContext, steps: Sequence[Step], link: bool = True) -> Job:
+    """One ``nnUNetv2_predict`` job for the predict steps of one model and view (R and/or E)."""
+    model, view = steps[0].model, steps[0].view
+    if any(s.model != model or s.view != view for s in steps):
+        raise ValueError("predict_job: steps of different models or views")
+    parts = "".join(sorted({s.id.rsplit("/", 1)[1] for s in steps}))  # "E", "R" or "ER"
+    cases = sorted({c for s in steps for c in s.cases})
+    input_dir = _link_inputs(ctx, parts, cases) if link else ctx.run.inputs(parts)
+    out = ctx.run.predictions(model, view)
+    trainer = ctx.trainer_of_model(model)
+    argv = predict_command(input_dir, out, ctx.plan.dataset_id, ctx.plan.configuration, ctx.plan.fold, trainer,
+                           plans_identifier(view), device=ctx.device,
+                           disable_tta=not ctx.schedule.get("test_time_augmentation", True))
+    return Job(name=_job_name(f"{model}/{view}/predict_{parts}"), argv=argv, env=nnunet_env(ctx.model_paths(model)),
+               log_path=ctx.run.step_log(steps[0].id), uses_gpu=ctx.device != "cpu")
+
+
+def _link_inputs(ctx: RunContext, parts: str, cases: Sequence[str]) -> Path:
+    """A folder of links to the images of ``cases`` (what ``nnUNetv2_predict -i`` reads)."""
+    folder = ctx.run.inputs(parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        link = folder / f"{case}{layout.CHANNEL}{layout.FILE_ENDING}"
+        target = ctx.image(case).resolve()
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            continue
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        link.symlink_to(target)
+    return folder
+
+
+def describe_job(job: Job) -> str:
+    """A copy-pasteable shell line for ``--dry-run`` (only the variables atso_nnunet sets)."""
+    keys = [k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer",
+                        "ATSO_RUN_CONFIG", "CUDA_VISIBLE_DEVICES") if k in job.env]
+    return " ".join([*(f"{k}={shlex.quote(job.env[k])}" for k in keys), shlex.join(job.argv)])
+
+
+def clear_partial_prediction(ctx: RunContext, steps: Sequence[Step]) -> None:
+    """Remove a prediction folder left by an interrupted, unmarked prediction (never trusted)."""
+    out = ctx.run.predictions(steps[0].model, steps[0].view)
+    if out.exists():
+        shutil.rmtree(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# plugin steps
+
+
+def run_ingest(ctx: RunContext, step: Step) -> dict:
+    """Bring a pseudo-label set into one view's preprocessed space (cached by content)."""
+    from atso_nnunet.pseudolabels import ingest_pseudolabels
+
+    res = ingest_pseudolabels(ctx.paths, ctx.plan.dataset_id, plans_identifier(step.view), ctx.plan.configuration,
+                              ctx.run.pseudo_labels(step.pseudo_labels), cases=step.cases,
+                              num_processes=ctx.num_processes)
+    if res.empty_cases:
+        logger.warning("%s: %d pseudo-label(s) without foreground: %s", step.pseudo_labels, len(res.empty_cases),
+                       ", ".join(res.empty_cases))
+    return {"cache_dir": str(res.cache_dir), "empty_cases": list(res.empty_cases), "reused": res.reused}
+
+
+def _prediction_folder(ctx: RunContext, name: str) -> Path:
+    _, model, view, _part = name.split("/")
+    return ctx.run.predictions(model, view)
+
+
+def run_fuse(ctx: RunContext, step: Step) -> dict:
+    """Majority vote over views (and models) of each fuse group, in the images' geometry."""
+    from atso_nnunet.fusion import fuse_folders
+
+    out = ctx.run.fused(step.outputs[0])
+    num_classes = len(ctx.foreground()) + 1
+    written = 0
+    for group in step.fuse_groups:
+        inputs = [_prediction_folder(ctx, p) for p in group.predictions]
+        refs = {c: ctx.image(c) for c in group.cases}
+        written += len(fuse_folders(inputs, out, method="vote", cases=list(group.cases), reference_images=refs,
+                                    num_classes=num_classes, skip_existing=True, progress=False))
+    return {"folder": str(out), "cases": len(step.cases), "written": written}
+
+
+def run_evaluate(ctx: RunContext, step: Step) -> dict:
+    """Score a fused folder against ground truth (skipped, recorded as unavailable, without it)."""
+    from atso_nnunet.evaluation import evaluate_folder
+
+    gt = ctx.ground_truth_dir(step.role)
+    target, part = step.outputs[0].split("/", 2)[1:]
+    dest = ctx.run.evaluation(target, part)
+    missing = [c for c in step.cases if not layout.label_path(gt, ".", c).exists()]
+    if missing:
+        write_json({"available": False, "reason": f"no ground truth for {len(missing)} case(s) in {gt}"}, dest)
+        return {"available": False}
+    res = evaluate_folder(ctx.run.fused(step.reads[0]), gt, cases=list(step.cases), foreground=ctx.foreground(),
+                          label_map=ctx.eval_label_map(), progress=False)
+    res.to_csv(dest.with_suffix(".csv"))
+    summary = {"available": True, "mean_dsc": res.score("mean"), "global_dsc": res.score("global"),
+               "n_cases": len(res.cases), "details": res.to_dict()}
+    write_json(summary, dest)
+    return {"available": True, "mean_dsc": summary["mean_dsc"], "global_dsc": summary["global_dsc"]}

@@ -1,0 +1,116 @@
+"""Write plans/synthetic/*.json: the paper's protocols mirrored on the synthetic generator.
+
+    python scripts/make_synthetic_plans.py [--out plans/synthetic]
+
+NIH-like (domain A) 10% / 20% labeled: the first fold of the sorted ids is the test set (as RSTN
+splits NIH), the rest is training; the labeled cases are drawn with a recorded seed. Transfer:
+labeled domain A cases, unlabeled reference and test cases from domain B (MSD-like: other phase,
+thicker slices, calibration offset, lesions labelled 2), scored with the global DSC and the MSD
+label mapping {2: 1}. Sizes and the network / schedule overrides are chosen so that
+``make demo`` (10pct, 2 generations, 3 views) fits in 15 minutes on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+SHAPE_A = [80, 80, 28]      # x, y, z voxels
+SPACING_A = [1.6, 1.6, 3.0]  # mm
+SHAPE_B = [80, 80, 17]
+SPACING_B = [1.6, 1.6, 5.0]
+N_A, N_B = 26, 18
+NETWORK = {"batch_size": 8, "max_features": 32, "n_stages": 4}
+SCHEDULE = {"num_epochs": 4, "num_iterations_per_epoch": 12, "num_val_iterations_per_epoch": 2,
+            "final_validation": False, "test_time_augmentation": False}
+SOURCE_A, SOURCE_B = "Dataset980_SyntheticA", "Dataset983_SyntheticB"
+SYNTH = {
+    SOURCE_A: {"domain": "A", "n_cases": N_A, "seed": 0, "shape": SHAPE_A, "spacing": SPACING_A},
+    SOURCE_B: {"domain": "B", "n_cases": N_B, "seed": 0, "shape": SHAPE_B, "spacing": SPACING_B},
+}
+
+
+def ids(prefix: str, n: int) -> list:
+    return [f"{prefix}_{i:04d}" for i in range(n)]
+
+
+def semi_plan(pct: int, n_labeled: int, dataset_id: int, seed: int = 0) -> dict:
+    cases = ids("synA", N_A)
+    test, train = cases[:6], cases[6:]
+    labeled = sorted(np.random.default_rng(seed).choice(train, n_labeled, replace=False).tolist())
+    return {
+        "name": f"synthetic {pct}% labeled (NIH protocol on domain A)",
+        "note": f"Mirror of plans/NIH/{pct}pct.json on the synthetic generator (domain A, NIH-like). The first "
+                f"6 of {N_A} sorted cases are the test set; of the other {len(train)} training cases "
+                f"{n_labeled} are labeled, drawn with sorted(np.random.default_rng({seed}).choice(train, "
+                f"{n_labeled}, replace=False)); the rest is the reference set. Small network and short "
+                "schedule so it runs on a CPU; written by scripts/make_synthetic_plans.py.",
+        "sources": [SOURCE_A],
+        "dataset_id": dataset_id,
+        "dataset_name": f"Synth{pct}pct",
+        "convert_hint": "generated automatically on first use (atso_nnunet_synth)",
+        "labeled": labeled,
+        "reference": [c for c in train if c not in labeled],
+        "test": test,
+        "seed": seed,
+        "subsets": 2,
+        "generations": 2,
+        "views": ["axial", "coronal", "sagittal"],
+        "configuration": "2d",
+        "fold": "all",
+        "method": "atso",
+        "metric": "mean",
+        "eval_label_map": {},
+        "network": NETWORK,
+        "schedule": SCHEDULE,
+        "synthetic": {SOURCE_A: SYNTH[SOURCE_A]},
+    }
+
+
+def transfer_plan() -> dict:
+    a, b = ids("synA", N_A), ids("synB", N_B)
+    return {
+        "name": "synthetic transfer A -> B (NIH -> MSD protocol)",
+        "note": "Mirror of plans/transfer/nih_to_msd.json: labeled cases from domain A (NIH-like), unlabeled "
+                "reference and test cases from domain B (MSD-like: arterial phase, thicker slices, +30 HU "
+                "calibration offset, hypodense lesions labelled 2). The first 6 B cases are the test set. Only "
+                "domain A is in imagesTr, so nnU-Net's CT normalisation uses domain-A statistics. Scored with "
+                "the global DSC (all test cases as one volume), lesion counted as pancreas {2: 1}. Written by "
+                "scripts/make_synthetic_plans.py.",
+        "sources": [SOURCE_A, SOURCE_B],
+        "dataset_id": 984,
+        "dataset_name": "SynthTransfer",
+        "convert_hint": "generated automatically on first use (atso_nnunet_synth)",
+        "labeled": a[6:],
+        "reference": b[6:],
+        "test": b[:6],
+        "seed": 0,
+        "subsets": 2,
+        "generations": 2,
+        "views": ["axial", "coronal", "sagittal"],
+        "configuration": "2d",
+        "fold": "all",
+        "method": "atso",
+        "metric": "global",
+        "eval_label_map": {"2": 1},
+        "network": NETWORK,
+        "schedule": SCHEDULE,
+        "synthetic": SYNTH,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "plans" / "synthetic")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plans = {"10pct": semi_plan(10, 2, 981), "20pct": semi_plan(20, 4, 982), "transfer": transfer_plan()}
+    for name, plan in plans.items():
+        (args.out / f"{name}.json").write_text(json.dumps(plan, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The shipped paper plans follow the protocol and are reproduced by scripts/make_paper_plans.py."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from atso_nnunet.experiment import load_plan
+
+REPO = Path(__file__).resolve().parents[1]
+PLANS = REPO / "plans"
+GENERATED = ("NIH/10pct.json", "NIH/20pct.json", "transfer/nih_to_msd.json")
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("make_paper_plans", REPO / "scripts" / "make_paper_plans.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def nih(name):
+    return json.loads((PLANS / "NIH" / name).read_text())
+
+
+def test_generator_reproduces_shipped_plans(script, tmp_path):
+    assert script.main(["--out", str(tmp_path)]) == 0
+    for rel in GENERATED:
+        assert (tmp_path / rel).read_text() == (PLANS / rel).read_text(), f"{rel} differs: re-run the script"
+
+
+def test_folds_are_rstn_contiguous(script):
+    folds = script.folds(script.nih_ids())
+    assert [len(f) for f in folds] == [20, 20, 21, 21]
+    assert folds[0][0] == "NIH_0001" and folds[0][-1] == "NIH_0020" and folds[3][-1] == "NIH_0082"
+
+
+@pytest.mark.parametrize("name,n_labeled,dataset_id", [("10pct.json", 6, 811), ("20pct.json", 12, 812)])
+def test_nih_plans(name, n_labeled, dataset_id):
+    plan = nih(name)
+    labeled, reference, test = (set(plan[k]) for k in ("labeled", "reference", "test"))
+    assert len(test) == 20 and test == {f"NIH_{n:04d}" for n in range(1, 21)}
+    assert len(labeled) == n_labeled and len(labeled | reference) == 62
+    assert not (labeled & reference or labeled & test or reference & test)
+    assert not labeled & {"NIH_0025", "NIH_0070"}
+    assert plan["labeled"] == sorted(plan["labeled"])
+    assert (plan["generations"], plan["metric"], plan["dataset_id"]) == (5, "mean", dataset_id)
+    assert plan["sources"] == ["Dataset801_NIHPancreas"] and "network" not in plan and "schedule" not in plan
+    assert "default_rng(0)" in plan["note"]
+    load_plan(PLANS / "NIH" / name)  # valid under atso_nnunet.experiment
+
+
+def test_ten_percent_inside_twenty():
+    assert set(nih("10pct.json")["labeled"]) < set(nih("20pct.json")["labeled"])
+
+
+def test_transfer_template_and_filled(script, tmp_path):
+    template = json.loads((PLANS / "transfer" / "nih_to_msd.json").read_text())
+    train = set(nih("10pct.json")["labeled"]) | set(nih("10pct.json")["reference"])
+    assert set(template["labeled"]) == train and template["reference"] == [] and template["test"] == []
+    assert "make_paper_plans.py --msd-dataset" in template["note"]
+    assert (template["metric"], template["eval_label_map"], template["generations"]) == ("global", {"2": 1}, 4)
+    assert template["sources"] == ["Dataset801_NIHPancreas", "Dataset802_MSDPancreas"]
+
+    # filled from an MSD id list with gaps (281 labeled cases, as in Task07)
+    ids = [f"pancreas_{n:03d}" for n in range(1, 422) if n % 3 != 2][:281]
+    (tmp_path / "ids.txt").write_text("\n".join(reversed(ids)))
+    script.main(["--out", str(tmp_path / "plans"), "--msd-ids", str(tmp_path / "ids.txt")])
+    filled = load_plan(tmp_path / "plans" / "transfer" / "nih_to_msd.json")
+    assert len(filled.test) == 70 and len(filled.reference) == 211
+    assert list(filled.test) == ids[:70] and set(filled.reference) == set(ids[70:])

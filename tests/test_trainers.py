@@ -1,0 +1,206 @@
+"""atso_nnunet trainers: run config, discovery by nnU-Net, tiny trainings (in-process and CLI)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import time
+from unittest.mock import patch
+
+import numpy as np
+import pytest
+import torch
+
+from atso_nnunet.errors import InputError
+from atso_nnunet.io import read_array
+from atso_nnunet.nnunet_commands import ext_trainer_dir, nnunet_env, predict_command, train_command
+from atso_nnunet.paths import nnunet_environment
+from atso_nnunet.planning import plans_file
+from atso_nnunet.trainers import ATSOTrainer, TrainerRunConfig
+from atso_nnunet.trainers.base import RUN_CONFIG_FILE
+
+pytest_plugins = ["fixtures_nnunet"]
+
+TINY_SCHEDULE = {"ATSO_NUM_EPOCHS": "1", "ATSO_ITERATIONS_PER_EPOCH": "2", "ATSO_VAL_ITERATIONS_PER_EPOCH": "1",
+                 "ATSO_FINAL_VALIDATION": "0"}
+
+
+# ---------------------------------------------------------------------------- run config
+def test_run_config_defaults_to_nnunet():
+    config = TrainerRunConfig.from_env({})
+    assert config == TrainerRunConfig()
+    assert all(v is None for v in config.to_dict().values())
+    assert not config.init_from_checkpoint
+
+
+def test_run_config_from_env_variables(tmp_path):
+    ckpt = tmp_path / "teacher.pth"
+    config = TrainerRunConfig.from_env({
+        "ATSO_NUM_EPOCHS": "3", "ATSO_ITERATIONS_PER_EPOCH": "10", "ATSO_VAL_ITERATIONS_PER_EPOCH": "0",
+        "ATSO_SAVE_EVERY": "2", "ATSO_FINAL_VALIDATION": "false", "ATSO_INIT_CHECKPOINT": str(ckpt),
+        "ATSO_INITIAL_LR": "0.005", "ATSO_PSEUDOLABELS": str(tmp_path), "ATSO_PSEUDOLABEL_CASES": "a, b",
+        "ATSO_LABELED_FRACTION": "0.5", "ATSO_SAVE_UNRELATED": "x"})
+    assert config == TrainerRunConfig(num_epochs=3, num_iterations_per_epoch=10, num_val_iterations_per_epoch=0,
+                                      save_every=2, final_validation=False, init="checkpoint",
+                                      init_checkpoint=str(ckpt), initial_lr=0.005, pseudo_label_dir=str(tmp_path),
+                                      pseudo_label_cases=["a", "b"], labeled_fraction=0.5)
+    assert config.init_from_checkpoint
+    assert TrainerRunConfig.from_env(config.to_env()) == config
+
+
+def test_run_config_json_then_variables(tmp_path):
+    path = TrainerRunConfig(num_epochs=5, num_iterations_per_epoch=7, final_validation=True).to_json(
+        tmp_path / "run.json")
+    assert TrainerRunConfig.from_json(path).num_epochs == 5
+    config = TrainerRunConfig.from_env({"ATSO_RUN_CONFIG": str(path), "ATSO_NUM_EPOCHS": "2", "ATSO_INIT": ""})
+    assert (config.num_epochs, config.num_iterations_per_epoch, config.final_validation) == (2, 7, True)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("env, names", [
+    ({"ATSO_NUM_EPOCHS": "two"}, "ATSO_NUM_EPOCHS"),
+    ({"ATSO_NUM_EPOCHS": "0"}, "ATSO_NUM_EPOCHS"),
+    ({"ATSO_FINAL_VALIDATION": "maybe"}, "ATSO_FINAL_VALIDATION"),
+    ({"ATSO_INIT": "teacher"}, "ATSO_INIT"),
+    ({"ATSO_INIT": "checkpoint"}, "init_checkpoint"),
+    ({"ATSO_LABELED_FRACTION": "1.5"}, "ATSO_LABELED_FRACTION"),
+    ({"ATSO_INITIAL_LR": "-1"}, "ATSO_INITIAL_LR"),
+    ({"ATSO_PSEUDOLABEL_CASES": "a"}, "ATSO_PSEUDOLABEL_CASES"),
+])
+def test_run_config_errors_name_the_variable(env, names):
+    with pytest.raises(InputError, match=names):
+        TrainerRunConfig.from_env(env)
+
+
+def test_run_config_file_errors_name_the_file_and_field(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"num_epochs": -1}))
+    with pytest.raises(InputError, match=r"bad\.json.*num_epochs"):
+        TrainerRunConfig.from_env({"ATSO_RUN_CONFIG": str(bad)})
+    bad.write_text(json.dumps({"epochs": 1}))
+    with pytest.raises(InputError, match="unknown field"):
+        TrainerRunConfig.from_json(bad)
+    with pytest.raises(InputError, match="not found"):
+        TrainerRunConfig.from_env({"ATSO_RUN_CONFIG": str(tmp_path / "missing.json")})
+    with pytest.raises(InputError, match="save_every"):
+        TrainerRunConfig(save_every=0)
+
+
+# ---------------------------------------------------------------------------- discovery
+def test_ext_folder_is_a_flat_module_folder():
+    folder = ext_trainer_dir()
+    assert (folder / "atso_nnunet_trainers.py").is_file()
+    assert not (folder / "__init__.py").exists()
+
+
+def test_nnunet_finds_the_trainers_through_ext_trainer(tmp_path):
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    other = tmp_path / "other_ext"
+    other.mkdir()
+    env = nnunet_env(_dummy_paths(tmp_path), base_env={"nnUNet_extTrainer": str(other)})
+    assert env["nnUNet_extTrainer"].split(os.pathsep) == [str(other), str(ext_trainer_dir())]
+    with patch.dict(os.environ, {"nnUNet_extTrainer": env["nnUNet_extTrainer"]}, clear=False):
+        found = recursive_find_trainer_class_by_name("ATSOTrainer")
+    assert found is ATSOTrainer
+
+
+def test_nnunet_does_not_find_the_trainers_without_ext_trainer():
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
+    with patch.dict(os.environ, env, clear=True):
+        with pytest.raises(RuntimeError, match="ATSOTrainer"):
+            recursive_find_trainer_class_by_name("ATSOTrainer")
+
+
+def _dummy_paths(tmp_path):
+    from atso_nnunet.paths import NnUNetPaths
+    return NnUNetPaths.under(tmp_path / "nnunet")
+
+
+# ---------------------------------------------------------------------------- tiny trainings
+def _trainer(planned, paths, view="axial"):
+    plans = json.loads(plans_file(paths, planned.dataset_name, planned.plans[view]).read_text())
+    plans = copy.deepcopy(plans)
+    plans["continue_training"] = False
+    dataset_json = json.loads((paths.preprocessed / planned.dataset_name / "dataset.json").read_text())
+    return ATSOTrainer(plans, "2d", "all", dataset_json, torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_tiny_training_in_process_then_init_from_its_checkpoint(planned_tiny, tmp_path, monkeypatch):
+    paths = planned_tiny.with_results(tmp_path / "results")
+    for k, v in TINY_SCHEDULE.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("ATSO_INITIAL_LR", "0.003")
+    t0 = time.monotonic()
+    with nnunet_environment(paths):
+        trainer = _trainer(planned_tiny, paths)
+        assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (1, 2, 1)
+        assert trainer.initial_lr == 0.003
+        trainer.run_training()
+        trainer.perform_actual_validation()  # skipped: final_validation=False
+    print(f"tiny in-process training: {time.monotonic() - t0:.1f} s")
+    fold = paths.results / planned_tiny.dataset_name / "ATSOTrainer__ATSOPlans_axial__2d" / "fold_all"
+    final = fold / "checkpoint_final.pth"
+    assert final.is_file()
+    assert not (fold / "validation").exists()
+    assert json.loads((fold / RUN_CONFIG_FILE).read_text())["num_epochs"] == 1
+
+    # a student initialised from the teacher gets all of its weights, segmentation head included
+    monkeypatch.setenv("ATSO_INIT_CHECKPOINT", str(final))
+    student_paths = planned_tiny.with_results(tmp_path / "student")
+    with nnunet_environment(student_paths):
+        student = _trainer(planned_tiny, student_paths)
+        assert student.run_config.init_from_checkpoint
+        student.on_train_start()  # builds the network, then loads the teacher before any step
+    teacher = torch.load(final, map_location="cpu", weights_only=False)["network_weights"]
+    after = student.network.state_dict()
+    assert set(after) == set(teacher)
+    assert all(torch.equal(after[k], teacher[k]) for k in after)
+    assert any(".seg_layers." in k for k in after)
+
+    prefixed = tmp_path / "prefixed.pth"
+    torch.save({"network_weights": {"_orig_mod." + k: v for k, v in teacher.items()}}, prefixed)
+    student.load_init_weights(str(prefixed))
+    with pytest.raises(InputError, match="not found"):
+        student.load_init_weights(str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+def test_tiny_training_and_prediction_with_nnunet_cli(planned_tiny, tmp_path):
+    paths = planned_tiny.with_results(tmp_path / "results")
+    run_config = TrainerRunConfig(num_epochs=1, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1,
+                                  final_validation=False).to_json(tmp_path / "run_config.json")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ATSO_", "nnUNet_extTrainer"))}
+    env = nnunet_env(paths, run_config=run_config, base_env=base)
+    env["nnUNet_n_proc_DA"] = "0"
+    t0 = time.monotonic()
+    subprocess.run(train_command(planned_tiny.dataset_id, "2d", "all", "ATSOTrainer", "ATSOPlans_axial"),
+                   env=env, check=True, capture_output=True, text=True, timeout=600)
+    t_train = time.monotonic() - t0
+    fold = paths.results / planned_tiny.dataset_name / "ATSOTrainer__ATSOPlans_axial__2d" / "fold_all"
+    assert (fold / "checkpoint_final.pth").is_file()
+    assert json.loads((fold / RUN_CONFIG_FILE).read_text())["num_iterations_per_epoch"] == 2
+
+    out = tmp_path / "pred"
+    images = planned_tiny.dataset_dir / "imagesTs"
+    env.pop("nnUNet_n_proc_DA")
+    t0 = time.monotonic()
+    proc = subprocess.run(predict_command(images, out, planned_tiny.dataset_id, "2d", "all", "ATSOTrainer",
+                                          "ATSOPlans_axial", "cpu", disable_tta=True),
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    print(f"CLI tiny training: {t_train:.1f} s, prediction: {time.monotonic() - t0:.1f} s")
+    inputs = sorted(images.glob("*_0000.nii.gz"))
+    assert len(inputs) == 2
+    for image in inputs:
+        pred = out / image.name.replace("_0000.nii.gz", ".nii.gz")
+        arr, geom = read_array(pred)
+        _, geom_in = read_array(image)
+        assert geom.matches(geom_in)
+        assert set(np.unique(arr)) <= {0, 1}
