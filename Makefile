@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.atso_installed
 PYTEST_ARGS ?= -m "not slow"
+DEMO_DIR ?= demo_work
 DEMO_ARGS ?=
 
 .PHONY: install test test-all demo clean-demo
@@ -26,4 +27,4 @@ test-all: $(STAMP)
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(VENV)/bin/atso_nnunet_run -d synthetic -f 10pct $(DEMO_ARGS)
+	$(VENV)/bin/atso_nnunet_run -d synthetic -f 10pct --nnunet-dir $(DEMO_DIR)/nnunet --run-dir $(DEMO_DIR)/run $(DEMO_ARGS)

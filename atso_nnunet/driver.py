@@ -258,6 +258,12 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
     ctx = steps_mod.RunContext(plan, options.paths, run, dataset_dir, device=options.device,
                                num_processes=options.num_processes, schedule=schedule)
     if options.dry_run:
+        # Only the resolved plan and the trainer run configs are written, so the printed commands run as given.
+        from atso_nnunet.io import write_json
+
+        plan_data = resolved(plan)
+        _check_plan_file(run, plan_data)
+        write_json(plan_data, run.plan_file)
         print_commands(ctx, steps)
         return None
     run.root.mkdir(parents=True, exist_ok=True)

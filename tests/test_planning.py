@@ -7,7 +7,6 @@ import pickle
 import time
 
 import blosc2
-import numpy as np
 import pytest
 
 from atso_nnunet.data import layout
