@@ -34,6 +34,7 @@ setup(
             "atso_nnunet_convert=atso_nnunet.cli.convert:main",
             "atso_nnunet_make_plan=atso_nnunet.cli.make_plan:main",
             "atso_nnunet_segment=atso_nnunet.cli.segment:main",
+            "atso_nnunet_check=atso_nnunet.cli.check:main",
         ]
     },
 )

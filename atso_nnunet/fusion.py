@@ -34,6 +34,7 @@ C-channel sum plus the input being added.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -257,8 +258,6 @@ def _resolve_cases(inputs: Sequence[Path], ending: str, cases: Optional[Sequence
 
 def _num_classes_from_dataset_json(folder: Path) -> Optional[int]:
     """Number of classes from the ``dataset.json`` nnU-Net writes into a prediction folder."""
-    import json
-
     path = folder / "dataset.json"
     if not path.is_file():
         return None

@@ -104,6 +104,10 @@ def atomic_path(final: os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial" + suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp)
+    # mkstemp creates 0600; give the file the permissions a plain open() would (shared clusters)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, final)

@@ -1,4 +1,4 @@
-"""Ingestion of a pseudo-label folder into one view's preprocessed space (cached).
+"""Ingestion of a pseudo-label folder into the views' preprocessed spaces (cached).
 
 A *pseudo-label folder* holds label maps in the ORIGINAL image geometry, one ``<case>.nii.gz``
 per reference case, as the fusion step (or a team's own tool) writes them. To train on them, each
@@ -33,6 +33,10 @@ Cache layout (nothing is written inside nnU-Net's own data folders, images are n
 ``key`` is a short hash of the selected case names with their file sizes and modification times,
 of the view's plans configuration and label definitions, and of the images' pkl files: one
 generation of pseudo-labels is ingested once per view; a changed file gives a new key.
+
+Entry points: :func:`ingest_pseudolabels` (one view, what the trainer calls) and
+:func:`ingest_pseudolabels_views` (several views in one pass: checks once, reads every file once;
+what the driver calls after fusion). Both run every check before any work.
 """
 from __future__ import annotations
 
@@ -66,7 +70,7 @@ _KEY_VERSION = 1
 
 @dataclass(frozen=True)
 class IngestResult:
-    """Outcome of :func:`ingest_pseudolabels`.
+    """Outcome of :func:`ingest_pseudolabels` for one view.
 
     Attributes:
         cache_dir: folder with ``<case>_seg.b2nd`` and ``<case>.pkl`` of every ingested case.
@@ -85,12 +89,14 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
-class _Context:
-    """Everything one case's ingestion needs, as plain paths (picklable for spawn workers)."""
+class _Target:
+    """Where and how one case is ingested for one view (plain paths: picklable for spawn workers)."""
 
     plans_file: str
     configuration: str
     dataset_json_file: str
+    properties_dir: str
+    cache_dir: str
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,6 +110,7 @@ def ingest_pseudolabels(paths: NnUNetPaths, dataset_name_or_id: Union[int, str],
     Every check runs before any work; all problems are reported together. Reference images not yet
     preprocessed without labels for this view are preprocessed first
     (:func:`atso_nnunet.planning.preprocess_unlabeled`); images already preprocessed are reused.
+    For several views at once prefer :func:`ingest_pseudolabels_views` (reads each file once).
 
     Args:
         paths: nnU-Net folders (the raw dataset is needed for the images' non-zero masks).
@@ -112,7 +119,8 @@ def ingest_pseudolabels(paths: NnUNetPaths, dataset_name_or_id: Union[int, str],
         configuration: nnU-Net configuration (``2d`` or ``3d_fullres``).
         pseudo_label_dir: folder of ``<case><file_ending>`` label maps in the original geometry.
         cases: the cases to ingest (default: every label file in the folder).
-        num_processes: worker processes (1: in this process).
+        num_processes: worker processes (1: in this process; spawned workers pay an nnU-Net import
+            of a few seconds, worth it for many or large cases).
 
     Returns:
         The cache folder, the ingested cases and the empty ones.
@@ -123,8 +131,23 @@ def ingest_pseudolabels(paths: NnUNetPaths, dataset_name_or_id: Union[int, str],
             (``imagesTs`` / dataset.json ``atso.test``), a case without a reference image, a
             label map whose geometry differs from its image, label values not in dataset.json.
     """
-    return _ingest(paths, dataset_name_or_id, plans_identifier, configuration, pseudo_label_dir, cases,
-                   num_processes, allow_labeled=False)
+    return _ingest(paths, dataset_name_or_id, [plans_identifier], configuration, pseudo_label_dir, cases,
+                   num_processes)[plans_identifier]
+
+
+def ingest_pseudolabels_views(paths: NnUNetPaths, dataset_name_or_id: Union[int, str],
+                              plans_identifiers: Sequence[str], configuration: str, pseudo_label_dir: os.PathLike,
+                              cases: Optional[Iterable[str]] = None,
+                              num_processes: int = 1) -> Dict[str, IngestResult]:
+    """:func:`ingest_pseudolabels` for several views (plans) in one pass.
+
+    The checks run once and every label map and image is read once for all views.
+
+    Returns:
+        plans identifier -> :class:`IngestResult`.
+    """
+    return _ingest(paths, dataset_name_or_id, list(plans_identifiers), configuration, pseudo_label_dir, cases,
+                   num_processes)
 
 
 def cache_root(paths: NnUNetPaths, dataset_name: str, data_identifier: str) -> Path:
@@ -146,38 +169,55 @@ def read_marker(cache_dir: os.PathLike) -> Optional[dict]:
 # --------------------------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------------------------
-def _ingest(paths: NnUNetPaths, dataset_name_or_id, plans_identifier: str, configuration: str,
-            pseudo_label_dir, cases, num_processes: int, allow_labeled: bool,
-            image_folder: Optional[str] = None, properties_dir: Optional[Path] = None) -> IngestResult:
-    """:func:`ingest_pseudolabels` with the knobs the exactness test needs.
+@dataclass
+class _View:
+    """One view's (plans') inputs and cache location."""
+
+    plans_identifier: str
+    plans_file: Path
+    plans: dict
+    data_identifier: str
+    properties_dir: Path
+    cache_dir: Optional[Path] = None
+
+
+def _ingest(paths: NnUNetPaths, dataset_name_or_id, plans_identifiers: List[str], configuration: str,
+            pseudo_label_dir, cases, num_processes: int, allow_labeled: bool = False,
+            image_folder: Optional[str] = None, properties_from_nnunet: bool = False) -> Dict[str, IngestResult]:
+    """:func:`ingest_pseudolabels_views` with the knobs the exactness test needs.
 
     ``allow_labeled`` skips the refusal of labeled cases, ``image_folder`` names the raw images
-    folder (default ``imagesRef``) and ``properties_dir`` the folder of the images' pkl/b2nd
-    (default ``atso_unlabeled/<data_identifier>``).
+    folder (default ``imagesRef``) and ``properties_from_nnunet`` takes the images' pkl/b2nd from
+    nnU-Net's own data folder instead of ``atso_unlabeled/<data_identifier>``.
     """
     if not isinstance(num_processes, int) or num_processes < 1:
         raise InputError(f"num_processes must be a positive integer, got {num_processes!r}")
+    if not plans_identifiers or len(set(plans_identifiers)) != len(plans_identifiers):
+        raise InputError(f"plans identifiers must be given once each, got {plans_identifiers}")
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
     name = _dataset_name(paths, dataset_name_or_id)
     pre_dir = Path(paths.preprocessed) / name
     raw_dir = Path(paths.raw) / name
-    plans_path = pre_dir / f"{plans_identifier}.json"
     dataset_json_path = pre_dir / "dataset.json"
-    for f, what in ((plans_path, "plans"), (dataset_json_path, "dataset.json"), (raw_dir / "dataset.json", "raw dataset.json")):
+    required = [(pre_dir / f"{p}.json", "plans") for p in plans_identifiers]
+    required += [(dataset_json_path, "dataset.json"), (raw_dir / "dataset.json", "raw dataset.json")]
+    for f, what in required:
         if not f.is_file():
             raise InputError(f"{f}: {what} not found; plan and preprocess dataset {name} first")
-    plans = json.loads(plans_path.read_text())
-    if configuration not in plans.get("configurations", {}):
-        raise InputError(f"{plans_path}: no configuration {configuration!r} "
-                         f"(available: {', '.join(plans.get('configurations', {}))})")
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    cm = PlansManager(plans).get_configuration(configuration)
-    identifier = cm.data_identifier
+    views = []
+    for p in plans_identifiers:
+        plans = json.loads((pre_dir / f"{p}.json").read_text())
+        if configuration not in plans.get("configurations", {}):
+            raise InputError(f"{pre_dir / f'{p}.json'}: no configuration {configuration!r} "
+                             f"(available: {', '.join(plans.get('configurations', {}))})")
+        identifier = PlansManager(plans).get_configuration(configuration).data_identifier
+        properties_dir = pre_dir / (identifier if properties_from_nnunet else Path(UNLABELED_DIR) / identifier)
+        views.append(_View(p, pre_dir / f"{p}.json", plans, identifier, properties_dir))
     dataset_json = json.loads(dataset_json_path.read_text())
     raw_json = json.loads((raw_dir / "dataset.json").read_text())
     ending = dataset_json.get("file_ending", layout.FILE_ENDING)
     image_folder = image_folder or layout.IMAGES_REF
-    properties_dir = Path(properties_dir) if properties_dir is not None else pre_dir / UNLABELED_DIR / identifier
 
     # -- cheap checks: files, roles (always, even when the cache is complete) --
     label_dir = Path(pseudo_label_dir)
@@ -186,7 +226,7 @@ def _ingest(paths: NnUNetPaths, dataset_name_or_id, plans_identifier: str, confi
     in_folder = layout.label_ids_in(label_dir, ending)
     selected = sorted(set(in_folder if cases is None else cases))
     problems = _role_problems(raw_dir, raw_json, label_dir, ending, in_folder, selected, allow_labeled,
-                              pre_dir / identifier, image_folder)
+                              [pre_dir / v.data_identifier for v in views], image_folder)
     if not selected and not problems:
         problems.append(f"{label_dir}: no pseudo-label files (*{ending}) to ingest")
     if problems:
@@ -196,16 +236,21 @@ def _ingest(paths: NnUNetPaths, dataset_name_or_id, plans_identifier: str, confi
     n_channels = len(dataset_json["channel_names"])
     image_files = {c: [str(layout.image_path(raw_dir, image_folder, c, ch, ending)) for ch in range(n_channels)]
                    for c in selected}
-    images_ready = all((properties_dir / f"{c}.pkl").is_file() for c in selected)
-    if images_ready:
-        key = _cache_key(label_files, plans, configuration, dataset_json, properties_dir)
-        cache_dir = cache_root(paths, name, identifier) / key
-        marker = read_marker(cache_dir)
-        if marker is not None and marker.get("cases") == selected:
-            logger.info("%s %s: pseudo-labels of %s already ingested in %s", plans_identifier, configuration,
-                        label_dir, cache_dir)
-            return IngestResult(cache_dir, tuple(selected), tuple(marker.get("empty_cases", [])),
-                                properties_dir, True)
+    results = {}
+    for v in views:
+        if all((v.properties_dir / f"{c}.pkl").is_file() for c in selected):
+            v.cache_dir = cache_root(paths, name, v.data_identifier) / _cache_key(
+                label_files, v.plans, configuration, dataset_json, v.properties_dir)
+            marker = read_marker(v.cache_dir)
+            if marker is not None and marker.get("cases") == selected:
+                logger.info("%s %s: pseudo-labels of %s already ingested in %s", v.plans_identifier, configuration,
+                            label_dir, v.cache_dir)
+                results[v.plans_identifier] = IngestResult(v.cache_dir, tuple(selected),
+                                                           tuple(marker.get("empty_cases", [])), v.properties_dir,
+                                                           True)
+    todo_views = [v for v in views if v.plans_identifier not in results]
+    if not todo_views:
+        return results
 
     # -- content checks: geometry and label values (read every label map once) --
     allowed = _allowed_label_values(dataset_json)
@@ -216,25 +261,34 @@ def _ingest(paths: NnUNetPaths, dataset_name_or_id, plans_identifier: str, confi
 
     # -- work --
     t0 = time.monotonic()
-    if not images_ready:
-        missing_images = {c: image_files[c] for c in selected if not (properties_dir / f"{c}.pkl").is_file()}
-        _preprocess_images(paths, name, plans_identifier, configuration, missing_images, properties_dir,
-                           num_processes)
-        key = _cache_key(label_files, plans, configuration, dataset_json, properties_dir)
-        cache_dir = cache_root(paths, name, identifier) / key
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    ctx = _Context(str(plans_path), configuration, str(dataset_json_path))
-    todo = [(c, str(label_files[c]), image_files[c], str(properties_dir), str(cache_dir), ctx)
-            for c in selected if not (cache_dir / f"{c}.pkl").is_file()]
-    _map(_ingest_case, todo, num_processes)
-    empty = sorted(c for c in selected if _is_empty(cache_dir / f"{c}.pkl"))
-    write_json({"cases": selected, "empty_cases": empty, "pseudo_label_dir": str(label_dir.resolve()),
-                "plans_identifier": plans_identifier, "configuration": configuration,
-                "data_identifier": identifier, "image_dir": str(properties_dir), "key": key,
-                "seconds": round(time.monotonic() - t0, 3)}, cache_dir / MARKER)
-    logger.info("%s %s: ingested %d pseudo-label(s) (%d empty) from %s into %s in %.1f s", plans_identifier,
-                configuration, len(selected), len(empty), label_dir, cache_dir, time.monotonic() - t0)
-    return IngestResult(cache_dir, tuple(selected), tuple(empty), properties_dir, False)
+    for v in todo_views:
+        missing = {c: image_files[c] for c in selected if not (v.properties_dir / f"{c}.pkl").is_file()}
+        if missing:
+            _preprocess_images(paths, name, v.plans_identifier, configuration, missing, v.properties_dir,
+                               num_processes)
+        v.cache_dir = cache_root(paths, name, v.data_identifier) / _cache_key(
+            label_files, v.plans, configuration, dataset_json, v.properties_dir)
+        v.cache_dir.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for c in selected:
+        targets = [_Target(str(v.plans_file), configuration, str(dataset_json_path), str(v.properties_dir),
+                           str(v.cache_dir)) for v in todo_views if not (v.cache_dir / f"{c}.pkl").is_file()]
+        if targets:
+            jobs.append((c, str(label_files[c]), image_files[c], targets))
+    _map(_ingest_case, jobs, num_processes)
+    for v in todo_views:
+        empty = sorted(c for c in selected if _is_empty(v.cache_dir / f"{c}.pkl"))
+        write_json({"cases": selected, "empty_cases": empty, "pseudo_label_dir": str(label_dir.resolve()),
+                    "plans_identifier": v.plans_identifier, "configuration": configuration,
+                    "data_identifier": v.data_identifier, "image_dir": str(v.properties_dir),
+                    "key": v.cache_dir.name}, v.cache_dir / MARKER)
+        results[v.plans_identifier] = IngestResult(v.cache_dir, tuple(selected), tuple(empty), v.properties_dir,
+                                                   False)
+        logger.info("%s %s: ingested %d pseudo-label(s) (%d empty) from %s into %s", v.plans_identifier,
+                    configuration, len(selected), len(empty), label_dir, v.cache_dir)
+    logger.info("ingestion of %d case(s) into %d view(s) took %.1f s", len(selected), len(todo_views),
+                time.monotonic() - t0)
+    return results
 
 
 def _dataset_name(paths: NnUNetPaths, dataset_name_or_id) -> str:
@@ -253,12 +307,13 @@ def _dataset_name(paths: NnUNetPaths, dataset_name_or_id) -> str:
 
 
 def _role_problems(raw_dir: Path, raw_json: dict, label_dir: Path, ending: str, in_folder: Sequence[str],
-                   selected: Sequence[str], allow_labeled: bool, nnunet_data_dir: Path, image_folder: str) -> List[str]:
+                   selected: Sequence[str], allow_labeled: bool, nnunet_data_dirs: Sequence[Path],
+                   image_folder: str) -> List[str]:
     """Missing files and cases that must never carry pseudo-labels (labeled, test)."""
     problems = []
     labeled = set(layout.case_ids_in(raw_dir / layout.IMAGES_TR, ending))
-    if nnunet_data_dir.is_dir():  # nnU-Net's own training cases, even if the raw images moved
-        labeled |= {p.name[: -len(".pkl")] for p in nnunet_data_dir.glob("*.pkl")}
+    for d in nnunet_data_dirs:  # nnU-Net's own training cases, even if the raw images moved
+        labeled |= {p.name[: -len(".pkl")] for p in Path(d).glob("*.pkl")}
     test = set(layout.case_ids_in(raw_dir / layout.IMAGES_TS, ending)) | set(raw_json.get("atso", {}).get("test", []))
     for c in sorted(set(in_folder) | set(selected)):
         f = label_dir / f"{c}{ending}"
@@ -430,42 +485,43 @@ def seg_to_preprocessed(seg: np.ndarray, data: np.ndarray, properties: dict, pla
     return seg, class_locations
 
 
-def _ingest_case(case: str, label_file: str, image_files: List[str], properties_dir: str, cache_dir: str,
-                 ctx: _Context) -> bool:
-    """Ingest one case into ``cache_dir`` (seg first, pkl last); returns True if it has foreground."""
+def _ingest_case(case: str, label_file: str, image_files: List[str], targets: List[_Target]) -> None:
+    """Ingest one case into each target view's cache (seg first, pkl last); files are read once."""
     import blosc2
     from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    plans_manager = PlansManager(ctx.plans_file)
-    cm = plans_manager.get_configuration(ctx.configuration)
-    dataset_json = json.loads(Path(ctx.dataset_json_file).read_text())
-    with open(Path(properties_dir) / f"{case}.pkl", "rb") as f:
-        properties = pickle.load(f)
-    rw = plans_manager.image_reader_writer_class()
-    data, _ = rw.read_images(image_files)
-    seg, _ = rw.read_seg(label_file)
-    try:
-        seg, class_locations = seg_to_preprocessed(seg, data, properties, plans_manager, cm, dataset_json)
-    except InputError as e:
-        raise InputError(f"case {case} ({image_files[0]}): {e}") from e
-    image_shape = tuple(blosc2.open(str(Path(properties_dir) / f"{case}.b2nd"), mode="r").shape)
-    if tuple(seg.shape) != image_shape:
-        raise InputError(f"case {case}: ingested label shape {seg.shape} differs from the preprocessed image "
-                         f"{image_shape} in {properties_dir}; re-run preprocessing")
+    raw_data = raw_seg = None
+    for t in targets:
+        plans_manager = PlansManager(t.plans_file)
+        cm = plans_manager.get_configuration(t.configuration)
+        dataset_json = json.loads(Path(t.dataset_json_file).read_text())
+        with open(Path(t.properties_dir) / f"{case}.pkl", "rb") as f:
+            properties = pickle.load(f)
+        if raw_data is None:
+            rw = plans_manager.image_reader_writer_class()
+            raw_data, _ = rw.read_images(image_files)
+            raw_seg, _ = rw.read_seg(label_file)
+        try:
+            seg, class_locations = seg_to_preprocessed(raw_seg, raw_data, properties, plans_manager, cm, dataset_json)
+        except InputError as e:
+            raise InputError(f"case {case} ({image_files[0]}): {e}") from e
+        image_shape = tuple(blosc2.open(str(Path(t.properties_dir) / f"{case}.b2nd"), mode="r").shape)
+        if tuple(seg.shape) != image_shape:
+            raise InputError(f"case {case}: ingested label shape {seg.shape} differs from the preprocessed image "
+                             f"{image_shape} in {t.properties_dir}; re-run preprocessing")
 
-    blocks, chunks = comp_blosc2_params(seg.shape, tuple(cm.patch_size), seg.itemsize)
-    with atomic_path(Path(cache_dir) / f"{case}_seg.b2nd") as tmp:
-        tmp.unlink()  # blosc2 refuses to overwrite
-        # codec and level as nnUNetDatasetBlosc2.save_case (nnunetv2 2.8.1)
-        cparams = {"codec": blosc2.Codec.LZ4HC, "clevel": 5, "nthreads": 1}
-        blosc2.asarray(np.ascontiguousarray(seg), urlpath=str(tmp), chunks=chunks, blocks=blocks, cparams=cparams)
-    properties = dict(properties)
-    properties["class_locations"] = class_locations
-    foreground = bool(np.any(seg > 0))
-    properties["atso_foreground"] = foreground
-    properties["atso_pseudo_label_file"] = label_file
-    with atomic_path(Path(cache_dir) / f"{case}.pkl") as tmp:
-        with open(tmp, "wb") as f:
-            pickle.dump(properties, f)
-    return foreground
+        blocks, chunks = comp_blosc2_params(seg.shape, tuple(cm.patch_size), seg.itemsize)
+        with atomic_path(Path(t.cache_dir) / f"{case}_seg.b2nd") as tmp:
+            tmp.unlink()  # blosc2 refuses to overwrite
+            # LZ4 without filter: label maps compress to almost nothing and decompress fast
+            cparams = {"codec": blosc2.Codec.LZ4, "clevel": 5, "nthreads": 1, "filters": [blosc2.Filter.NOFILTER]}
+            blosc2.asarray(np.ascontiguousarray(seg), urlpath=str(tmp), chunks=chunks, blocks=blocks,
+                           cparams=cparams)
+        properties = dict(properties)
+        properties["class_locations"] = class_locations
+        properties["atso_foreground"] = bool(np.any(seg > 0))
+        properties["atso_pseudo_label_file"] = label_file
+        with atomic_path(Path(t.cache_dir) / f"{case}.pkl") as tmp:
+            with open(tmp, "wb") as f:
+                pickle.dump(properties, f)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-SHAPE_A = [80, 80, 28]      # x, y, z voxels
-SPACING_A = [1.6, 1.6, 3.0]  # mm
-SHAPE_B = [80, 80, 17]
-SPACING_B = [1.6, 1.6, 5.0]
-N_A, N_B = 26, 18
+SHAPE_A = [64, 64, 24]      # x, y, z voxels
+SPACING_A = [2.0, 2.0, 3.0]  # mm
+SHAPE_B = [64, 64, 15]
+SPACING_B = [2.0, 2.0, 5.0]
+N_A, N_B = 18, 16
 NETWORK = {"batch_size": 8, "max_features": 32, "n_stages": 4}
-SCHEDULE = {"num_epochs": 4, "num_iterations_per_epoch": 12, "num_val_iterations_per_epoch": 2,
+SCHEDULE = {"num_epochs": 8, "num_iterations_per_epoch": 15, "num_val_iterations_per_epoch": 2,
             "final_validation": False, "test_time_augmentation": False}
 SOURCE_A, SOURCE_B = "Dataset980_SyntheticA", "Dataset983_SyntheticB"
 SYNTH = {
@@ -38,12 +38,12 @@ def ids(prefix: str, n: int) -> list:
 
 def semi_plan(pct: int, n_labeled: int, dataset_id: int, seed: int = 0) -> dict:
     cases = ids("synA", N_A)
-    test, train = cases[:6], cases[6:]
+    test, train = cases[:4], cases[4:]
     labeled = sorted(np.random.default_rng(seed).choice(train, n_labeled, replace=False).tolist())
     return {
         "name": f"synthetic {pct}% labeled (NIH protocol on domain A)",
         "note": f"Mirror of plans/NIH/{pct}pct.json on the synthetic generator (domain A, NIH-like). The first "
-                f"6 of {N_A} sorted cases are the test set; of the other {len(train)} training cases "
+                f"4 of {N_A} sorted cases are the test set; of the other {len(train)} training cases "
                 f"{n_labeled} are labeled, drawn with sorted(np.random.default_rng({seed}).choice(train, "
                 f"{n_labeled}, replace=False)); the rest is the reference set. Small network and short "
                 "schedule so it runs on a CPU; written by scripts/make_synthetic_plans.py.",
@@ -75,7 +75,7 @@ def transfer_plan() -> dict:
         "name": "synthetic transfer A -> B (NIH -> MSD protocol)",
         "note": "Mirror of plans/transfer/nih_to_msd.json: labeled cases from domain A (NIH-like), unlabeled "
                 "reference and test cases from domain B (MSD-like: arterial phase, thicker slices, +30 HU "
-                "calibration offset, hypodense lesions labelled 2). The first 6 B cases are the test set. Only "
+                "calibration offset, hypodense lesions labelled 2). The first 4 B cases are the test set. Only "
                 "domain A is in imagesTr, so nnU-Net's CT normalisation uses domain-A statistics. Scored with "
                 "the global DSC (all test cases as one volume), lesion counted as pancreas {2: 1}. Written by "
                 "scripts/make_synthetic_plans.py.",
@@ -83,9 +83,9 @@ def transfer_plan() -> dict:
         "dataset_id": 984,
         "dataset_name": "SynthTransfer",
         "convert_hint": "generated automatically on first use (atso_nnunet_synth)",
-        "labeled": a[6:],
-        "reference": b[6:],
-        "test": b[:6],
+        "labeled": a[4:],
+        "reference": b[4:],
+        "test": b[:4],
         "seed": 0,
         "subsets": 2,
         "generations": 2,
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "plans" / "synthetic")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    plans = {"10pct": semi_plan(10, 2, 981), "20pct": semi_plan(20, 4, 982), "transfer": transfer_plan()}
+    plans = {"10pct": semi_plan(10, 2, 981), "20pct": semi_plan(20, 3, 982), "transfer": transfer_plan()}
     for name, plan in plans.items():
         (args.out / f"{name}.json").write_text(json.dumps(plan, indent=2) + "\n")
     return 0

@@ -21,8 +21,6 @@ from atso_nnunet.paths import NnUNetPaths, nnunet_environment
 from atso_nnunet.prediction import predict_tri_view, predict_view
 from conftest import write_tiny_dataset
 
-pytestmark = pytest.mark.slow
-
 DATASET_ID = 990
 _C, _S = np.cos(np.pi / 7), np.sin(np.pi / 7)
 ODD_GEOMETRY = dict(origin=(10.5, -20.25, 3.0), direction=(_C, 0.0, -_S, 0.0, 1.0, 0.0, _S, 0.0, _C))
@@ -92,6 +90,7 @@ def _geometry(path: Path) -> Geometry:
     return Geometry.of(sitk.ReadImage(str(path)))
 
 
+@pytest.mark.slow
 def test_predict_view_outputs_in_input_geometry(trained, test_inputs, tmp_path, monkeypatch):
     model_folder, _ = trained
     out = tmp_path / "axial"
@@ -116,6 +115,7 @@ def test_predict_view_outputs_in_input_geometry(trained, test_inputs, tmp_path, 
     assert predict_view(model_folder, test_inputs, out, save_probabilities=True, progress=False) == written
 
 
+@pytest.mark.slow
 def test_predict_tri_view_fused_geometry(trained, test_inputs, tmp_path):
     model_folder, _ = trained
     views = {"axial": model_folder, "coronal": model_folder, "sagittal": model_folder}
@@ -131,14 +131,38 @@ def test_predict_tri_view_fused_geometry(trained, test_inputs, tmp_path):
         assert not (tmp_path / "work" / "axial" / f"{case}.npz").exists()
 
 
-def test_predict_view_errors(trained, tmp_path):
-    model_folder, _ = trained
+def test_predict_view_input_errors(tmp_path):
     with pytest.raises(InputError, match="missing.nii.gz not found"):
-        predict_view(model_folder, {"c": [tmp_path / "missing.nii.gz"]}, tmp_path / "out", progress=False)
+        predict_view(tmp_path / "model", {"c": [tmp_path / "missing.nii.gz"]}, tmp_path / "out", progress=False)
+    with pytest.raises(InputError, match="no cases"):
+        predict_view(tmp_path / "model", {}, tmp_path / "out", progress=False)
     image = write_array(np.zeros((4, 4, 4), np.int16), Geometry((4, 4, 4), (1, 1, 1), (0, 0, 0),
                                                               (1, 0, 0, 0, 1, 0, 0, 0, 1)), tmp_path / "i.nii.gz")
-    with pytest.raises(InputError, match="fold_3"):
-        predict_view(model_folder, {"c": [image]}, tmp_path / "out", folds=(3,), progress=False)
+    (tmp_path / "model").mkdir()
+    with pytest.raises(InputError) as e:
+        predict_view(tmp_path / "model", {"c": [image]}, tmp_path / "out", progress=False)
+    assert "plans.json" in str(e.value) and str(Path("fold_all") / "checkpoint_final.pth") in str(e.value)
+
+
+def test_predict_view_skips_finished_cases_without_loading(tmp_path, monkeypatch):
+    image = write_array(np.zeros((4, 4, 4), np.int16), Geometry((4, 4, 4), (1, 1, 1), (0, 0, 0),
+                                                              (1, 0, 0, 0, 1, 0, 0, 0, 1)), tmp_path / "i.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "c.nii.gz").write_bytes(b"done")
+    monkeypatch.setattr(prediction, "load_predictor", lambda *a, **k: pytest.fail("model loaded"))
+    assert predict_view(tmp_path / "model", {"c": [image]}, out, progress=False) == [out / "c.nii.gz"]
+    # with probabilities requested, the missing .npz makes the case unfinished
+    loads = []
+
+    def fake_load(*args, **kwargs):
+        loads.append(args[0])
+        raise InputError("stop after the load")
+
+    monkeypatch.setattr(prediction, "load_predictor", fake_load)
+    with pytest.raises(InputError, match="stop after the load"):
+        predict_view(tmp_path / "model", {"c": [image]}, out, save_probabilities=True, progress=False)
+    assert loads == [tmp_path / "model"]
 
 
 def test_resolve_trainer_class_falls_back_to_nnunet_trainer():

@@ -35,6 +35,7 @@ HARD_CASES = {
     "hard_003": ((13, 42, 38), (1.4, 1.3, 2.8)),   # reference
     "hard_004": ((12, 40, 36), (1.5, 1.5, 3.0)),   # test
 }
+HARD_LABELED = ["hard_000", "hard_001", "hard_002"]
 SMALL_NET = NetworkOverride(batch_size=2, max_features=8, n_stages=2)
 
 
@@ -111,15 +112,21 @@ def _load(folder: Path, case: str):
 # --------------------------------------------------------------------------------------------
 # Exactness
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("view", VIEWS)
-def test_ground_truth_ingests_to_nnunets_own_seg(hard, tmp_path, view):
-    """A pseudo-label equal to a labeled case's ground truth gives nnU-Net's _seg.b2nd exactly."""
+@pytest.fixture(scope="module")
+def gt_ingested(hard, tmp_path_factory):
+    """The labeled cases' ground truth ingested as pseudo-labels into the three views in one pass."""
     raw = hard.raw / HARD_NAME
-    labeled = ["hard_000", "hard_001", "hard_002"]
-    folder = _copy_labels(raw / layout.LABELS_TR, labeled, tmp_path / "gt_as_pseudo")
+    folder = _copy_labels(raw / layout.LABELS_TR, HARD_LABELED, tmp_path_factory.mktemp("gt_as_pseudo"))
+    return pseudolabels._ingest(hard, HARD_ID, [plans_identifier(v) for v in VIEWS], "2d", folder, None, 1,
+                                allow_labeled=True, image_folder=layout.IMAGES_TR, properties_from_nnunet=True)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_ground_truth_ingests_to_nnunets_own_seg(hard, gt_ingested, view):
+    """A pseudo-label equal to a labeled case's ground truth gives nnU-Net's _seg.b2nd exactly."""
+    labeled = HARD_LABELED
     nnunet_dir = hard.preprocessed / HARD_NAME / f"{plans_identifier(view)}_2d"
-    result = pseudolabels._ingest(hard, HARD_ID, plans_identifier(view), "2d", folder, None, 1,
-                                  allow_labeled=True, image_folder=layout.IMAGES_TR, properties_dir=nnunet_dir)
+    result = gt_ingested[plans_identifier(view)]
     assert result.cases == tuple(labeled)
     saw_minus_one = saw_resampling = False
     for case in labeled:
@@ -146,7 +153,11 @@ def test_reference_case_matches_run_case_with_labels(hard, tmp_path):
 
     raw = hard.raw / HARD_NAME
     folder = _copy_labels(raw / layout.LABELS_REF, ["hard_003"], tmp_path / "pl")
+    all_views = pseudolabels.ingest_pseudolabels_views(hard, HARD_ID, [plans_identifier(v) for v in VIEWS], "2d",
+                                                       folder)
+    assert not any(r.reused for r in all_views.values())
     result = pseudolabels.ingest_pseudolabels(hard, HARD_ID, "ATSOPlans_coronal", "2d", folder)
+    assert result.reused and result.cache_dir == all_views["ATSOPlans_coronal"].cache_dir  # same cache
     pm = PlansManager(str(hard.preprocessed / HARD_NAME / "ATSOPlans_coronal.json"))
     dj = json.loads((hard.preprocessed / HARD_NAME / "dataset.json").read_text())
     _, seg, props = DefaultPreprocessor(verbose=False).run_case(

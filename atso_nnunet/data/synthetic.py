@@ -36,8 +36,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -47,6 +45,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from atso_nnunet.data import layout
+from atso_nnunet.data.materialize import staged_directory
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import Geometry, write_array, write_json
 
@@ -269,15 +268,17 @@ def _smooth_noise(rng: np.random.Generator, shape_zyx, spacing_norm_zyx, cell: f
     """Low-frequency noise (unit variance) with correlation length ``cell`` (normalised units).
 
     White noise on a coarse lattice (one node per ``cell``) is interpolated with Gaussian weights,
-    one axis at a time as small matrix products: smooth blobs at a fraction of the cost of
+    one axis at a time (separable products): smooth blobs at a fraction of the cost of
     ``ndimage.zoom``.
     """
     coarse = [max(2, int(math.ceil(n * s / cell)) + 1) for n, s in zip(shape_zyx, spacing_norm_zyx)]
     field_ = rng.standard_normal(coarse).astype(np.float32)
     wz, wy, wx = (_interpolation_weights(n, c) for n, c in zip(shape_zyx, coarse))
-    field_ = (wz @ field_.reshape(coarse[0], -1)).reshape(shape_zyx[0], coarse[1], coarse[2])
-    field_ = np.matmul(wy, field_)          # (ny, cy) @ (nz, cy, cx) -> (nz, ny, cx)
-    field_ = np.matmul(field_, wx.T)        # -> (nz, ny, nx)
+    # einsum without ``optimize`` runs numpy's own single-threaded loops: no BLAS threads fighting
+    # for the cores, and the same sums on every BLAS build.
+    field_ = np.einsum("zc,cba->zba", wz, field_)
+    field_ = np.einsum("yb,zba->zya", wy, field_)
+    field_ = np.einsum("xa,zya->zyx", wx, field_)
     std = float(field_.std())
     return field_ / std if std > 0 else field_
 
@@ -424,8 +425,11 @@ def generate_case(config: SyntheticConfig, case_index: int) -> Tuple[np.ndarray,
     paint(envelope & ~fat_clefts, hu["bowel"], 10, box)
 
     head = centre[0]
-    duo_ctrl = np.array([[head[0] - 0.05, head[1] - 0.12, z_head + 0.24], [head[0] - 0.24, head[1] + 0.04, z_head + 0.05],
-                         [head[0] - 0.14, head[1] + 0.06, z_head - 0.3], [head[0] + 0.25, head[1] + 0.03, z_head - 0.22]])
+    # C-loop: down the right side of the head, then under it towards the midline.
+    duo_ctrl = np.array([[head[0] - 0.05, head[1] - 0.12, z_head + 0.24],
+                         [head[0] - 0.24, head[1] + 0.04, z_head + 0.05],
+                         [head[0] - 0.14, head[1] + 0.06, z_head - 0.3],
+                         [head[0] + 0.25, head[1] + 0.03, z_head - 0.22]])
     duo_ctrl += rng.normal(0.0, 0.02, size=duo_ctrl.shape)
     duo_r = rng.uniform(0.045, 0.06)
     dbox, ddist, _ = _tube_distance(grid, _bezier(duo_ctrl), reach=duo_r)
@@ -484,7 +488,8 @@ def generate_case(config: SyntheticConfig, case_index: int) -> Tuple[np.ndarray,
     sx, sy, sz = config.spacing
     origin = (round(-(nx - 1) * sx / 2, 3), round(-(ny - 1) * sy / 2, 3),
               round(-(nz - 1) * sz / 2 + float(rng.uniform(-40, 40)), 1))
-    geometry = Geometry(tuple(config.shape), tuple(config.spacing), origin, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    identity = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    geometry = Geometry(tuple(config.shape), tuple(config.spacing), origin, identity)
     return image, label, geometry
 
 
@@ -506,7 +511,8 @@ def _add_lesions(rng, grid: _Grid, img, label, organ, box, dist, radius, hu) -> 
         if lesion.sum() > 0.5 * organ.sum():
             lesion[:] = False      # tiny volumes: keep the organ label present
         lesion[zi, yi, xi] = True  # at least one voxel even when the lesion is smaller than a voxel
-        img[lesion] = hu["lesion"] + rng.normal(0.0, 5.0) + 8.0 * rng.standard_normal(int(lesion.sum())).astype(np.float32)
+        texture = 8.0 * rng.standard_normal(int(lesion.sum())).astype(np.float32)
+        img[lesion] = hu["lesion"] + rng.normal(0.0, 5.0) + texture
         label[lesion] = 2
 
 
@@ -568,10 +574,9 @@ def write_source_dataset(raw_root: Path, dataset_id: int, name: str, n_cases: in
                              "datasets by id, so choose another --dataset-id")
     raw_root.mkdir(parents=True, exist_ok=True)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=raw_root))
     logger.info("Writing %d synthetic domain-%s cases (shape %s, spacing %s) to %s", n_cases, config.domain,
                 config.shape, config.spacing, final)
-    try:
+    with staged_directory(final, replace=overwrite) as tmp:
         for i in tqdm(range(int(n_cases)), desc=f"synthetic {final.name}", unit="case", disable=None):
             case = f"{prefix}_{i:04d}"
             image, label, geometry = generate_case(config, i)
@@ -590,19 +595,5 @@ def write_source_dataset(raw_root: Path, dataset_id: int, name: str, n_cases: in
                           "generator_version": GENERATOR_VERSION},
         }
         write_json(dataset_json, tmp / "dataset.json")
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=raw_root))
-            final.rename(trash / final.name)
-            try:
-                tmp.rename(final)
-            except OSError:
-                (trash / final.name).rename(final)
-                raise
-            shutil.rmtree(trash)
-        else:
-            tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     logger.info("Wrote %s", final)
     return final

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import pickle
-from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
@@ -68,7 +67,10 @@ class SemiSupervisedDataset(nnUNetBaseDataset):
         self._pseudo = frozenset(self.pseudo_identifiers)
         super().__init__(labeled.source_folder, self.labeled_identifiers + self.pseudo_identifiers,
                          labeled.folder_with_segs_from_previous_stage)
-        # as nnUNetDatasetBlosc2 (nnunetv2 2.8.1): mmap does not work on Windows
+        # as nnUNetDatasetBlosc2 (nnunetv2 2.8.1): one blosc2 thread; mmap does not work on Windows
+        import blosc2
+
+        blosc2.set_nthreads(1)
         self._mmap_kwargs = {} if os.name == "nt" else {"mmap_mode": "r"}
 
     def is_pseudo(self, identifier: str) -> bool:
@@ -80,7 +82,6 @@ class SemiSupervisedDataset(nnUNetBaseDataset):
             return self.labeled.load_case(identifier)
         import blosc2
 
-        blosc2.set_nthreads(1)
         dparams = {"nthreads": 1}
         data = blosc2.open(urlpath=os.path.join(self.image_folder, identifier + ".b2nd"), mode="r",
                            dparams=dparams, **self._mmap_kwargs)

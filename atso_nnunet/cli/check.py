@@ -1,0 +1,51 @@
+"""``atso_nnunet_check``: check a raw dataset (experiment or plain nnU-Net) and print a summary.
+
+Exit status 0 when the dataset is fine, 2 (listing every problem) when it is not.
+
+Example::
+
+    atso_nnunet_check $nnUNet_raw/Dataset981_Synth10pct
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+from atso_nnunet.data.checks import ROLES, check_raw_dataset
+from atso_nnunet.errors import AtsoError
+
+logger = logging.getLogger("atso_nnunet.check")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atso_nnunet_check",
+        description="Check a raw dataset before planning / training: dataset.json, missing images or labels, "
+                    "numTraining, geometry of image/label pairs, label values, 2D/4D files. Lists every problem.")
+    parser.add_argument("dataset_dir", type=Path, help="the dataset folder, nnUNet_raw/DatasetXXX_Name")
+    parser.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES),
+                        help="sets to check (default: all): labeled=imagesTr, reference=imagesRef, test=imagesTs")
+    parser.add_argument("--no-geometry", action="store_true", help="skip the image/label geometry comparison")
+    parser.add_argument("--no-label-values", action="store_true", help="do not load label voxels to check values")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        summary = check_raw_dataset(args.dataset_dir, roles=tuple(args.roles), check_geometry=not args.no_geometry,
+                                    check_label_values=not args.no_label_values)
+    except AtsoError as e:
+        logger.error("%s", e)
+        return e.exit_code
+    print(summary.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""``atso_nnunet_segment``: segment new scans with a run's final tri-view models, fused by vote.
+
+    atso_nnunet_segment --run-dir RUN_DIR -i new_scans/ -o segmentations/ [--device cuda]
+
+``new_scans/`` holds ``<case>_0000.nii.gz`` files (nnU-Net's naming). Each view's model predicts
+every case (kept in ``<output>/.views/<view>/``); the views are fused by majority vote into
+``<output>/<case>.nii.gz`` with exactly the input image's geometry. Rerunning skips finished cases.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+from atso_nnunet.cli.common import setup_logging
+from atso_nnunet.data import layout
+from atso_nnunet.errors import AtsoError, InputError
+
+logger = logging.getLogger("atso_nnunet.segment")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atso_nnunet_segment", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", type=Path, required=True, help="folder of a finished atso_nnunet_run")
+    p.add_argument("-i", "--input", type=Path, required=True, help="folder of <case>_0000.nii.gz images")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for the fused segmentations")
+    p.add_argument("--model", default=None, help="model of the run to use (default: the method's final model)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    p.add_argument("--fusion", choices=("vote", "mean"), default="vote")
+    p.add_argument("--no-mirroring", action="store_true", help="disable test-time mirroring (faster)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def final_model_folders(run_dir: Path, model: Optional[str] = None) -> dict:
+    """``{view: nnU-Net model folder}`` of a run's final (or named) model.
+
+    Raises:
+        InputError: the run folder has no plan, or the model was not trained (yet).
+    """
+    from atso_nnunet.experiment import plan_from_dict
+    from atso_nnunet.steps import SEMI_TRAINER, SUPERVISED_TRAINER
+    from atso_nnunet.views import plans_identifier
+
+    plan_file = run_dir / "plan.json"
+    if not plan_file.is_file():
+        raise InputError(f"{run_dir}: no plan.json; is this the run folder of atso_nnunet_run?")
+    plan = plan_from_dict(json.loads(plan_file.read_text()), origin=str(plan_file))
+    model = model or plan.final_model
+    trainer = SUPERVISED_TRAINER if model == "M0" else SEMI_TRAINER
+    dataset = f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}"
+    folders, missing = {}, []
+    for view in plan.views:
+        folder = (run_dir / "models" / model / "nnUNet_results" / dataset
+                  / f"{trainer}__{plans_identifier(view)}__{plan.configuration}")
+        if not (folder / f"fold_{plan.fold}" / "checkpoint_final.pth").is_file():
+            missing.append(str(folder / f"fold_{plan.fold}" / "checkpoint_final.pth"))
+        folders[view] = folder
+    if missing:
+        raise InputError(f"model {model} of {run_dir} is not trained yet (missing: {', '.join(missing)}); "
+                         "finish the run with atso_nnunet_run first")
+    return folders, plan
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        from atso_nnunet.prediction import predict_tri_view
+
+        folders, plan = final_model_folders(args.run_dir.resolve(), args.model)
+        cases = layout.case_ids_in(args.input)
+        if not cases:
+            raise InputError(f"{args.input}: no <case>_0000{layout.FILE_ENDING} images found")
+        inputs = {c: [layout.image_path(args.input, ".", c)] for c in cases}
+        out = predict_tri_view(folders, inputs, args.output / ".views", args.output, fusion=args.fusion,
+                               folds=(plan.fold,), device=args.device, use_mirroring=not args.no_mirroring)
+        logger.info("%d fused segmentation(s) in %s", len(out), args.output)
+    except AtsoError as e:
+        logger.error("%s", e)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""``atso_nnunet_synth``: write a synthetic nnU-Net raw source dataset.
+
+Example::
+
+    atso_nnunet_synth --raw $nnUNet_raw --dataset-id 980 --name SyntheticA --cases 30 --domain A --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import List, Optional
+
+from atso_nnunet.data.synthetic import DOMAIN_DEFAULTS, DOMAINS, SyntheticConfig, write_source_dataset
+from atso_nnunet.errors import AtsoError, InputError
+
+logger = logging.getLogger("atso_nnunet.synth")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atso_nnunet_synth",
+        description="Write a synthetic abdominal CT dataset (pancreas-like organ) as an nnU-Net raw dataset "
+                    "<raw>/Dataset<id>_<name>: domain A is NIH-like (venous, labels 0/1), domain B MSD-like "
+                    "(arterial, thicker slices, calibration offset, lesions labelled 2).")
+    parser.add_argument("--raw", type=Path, default=None,
+                        help="nnU-Net raw folder (default: $nnUNet_raw)")
+    parser.add_argument("--dataset-id", type=int, required=True, help="nnU-Net dataset id (1-999)")
+    parser.add_argument("--name", default=None, help="dataset name (default: Synthetic<domain>)")
+    parser.add_argument("--cases", type=int, default=30, help="number of cases (default: 30)")
+    parser.add_argument("--domain", choices=DOMAINS, default="A", help="A (NIH-like) or B (MSD-like); default A")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
+                        help="volume size in voxels (default: "
+                             + ", ".join(f"{d}: {'x'.join(map(str, v['shape']))}" for d, v in DOMAIN_DEFAULTS.items())
+                             + ")")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), default=None,
+                        help="voxel size in mm (default: "
+                             + ", ".join(f"{d}: {'x'.join(map(str, v['spacing']))}" for d, v in DOMAIN_DEFAULTS.items())
+                             + ")")
+    parser.add_argument("--case-prefix", default=None, help="case id prefix (default: syn<domain>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same name")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        raw = args.raw if args.raw is not None else (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw")
+                                                     else None)
+        if raw is None:
+            raise InputError("no raw folder: pass --raw DIR or export nnUNet_raw")
+        config = SyntheticConfig(domain=args.domain, shape=tuple(args.shape) if args.shape else None,
+                                 spacing=tuple(args.spacing) if args.spacing else None, seed=args.seed)
+        out = write_source_dataset(raw, args.dataset_id, args.name or f"Synthetic{args.domain}", args.cases, config,
+                                   case_prefix=args.case_prefix, overwrite=args.overwrite)
+    except AtsoError as e:
+        logger.error("%s", e)
+        return e.exit_code
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

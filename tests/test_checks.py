@@ -1,0 +1,130 @@
+"""Raw dataset checks: every malformed input gives one InputError naming the case and the file."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from atso_nnunet.cli import check as check_cli
+from atso_nnunet.data import layout
+from atso_nnunet.data.checks import check_label_file, check_raw_dataset, raise_if_problems
+from atso_nnunet.errors import InputError
+from atso_nnunet.io import Geometry, read_array, write_array
+
+# tiny_dataset (conftest): tiny_000..002 labeled, 003..006 reference, 007..008 test, all with ground truth
+
+
+def _problems(dataset) -> str:
+    with pytest.raises(InputError) as e:
+        check_raw_dataset(dataset)
+    return str(e.value)
+
+
+def test_good_dataset_passes_with_a_summary(tiny_dataset):
+    summary = check_raw_dataset(tiny_dataset)
+    assert summary.cases == {"labeled": 3, "reference": 4, "test": 2}
+    assert summary.with_labels == {"labeled": 3, "reference": 4, "test": 2}
+    assert summary.labels == {"background": 0, "pancreas": 1}
+    assert "labeled: 3 case(s)" in summary.describe()
+    assert check_raw_dataset(tiny_dataset, roles=("labeled",)).cases == {"labeled": 3}
+
+
+def test_missing_image(tiny_dataset):
+    layout.image_path(tiny_dataset, layout.IMAGES_TR, "tiny_001").unlink()
+    msg = _problems(tiny_dataset)
+    assert "tiny_001" in msg and str(layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_001")) in msg
+    assert "numTraining" in msg          # 3 declared, 2 present
+
+
+def test_missing_label(tiny_dataset):
+    layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_000").unlink()
+    msg = _problems(tiny_dataset)
+    assert "labeled case tiny_000" in msg
+    assert str(layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_000")) in msg
+    assert "imagesRef" in msg            # what to do with unlabeled cases
+
+
+def test_label_without_image_in_reference(tiny_dataset):
+    layout.image_path(tiny_dataset, layout.IMAGES_REF, "tiny_004").unlink()
+    msg = _problems(tiny_dataset)
+    assert "reference case tiny_004" in msg and "has no image" in msg
+    assert "listed in dataset.json 'atso'" in msg
+
+
+def test_geometry_mismatch(tiny_dataset):
+    path = layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_002")
+    lab, geo = read_array(path)
+    write_array(lab, Geometry(geo.size, (2.0, 1.5, 3.0), geo.origin, geo.direction), path)
+    msg = _problems(tiny_dataset)
+    assert "labeled case tiny_002" in msg and str(path) in msg and "spacing" in msg
+
+
+def test_bad_label_values(tiny_dataset):
+    path = layout.label_path(tiny_dataset, layout.LABELS_TS, "tiny_008")
+    lab, geo = read_array(path)
+    lab[0, 0, :3] = [5, 7, 255]
+    write_array(lab, geo, path)
+    msg = _problems(tiny_dataset)
+    assert "test case tiny_008" in msg and str(path) in msg and "5, 7, 255" in msg
+
+
+def test_4d_file(tiny_dataset):
+    path = layout.image_path(tiny_dataset, layout.IMAGES_REF, "tiny_003")
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 4, 5, 6), np.int16), isVector=False), str(path))
+    msg = _problems(tiny_dataset)
+    assert "reference case tiny_003" in msg and str(path) in msg and "4D" in msg
+
+
+def test_2d_file(tiny_dataset):
+    path = layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_001")
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((40, 36), np.uint8)), str(path))
+    msg = _problems(tiny_dataset)
+    assert "labeled case tiny_001" in msg and str(path) in msg and "2D" in msg
+
+
+def test_unreadable_file(tiny_dataset):
+    path = layout.image_path(tiny_dataset, layout.IMAGES_TS, "tiny_007")
+    path.write_bytes(b"not an image at all")
+    msg = _problems(tiny_dataset)
+    assert "test case tiny_007" in msg and str(path) in msg and "cannot read" in msg
+
+
+def test_dataset_json_problems(tiny_dataset):
+    dj_path = tiny_dataset / "dataset.json"
+    dj_path.unlink()
+    assert "dataset.json not found" in _problems(tiny_dataset)
+    dj_path.write_text("{not json")
+    assert "cannot read dataset.json" in _problems(tiny_dataset)
+    dj_path.write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"organ": 1}, "numTraining": 7}))
+    msg = _problems(tiny_dataset)
+    assert "file_ending" in msg and "background" in msg and "numTraining is 7" in msg
+
+
+def test_every_problem_is_listed_at_once(tiny_dataset):
+    layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_000").unlink()
+    layout.image_path(tiny_dataset, layout.IMAGES_TS, "tiny_008").write_bytes(b"junk")
+    msg = _problems(tiny_dataset)
+    assert "tiny_000" in msg and "tiny_008" in msg and "problem(s) found" in msg
+
+
+def test_check_label_file(tiny_dataset):
+    image, geo = read_array(layout.image_path(tiny_dataset, layout.IMAGES_TR, "tiny_000"))
+    path = layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_000")
+    assert check_label_file(path, [0, 1], geo) == []
+    assert "label values 1" in check_label_file(path, [0], geo)[0]
+    shifted = Geometry(geo.size, geo.spacing, (5.0, 0.0, 0.0), geo.direction)
+    assert "origin" in check_label_file(path, [0, 1], shifted)[0]
+    assert "not found" in check_label_file(tiny_dataset / "nope.nii.gz", [0, 1])[0]
+    with pytest.raises(InputError, match="2 problem"):
+        raise_if_problems(["a", "b"], "somewhere")
+    raise_if_problems([], "somewhere")
+
+
+def test_check_cli(tiny_dataset, capsys):
+    assert check_cli.main([str(tiny_dataset)]) == 0
+    assert "labeled: 3 case(s)" in capsys.readouterr().out
+    layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_000").unlink()
+    assert check_cli.main([str(tiny_dataset)]) == 2
+    assert check_cli.main([str(tiny_dataset / "missing")]) == 2

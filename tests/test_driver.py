@@ -1,0 +1,112 @@
+"""The driver: plan checks before work, dry run, lock, resume, and a tiny end-to-end run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atso_nnunet.cli.run import main
+from atso_nnunet.errors import RunLockedError
+from atso_nnunet.rundir import RunLock
+
+from conftest import write_tiny_dataset
+
+
+def _tiny_plan(tmp_path: Path, **over) -> Path:
+    """A plan over Dataset990_Tiny-like sources written by write_tiny_dataset (as a source)."""
+    plan = {
+        "name": "tiny", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "TinyExp",
+        "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
+        "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": 1, "views": ["axial"],
+        "network": {"batch_size": 2, "max_features": 16, "n_stages": 3},
+        "schedule": {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1,
+                     "final_validation": False, "test_time_augmentation": False},
+    }
+    plan.update(over)
+    p = tmp_path / "plan.json"
+    p.write_text(json.dumps(plan))
+    return p
+
+
+def test_bad_plan_rejected_before_any_work(tmp_path, caplog):
+    p = _tiny_plan(tmp_path, reference=["tiny_003", "tiny_000"], metod="atso")
+    nn = tmp_path / "nn"
+    assert main(["--plan", str(p), "--nnunet-dir", str(nn), "--run-dir", str(tmp_path / "run")]) == 2
+    text = caplog.text
+    assert "tiny_000" in text and "metod" in text  # all problems listed at once
+    assert not (tmp_path / "run").exists()
+    assert not nn.exists()
+
+
+def test_missing_source_names_the_conversion_command(tmp_path, caplog):
+    rc = main(["-d", "NIH", "-f", "10pct", "--nnunet-dir", str(tmp_path / "nn"), "--run-dir", str(tmp_path / "run")])
+    assert rc == 2
+    assert "atso_nnunet_convert nih" in caplog.text
+    assert not list((tmp_path / "nn" / "nnUNet_preprocessed").rglob("*"))
+
+
+def test_unknown_schedule_key_is_an_error(tmp_path, caplog):
+    p = _tiny_plan(tmp_path, schedule={"num_epoch": 3})
+    assert main(["--plan", str(p), "--nnunet-dir", str(tmp_path / "nn"), "--dry-run"]) == 2
+    assert "num_epoch" in caplog.text and "num_epochs" in caplog.text
+
+
+def test_dry_run_prints_nnunet_commands(tmp_path, capsys):
+    rc = main(["-d", "synthetic", "-f", "10pct", "--nnunet-dir", str(tmp_path / "nn"),
+               "--run-dir", str(tmp_path / "run"), "--dry-run"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "nnUNetv2_train 981 2d all -tr ATSOTrainer -p ATSOPlans_axial -device cpu" in out
+    assert "-tr ATSOSemiTrainer -p ATSOPlans_sagittal" in out
+    assert "nnUNetv2_predict -i" in out and "ATSO_RUN_CONFIG=" in out
+    assert "--step g1/fuse/R_g1" in out
+    # nothing was trained or prepared
+    assert not (tmp_path / "nn" / "nnUNet_raw" / "Dataset980_SyntheticA").exists()
+    assert (tmp_path / "run" / "plan.json").is_file()
+
+
+def test_run_lock_refuses_second_driver(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(RunLockedError):
+            with RunLock(tmp_path):
+                pass
+    with RunLock(tmp_path):  # released again
+        pass
+
+
+def test_run_dir_with_other_plan_is_refused(tmp_path, caplog):
+    run = tmp_path / "run"
+    args = ["-d", "synthetic", "-f", "10pct", "--nnunet-dir", str(tmp_path / "nn"), "--run-dir", str(run), "--dry-run"]
+    assert main(args) == 0
+    assert main(args + ["--generations", "3"]) == 2
+    assert "different plan" in caplog.text and "--fresh" in caplog.text
+
+
+@pytest.mark.slow
+def test_tiny_atso_run_end_to_end_and_resume(tmp_path):
+    """One view, one generation on tiny volumes: M0, two half-models, final model; then resume."""
+    nn = tmp_path / "nn"
+    write_tiny_dataset(nn / "nnUNet_raw", dataset_id=990, name="Tiny", n_labeled=9, n_reference=0, n_test=0)
+    plan = _tiny_plan(tmp_path)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "atso_nnunet.cli.run", "--plan", str(plan), "--nnunet-dir", str(nn),
+           "--run-dir", str(run), "--num-processes", "1"]
+    env = {**os.environ, "nnUNet_n_proc_DA": "0"}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((run / "report.json").read_text())
+    assert report["method"] == "atso"
+    assert [g["generation"] for g in report["generations"]] == [0, 1]
+    assert report["final"]["test_dsc_mean"] is not None
+    assert sorted(p.name for p in (run / "pseudolabels" / "R_g1").glob("*.nii.gz")) == \
+        [f"tiny_00{i}.nii.gz" for i in range(3, 7)]
+    markers = {p: p.stat().st_mtime_ns for p in (run / "state").rglob("*.done")}
+    # rerun: nothing is redone
+    res2 = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res2.returncode == 0, res2.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in (run / "state").rglob("*.done")} == markers
+    assert "nnUNetv2_train" not in res2.stderr
