@@ -146,6 +146,26 @@ def test_ground_truth_ingests_to_nnunets_own_seg(hard, gt_ingested, view):
         f"{c}{s}" for c in labeled for s in (".b2nd", "_seg.b2nd", ".pkl"))
 
 
+def test_ground_truth_ingests_exactly_in_3d_fullres(tmp_path):
+    """Same exactness for nnU-Net's 3d_fullres configuration (3D target spacing, separate-z resampling)."""
+    paths = NnUNetPaths.under(tmp_path / "nn")
+    paths.makedirs()
+    write_hard_dataset(paths.raw)
+    plan_and_preprocess(paths, HARD_ID, ["sagittal"], "3d_fullres", num_processes=1, verify=False,
+                        unlabeled_folders=())
+    folder = _copy_labels(paths.raw / HARD_NAME / layout.LABELS_TR, HARD_LABELED, tmp_path / "gt")
+    result = pseudolabels._ingest(paths, HARD_ID, ["ATSOPlans_sagittal"], "3d_fullres", folder, None, 1,
+                                  allow_labeled=True, image_folder=layout.IMAGES_TR,
+                                  properties_from_nnunet=True)["ATSOPlans_sagittal"]
+    nnunet_dir = paths.preprocessed / HARD_NAME / "ATSOPlans_sagittal_3d_fullres"
+    for case in HARD_LABELED:
+        expected, props = _load(nnunet_dir, case)
+        got, got_props = _load(result.cache_dir, case)
+        np.testing.assert_array_equal(got, expected, err_msg=case)
+        for k, locs in props["class_locations"].items():
+            np.testing.assert_array_equal(got_props["class_locations"][k], locs)
+
+
 def test_reference_case_matches_run_case_with_labels(hard, tmp_path):
     """A reference case ingests as nnU-Net's run_case would have preprocessed it with its label."""
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
