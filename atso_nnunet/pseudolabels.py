@@ -228,9 +228,7 @@ def _ingest(paths: NnUNetPaths, dataset_name_or_id, plans_identifiers: List[str]
     problems = _role_problems(raw_dir, raw_json, label_dir, ending, in_folder, selected, allow_labeled,
                               [pre_dir / v.data_identifier for v in views], image_folder)
     if not selected and not problems:
-        problems.append(f"{label_dir}: no pseudo-label files (*{ending}) to ingest")
-    if problems:
-        raise _input_error(label_dir, problems)
+        raise _input_error(label_dir, [f"{label_dir}: no pseudo-label files (*{ending}) to ingest"])
 
     label_files = {c: label_dir / f"{c}{ending}" for c in selected}
     n_channels = len(dataset_json["channel_names"])
@@ -238,7 +236,7 @@ def _ingest(paths: NnUNetPaths, dataset_name_or_id, plans_identifiers: List[str]
                    for c in selected}
     results = {}
     for v in views:
-        if all((v.properties_dir / f"{c}.pkl").is_file() for c in selected):
+        if not problems and all((v.properties_dir / f"{c}.pkl").is_file() for c in selected):
             v.cache_dir = cache_root(paths, name, v.data_identifier) / _cache_key(
                 label_files, v.plans, configuration, dataset_json, v.properties_dir)
             marker = read_marker(v.cache_dir)
@@ -252,10 +250,12 @@ def _ingest(paths: NnUNetPaths, dataset_name_or_id, plans_identifiers: List[str]
     if not todo_views:
         return results
 
-    # -- content checks: geometry and label values (read every label map once) --
+    # -- content checks: geometry and label values (read every label map once), reported together
+    # with the problems above --
     allowed = _allowed_label_values(dataset_json)
-    args = [(c, str(label_files[c]), image_files[c][0], allowed) for c in selected]
-    problems = [p for ps in _map(_check_case, args, num_processes) for p in ps]
+    flagged = {c for c in selected if any(f"case {c}:" in p for p in problems)}
+    args = [(c, str(label_files[c]), image_files[c][0], allowed) for c in selected if c not in flagged]
+    problems += [p for ps in _map(_check_case, args, num_processes) for p in ps]
     if problems:
         raise _input_error(label_dir, problems)
 
@@ -399,34 +399,19 @@ def _is_empty(pkl: Path) -> bool:
 # --------------------------------------------------------------------------------------------
 def _check_case(case: str, label_file: str, image_file: str, allowed: Tuple[int, ...]) -> List[str]:
     """Geometry against the image's header, and label values; returns the problems found."""
-    problems = []
-    try:
-        label = sitk.ReadImage(label_file)
-    except RuntimeError as e:
-        return [f"case {case}: {label_file}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})"]
+    from atso_nnunet.data.checks import check_label_file
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(image_file)
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
         return [f"case {case}: image {image_file}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})"]
-    if label.GetDimension() != reader.GetDimension() or label.GetNumberOfComponentsPerPixel() != 1:
-        return [f"case {case}: {label_file} is {label.GetDimension()}D with {label.GetNumberOfComponentsPerPixel()} "
-                f"component(s); its image {image_file} is {reader.GetDimension()}D: write one scalar label map "
-                "in the image's geometry"]
-    g_label = Geometry.of(label)
-    g_image = Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
-                       tuple(reader.GetDirection()))
-    if not g_label.matches(g_image):
-        problems.append(f"case {case}: {label_file} does not match the geometry of its image {image_file} "
-                        f"({g_label.describe_difference(g_image)}); write pseudo-labels in the original image "
-                        "geometry (as nnU-Net's predictor exports them)")
-    values = np.unique(sitk.GetArrayViewFromImage(label))
-    bad = [v for v in values.tolist() if v != int(v) or int(v) not in allowed]
-    if bad:
-        problems.append(f"case {case}: {label_file} holds label value(s) {bad[:10]} not in dataset.json's labels "
-                        f"{list(allowed)}")
-    return problems
+    image_geometry = Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
+                              tuple(reader.GetDirection()))
+    return [f"case {case}: {p} (pseudo-labels must be written in the original image geometry, as nnU-Net's "
+            f"predictor exports them)" if "geometry" in p else f"case {case}: {p}"
+            for p in check_label_file(label_file, allowed, image_geometry)]
 
 
 def seg_to_preprocessed(seg: np.ndarray, data: np.ndarray, properties: dict, plans_manager, configuration_manager,

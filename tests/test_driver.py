@@ -86,7 +86,7 @@ def test_run_dir_with_other_plan_is_refused(tmp_path, caplog):
     assert "different plan" in caplog.text and "--fresh" in caplog.text
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_tiny_atso_run_end_to_end_and_resume(tmp_path):
     """One view, one generation on tiny volumes: M0, two half-models, final model; then resume."""
     nn = tmp_path / "nn"
@@ -95,7 +95,7 @@ def test_tiny_atso_run_end_to_end_and_resume(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "atso_nnunet.cli.run", "--plan", str(plan), "--nnunet-dir", str(nn),
            "--run-dir", str(run), "--num-processes", "1"]
-    env = {**os.environ, "nnUNet_n_proc_DA": "0"}
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_n_proc_DA"}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((run / "report.json").read_text())

@@ -294,7 +294,7 @@ def test_guard_bad_label_value(tiny, tmp_path):
     out.CopyInformation(lab)
     sitk.WriteImage(out, str(folder / "tiny_003.nii.gz"))
     msg = _ingest_error(tiny, folder)
-    assert "tiny_003" in msg and "[7]" in msg and str(folder / "tiny_003.nii.gz") in msg
+    assert "case tiny_003" in msg and "values 7 are not in dataset.json" in msg and str(folder / "tiny_003.nii.gz") in msg
 
 
 def test_guard_missing_file(tiny, tmp_path):
@@ -314,6 +314,23 @@ def test_guard_labeled_and_test_cases_refused(tiny, tmp_path):
     assert "tiny_000" in msg and "LABELED" in msg
     assert "tiny_007" in msg and "TEST" in msg
     assert "tiny_003" not in msg
+
+
+def test_guard_lists_every_problem_at_once(tiny, tmp_path):
+    import SimpleITK as sitk
+
+    raw = tiny.raw / "Dataset990_Tiny"
+    folder = _copy_labels(raw / layout.LABELS_REF, ["tiny_003", "tiny_004"], tmp_path / "pl")
+    shutil.copy2(raw / layout.LABELS_TS / "tiny_007.nii.gz", folder)
+    lab = sitk.ReadImage(str(folder / "tiny_003.nii.gz"))
+    lab.SetOrigin((5.0, 0.0, 0.0))
+    sitk.WriteImage(lab, str(folder / "tiny_003.nii.gz"))
+    msg = _ingest_error(tiny, folder, cases=["tiny_003", "tiny_004", "tiny_005"])
+    assert "3 problem(s)" in msg
+    assert "case tiny_007" in msg and "TEST" in msg
+    assert "case tiny_005: no pseudo-label file" in msg
+    assert "case tiny_003" in msg and "origin" in msg
+    assert "case tiny_004" not in msg
 
 
 def test_guard_unknown_case_and_empty_folder(tiny, tmp_path):
