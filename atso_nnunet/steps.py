@@ -154,6 +154,10 @@ def train_job(ctx: RunContext, step: Step) -> Job:
     # A fold folder left by an interrupted run: continue from its latest checkpoint (--c).
     started = ctx.model_folder(step.model, step.view, trainer).is_dir()
     env = nnunet_env(ctx.model_paths(step.model), run_config=config_file)
+    if ctx.device == "cpu" and "nnUNet_n_proc_DA" not in env:
+        # On a CPU the augmentation workers compete with training for the same cores and each
+        # pays an nnU-Net import at start; single-threaded augmentation is faster there.
+        env["nnUNet_n_proc_DA"] = "0"
     return Job(name=_job_name(step.id), argv=train_command(continue_training=started, **common),
                resume_argv=train_command(continue_training=True, **common), env=env,
                log_path=ctx.run.step_log(step.id), uses_gpu=ctx.device != "cpu")
@@ -169,8 +173,11 @@ def predict_job(ctx: RunContext, steps: Sequence[Step], link: bool = True) -> Jo
     input_dir = _link_inputs(ctx, parts, cases) if link else ctx.run.inputs(parts)
     out = ctx.run.predictions(model, view)
     trainer = ctx.trainer_of_model(model)
+    # -npp 0 -nps 0 is nnU-Net's sequential mode: on a CPU its spawned worker pools cost more than they save
+    workers = 0 if ctx.device == "cpu" else 2
     argv = predict_command(input_dir, out, ctx.plan.dataset_id, ctx.plan.configuration, ctx.plan.fold, trainer,
-                           plans_identifier(view), device=ctx.device,
+                           plans_identifier(view), device=ctx.device, num_processes_preprocessing=workers,
+                           num_processes_segmentation_export=workers,
                            disable_tta=not ctx.schedule.get("test_time_augmentation", True))
     return Job(name=_job_name(f"{model}/{view}/predict_{parts}"), argv=argv, env=nnunet_env(ctx.model_paths(model)),
                log_path=ctx.run.step_log(steps[0].id), uses_gpu=ctx.device != "cpu")
@@ -194,7 +201,7 @@ def _link_inputs(ctx: RunContext, parts: str, cases: Sequence[str]) -> Path:
 def describe_job(job: Job) -> str:
     """A copy-pasteable shell line for ``--dry-run`` (only the variables atso_nnunet sets)."""
     keys = [k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer",
-                        "ATSO_RUN_CONFIG", "CUDA_VISIBLE_DEVICES") if k in job.env]
+                        "ATSO_RUN_CONFIG", "CUDA_VISIBLE_DEVICES", "nnUNet_n_proc_DA") if k in job.env]
     return " ".join([*(f"{k}={shlex.quote(job.env[k])}" for k in keys), shlex.join(job.argv)])
 
 

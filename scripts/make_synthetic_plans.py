@@ -22,9 +22,11 @@ SPACING_A = [2.0, 2.0, 3.0]  # mm
 SHAPE_B = [64, 64, 15]
 SPACING_B = [2.0, 2.0, 5.0]
 N_A, N_B = 18, 16
-NETWORK = {"batch_size": 8, "max_features": 32, "n_stages": 4}
-SCHEDULE = {"num_epochs": 8, "num_iterations_per_epoch": 15, "num_val_iterations_per_epoch": 2,
-            "final_validation": False, "test_time_augmentation": False}
+NETWORK = {"batch_size": 8, "max_features": 16, "n_stages": 4}
+# 350 iterations at a raised learning rate: measured on the 2-core CPU, the shortest schedule after
+# which M0 (2 labeled cases) reliably starts to segment in at least two of the three views.
+SCHEDULE = {"num_epochs": 7, "num_iterations_per_epoch": 50, "num_val_iterations_per_epoch": 2,
+            "initial_lr": 0.03, "final_validation": False, "test_time_augmentation": False}
 SOURCE_A, SOURCE_B = "Dataset980_SyntheticA", "Dataset983_SyntheticB"
 SYNTH = {
     SOURCE_A: {"domain": "A", "n_cases": N_A, "seed": 0, "shape": SHAPE_A, "spacing": SPACING_A},
