@@ -417,7 +417,7 @@ def collect_report(ctx: steps_mod.RunContext, steps: Sequence[Step], split) -> r
         if plan.method == "atso" and K > 1:
             for j in range(1, K + 1):
                 for k in range(1, K + 1):
-                    src = (f"R_g0", f"R_h{j}") if t == 0 else (f"g{t}_h{k}", f"R_h{j}")
+                    src = ("R_g0", f"R_h{j}") if t == 0 else (f"g{t}_h{k}", f"R_h{j}")
                     g.half_models[f"M{k}@R{j}"] = _score(run.read_evaluation(*src), "mean_dsc")
             if t >= 1:
                 models = [f"g{t}_h{k}" for k in range(1, K + 1)]

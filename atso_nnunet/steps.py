@@ -16,7 +16,7 @@ import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError

@@ -13,8 +13,9 @@ import logging
 from pathlib import Path
 from typing import List, Optional
 
+from atso_nnunet.cli.common import run_cli
 from atso_nnunet.data.checks import ROLES, check_raw_dataset
-from atso_nnunet.errors import AtsoError
+
 
 logger = logging.getLogger("atso_nnunet.check")
 
@@ -33,18 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        summary = check_raw_dataset(args.dataset_dir, roles=tuple(args.roles), check_geometry=not args.no_geometry,
-                                    check_label_values=not args.no_label_values)
-    except AtsoError as e:
-        logger.error("%s", e)
-        return e.exit_code
+def _run(args) -> int:
+    summary = check_raw_dataset(args.dataset_dir, roles=tuple(args.roles), check_geometry=not args.no_geometry,
+                                check_label_values=not args.no_label_values)
     print(summary.describe())
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
+from atso_nnunet.errors import AtsoError
 from atso_nnunet.paths import NnUNetPaths
 
 
@@ -28,3 +29,20 @@ def nnunet_paths(nnunet_dir: Optional[Path]) -> NnUNetPaths:
         paths.makedirs()
         return paths
     return NnUNetPaths.from_env()
+
+
+def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Optional[int]],
+            argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv``, set up logging, call ``run(args)``; a user error becomes its exit code.
+
+    Every ``main(argv=None) -> int`` of the package goes through here, so an
+    :class:`~atso_nnunet.errors.AtsoError` is always logged as one message (no traceback) and
+    returned as :attr:`~atso_nnunet.errors.AtsoError.exit_code`.
+    """
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "verbose", False))
+    try:
+        return run(args) or 0
+    except AtsoError as e:
+        logging.getLogger("atso_nnunet").error("%s", e)
+        return e.exit_code

@@ -10,9 +10,10 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
+from atso_nnunet.cli.common import run_cli
 from atso_nnunet.data.msd import MSD_DATASET_ID, MSD_EVAL_LABEL_MAP, convert_msd
 from atso_nnunet.data.nih import NIH_DATASET_ID, NIH_DATASET_NAME, SERIES_RULES, convert_nih
-from atso_nnunet.errors import AtsoError
+
 
 logger = logging.getLogger("atso_nnunet.convert")
 
@@ -45,25 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.dataset == "nih":
-            out = args.raw / f"Dataset{args.dataset_id:03d}_{NIH_DATASET_NAME}"
-            report = convert_nih(args.dicom_root, args.labels_root, out, cases=args.cases,
-                                 series_rule=args.series_rule)
-            logger.info("%s: %d cases (%d labels reoriented, see conversion_report.json)",
-                        out, len(report.cases), len(report.flipped))
-        else:
-            out = convert_msd(args.task_folder, args.raw, args.dataset_id, num_processes=args.num_processes)
-            logger.info("%s ready; evaluate pancreas with label map %s (tumour counts as pancreas)",
-                        out, MSD_EVAL_LABEL_MAP)
-    except AtsoError as e:
-        logger.error("%s", e)
-        return e.exit_code
+def _run(args) -> int:
+    if args.dataset == "nih":
+        out = args.raw / f"Dataset{args.dataset_id:03d}_{NIH_DATASET_NAME}"
+        report = convert_nih(args.dicom_root, args.labels_root, out, cases=args.cases, series_rule=args.series_rule)
+        logger.info("%s: %d cases (%d labels reoriented, see conversion_report.json)",
+                    out, len(report.cases), len(report.flipped))
+    else:
+        out = convert_msd(args.task_folder, args.raw, args.dataset_id, num_processes=args.num_processes)
+        logger.info("%s ready; evaluate pancreas with label map %s (tumour counts as pancreas)",
+                    out, MSD_EVAL_LABEL_MAP)
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.errors import AtsoError, InputError
+from atso_nnunet.cli.common import run_cli
+from atso_nnunet.errors import InputError
 from atso_nnunet.experiment import CONFIGURATIONS, METHODS, METRICS, write_plan_from_dataset
 from atso_nnunet.views import VIEWS
 
@@ -58,34 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.out.exists() and not args.force:
-            raise InputError(f"{args.out}: exists; pass --force to overwrite it")
-        label_map = {}
-        if args.eval_label_map:
-            try:
-                label_map = json.loads(args.eval_label_map)
-            except json.JSONDecodeError as e:
-                raise InputError(f"--eval-label-map: not JSON ({e}); write it like '{{\"2\": 1}}'") from e
-        generations = args.generations
-        if generations is None:
-            generations = 0 if args.method == "supervised" else 2
-        plan = write_plan_from_dataset(
-            args.raw_dataset, args.unlabeled, args.test_list, out_path=args.out,
-            dataset_id=args.dataset_id, dataset_name=args.name, name=args.title, note=args.note,
-            method=args.method, generations=generations, subsets=args.subsets, seed=args.seed,
-            views=args.views, configuration=args.configuration, metric=args.metric,
-            eval_label_map=label_map)
-    except AtsoError as e:
-        logger.error("%s", e)
-        return e.exit_code
+def _run(args) -> int:
+    if args.out.exists() and not args.force:
+        raise InputError(f"{args.out}: exists; pass --force to overwrite it")
+    label_map = {}
+    if args.eval_label_map:
+        try:
+            label_map = json.loads(args.eval_label_map)
+        except json.JSONDecodeError as e:
+            raise InputError(f"--eval-label-map: not JSON ({e}); write it like '{{\"2\": 1}}'") from e
+    generations = args.generations
+    if generations is None:
+        generations = 0 if args.method == "supervised" else 2
+    plan = write_plan_from_dataset(
+        args.raw_dataset, args.unlabeled, args.test_list, out_path=args.out,
+        dataset_id=args.dataset_id, dataset_name=args.name, name=args.title, note=args.note,
+        method=args.method, generations=generations, subsets=args.subsets, seed=args.seed,
+        views=args.views, configuration=args.configuration, metric=args.metric,
+        eval_label_map=label_map)
     logger.info("%s: %s, %d labeled / %d reference / %d test cases", args.out, plan.method,
                 len(plan.labeled), len(plan.reference), len(plan.test))
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

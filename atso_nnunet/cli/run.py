@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import add_nnunet_dir_option, nnunet_paths, setup_logging
-from atso_nnunet.errors import AtsoError, InputError
+from atso_nnunet.cli.common import add_nnunet_dir_option, nnunet_paths, run_cli
+from atso_nnunet.errors import InputError
 
 logger = logging.getLogger("atso_nnunet.run")
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_experiment(args) -> "ExperimentPlan":  # noqa: F821
+def load_experiment(args):
     from atso_nnunet.experiment import find_plan, load_plan, with_overrides
     from atso_nnunet.views import check_views
 
@@ -106,25 +106,20 @@ def make_executor_from_args(args, run_dir: Path):
     return make_executor("local", gpus=gpus, retries=args.retries)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        from atso_nnunet.driver import DriverOptions, default_run_dir, run_experiment
+def _run(args) -> int:
+    from atso_nnunet.driver import DriverOptions, default_run_dir, run_experiment
 
-        plan = load_experiment(args)
-        paths = nnunet_paths(args.nnunet_dir)
-        run_dir = (args.run_dir or default_run_dir(paths, plan)).resolve()
-        device = "cuda" if (args.gpus or args.executor == "slurm") else "cpu"
-        executor = None if args.dry_run else make_executor_from_args(args, run_dir)
-        logger.info("run folder: %s", run_dir)
-        options = DriverOptions(run_dir=run_dir, paths=paths, executor=executor, device=device,
-                                num_processes=args.num_processes, dry_run=args.dry_run, fresh=args.fresh,
-                                only_step=args.step)
+    plan = load_experiment(args)
+    paths = nnunet_paths(args.nnunet_dir)
+    run_dir = (args.run_dir or default_run_dir(paths, plan)).resolve()
+    device = "cuda" if (args.gpus or args.executor == "slurm") else "cpu"
+    executor = None if args.dry_run else make_executor_from_args(args, run_dir)
+    logger.info("run folder: %s", run_dir)
+    options = DriverOptions(run_dir=run_dir, paths=paths, executor=executor, device=device,
+                            num_processes=args.num_processes, dry_run=args.dry_run, fresh=args.fresh,
+                            only_step=args.step)
+    try:
         report = run_experiment(plan, options)
-    except AtsoError as e:
-        logger.error("%s", e)
-        return e.exit_code
     except KeyboardInterrupt:
         logger.error("interrupted; rerun the same command to continue where it stopped")
         return 130
@@ -132,6 +127,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print((run_dir / "report.md").read_text())
         logger.info("report: %s (also report.csv, report.json, report.png)", run_dir / "report.md")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import setup_logging
+from atso_nnunet.cli.common import run_cli
 from atso_nnunet.data import layout
-from atso_nnunet.errors import AtsoError, InputError
+from atso_nnunet.errors import InputError
 
 logger = logging.getLogger("atso_nnunet.segment")
 
@@ -65,24 +65,22 @@ def final_model_folders(run_dir: Path, model: Optional[str] = None) -> dict:
     return folders, plan
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        from atso_nnunet.prediction import predict_tri_view
+def _run(args) -> int:
+    from atso_nnunet.prediction import predict_tri_view
 
-        folders, plan = final_model_folders(args.run_dir.resolve(), args.model)
-        cases = layout.case_ids_in(args.input)
-        if not cases:
-            raise InputError(f"{args.input}: no <case>_0000{layout.FILE_ENDING} images found")
-        inputs = {c: [layout.image_path(args.input, ".", c)] for c in cases}
-        out = predict_tri_view(folders, inputs, args.output / ".views", args.output, fusion=args.fusion,
-                               folds=(plan.fold,), device=args.device, use_mirroring=not args.no_mirroring)
-        logger.info("%d fused segmentation(s) in %s", len(out), args.output)
-    except AtsoError as e:
-        logger.error("%s", e)
-        return e.exit_code
+    folders, plan = final_model_folders(args.run_dir.resolve(), args.model)
+    cases = layout.case_ids_in(args.input)
+    if not cases:
+        raise InputError(f"{args.input}: no <case>_0000{layout.FILE_ENDING} images found")
+    inputs = {c: [layout.image_path(args.input, ".", c)] for c in cases}
+    out = predict_tri_view(folders, inputs, args.output / ".views", args.output, fusion=args.fusion,
+                           folds=(plan.fold,), device=args.device, use_mirroring=not args.no_mirroring)
+    logger.info("%d fused segmentation(s) in %s", len(out), args.output)
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
+from atso_nnunet.cli.common import run_cli
 from atso_nnunet.data.synthetic import DOMAIN_DEFAULTS, DOMAINS, SyntheticConfig, write_source_dataset
-from atso_nnunet.errors import AtsoError, InputError
+from atso_nnunet.errors import InputError
 
 logger = logging.getLogger("atso_nnunet.synth")
 
@@ -45,24 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        raw = args.raw if args.raw is not None else (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw")
-                                                     else None)
-        if raw is None:
-            raise InputError("no raw folder: pass --raw DIR or export nnUNet_raw")
-        config = SyntheticConfig(domain=args.domain, shape=tuple(args.shape) if args.shape else None,
-                                 spacing=tuple(args.spacing) if args.spacing else None, seed=args.seed)
-        out = write_source_dataset(raw, args.dataset_id, args.name or f"Synthetic{args.domain}", args.cases, config,
-                                   case_prefix=args.case_prefix, overwrite=args.overwrite)
-    except AtsoError as e:
-        logger.error("%s", e)
-        return e.exit_code
+def _run(args) -> int:
+    raw = args.raw if args.raw is not None else (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw")
+                                                 else None)
+    if raw is None:
+        raise InputError("no raw folder: pass --raw DIR or export nnUNet_raw")
+    config = SyntheticConfig(domain=args.domain, shape=tuple(args.shape) if args.shape else None,
+                             spacing=tuple(args.spacing) if args.spacing else None, seed=args.seed)
+    out = write_source_dataset(raw, args.dataset_id, args.name or f"Synthetic{args.domain}", args.cases, config,
+                               case_prefix=args.case_prefix, overwrite=args.overwrite)
     print(out)
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":
