@@ -311,6 +311,9 @@ def _run_only(ctx, steps: Sequence[Step], step_id: str, executor: Executor, prog
     if step_id not in by_id:
         raise InputError(f"--step {step_id}: no such step; see --dry-run for the step ids")
     step = by_id[step_id]
+    for i in step.inputs:  # nnU-Net commands a team ran by hand (from --dry-run) leave no marker
+        if not ctx.run.is_done(i) and _outputs_present(ctx, by_id[i]):
+            ctx.run.mark_done(i, 0.0, adopted=True)
     pending = [i for i in step.inputs if not ctx.run.is_done(i)]
     if pending:
         raise InputError(f"--step {step_id}: its inputs are not finished: {', '.join(pending)}")
@@ -321,6 +324,17 @@ def _run_only(ctx, steps: Sequence[Step], step_id: str, executor: Executor, prog
         return rep
     _run_batch(ctx, [step], executor, progress)
     return None
+
+
+def _outputs_present(ctx: steps_mod.RunContext, step: Step) -> bool:
+    """Whether a train / predict step's nnU-Net outputs are all there (run outside the driver)."""
+    if step.kind == "train":
+        trainer = ctx.trainer_for(step.model, step.pseudo_labels)
+        return (ctx.model_folder(step.model, step.view, trainer) / "checkpoint_final.pth").is_file()
+    if step.kind == "predict":
+        out = ctx.run.predictions(step.model, step.view)
+        return all((out / f"{c}.nii.gz").is_file() for c in step.cases)
+    return False
 
 
 def print_commands(ctx: steps_mod.RunContext, steps: Sequence[Step]) -> None:

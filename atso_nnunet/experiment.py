@@ -462,7 +462,14 @@ def load_plan(path: os.PathLike) -> ExperimentPlan:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from e
-    return plan_from_dict(data, origin=f"plan {path}")
+    try:
+        return plan_from_dict(data, origin=f"plan {path}")
+    except InputError as e:
+        # A template plan (case lists filled from converted data) says how to fill it.
+        if isinstance(data, dict) and not data.get("reference") and not data.get("test") and data.get("convert_hint"):
+            raise InputError(f"{e}\nThis plan's case lists are filled from the converted data: "
+                             f"{data['convert_hint']}") from None
+        raise
 
 
 def plans_root() -> Path:
