@@ -36,7 +36,8 @@ SEMI_TRAINER = "ATSOSemiTrainer"
 
 # Keys of a plan's "schedule": trainer run-config fields, plus prediction settings.
 TRAINER_SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch",
-                         "save_every", "final_validation", "initial_lr", "labeled_fraction")
+                         "save_every", "final_validation", "initial_lr", "labeled_fraction",
+                         "oversample_foreground")
 SCHEDULE_KEYS = TRAINER_SCHEDULE_KEYS + ("student_initial_lr", "test_time_augmentation")
 
 

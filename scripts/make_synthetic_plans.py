@@ -23,10 +23,12 @@ SHAPE_B = [64, 64, 15]
 SPACING_B = [2.0, 2.0, 5.0]
 N_A, N_B = 18, 16
 NETWORK = {"batch_size": 8, "max_features": 16, "n_stages": 4}
-# 350 iterations at a raised learning rate: measured on the 2-core CPU, the shortest schedule after
-# which M0 (2 labeled cases) reliably starts to segment in at least two of the three views.
+# 350 iterations at a raised learning rate, two thirds of the patches forced onto foreground:
+# measured on the 2-core CPU, about the shortest schedule after which a model trained on 2 labeled
+# cases starts to segment the small organ (with nnU-Net's 0.33 the sagittal view often did not).
 SCHEDULE = {"num_epochs": 7, "num_iterations_per_epoch": 50, "num_val_iterations_per_epoch": 2,
-            "initial_lr": 0.03, "final_validation": False, "test_time_augmentation": False}
+            "initial_lr": 0.03, "oversample_foreground": 0.66, "final_validation": False,
+            "test_time_augmentation": False}
 SOURCE_A, SOURCE_B = "Dataset980_SyntheticA", "Dataset983_SyntheticB"
 SYNTH = {
     SOURCE_A: {"domain": "A", "n_cases": N_A, "seed": 0, "shape": SHAPE_A, "spacing": SPACING_A},

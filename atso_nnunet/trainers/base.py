@@ -37,6 +37,8 @@ class ATSOTrainer(nnUNetTrainer):
             value = getattr(self.run_config, name)
             if value is not None:
                 setattr(self, name, value)
+        if self.run_config.oversample_foreground is not None:
+            self.oversample_foreground_percent = self.run_config.oversample_foreground
 
     def on_train_start(self):
         if not self.was_initialized:

@@ -21,6 +21,7 @@ Individual variables, applied on top of the file:
 ``ATSO_PSEUDOLABELS``                   ``pseudo_label_dir`` (folder)
 ``ATSO_PSEUDOLABEL_CASES``              ``pseudo_label_cases`` (comma-separated case ids)
 ``ATSO_LABELED_FRACTION``               ``labeled_fraction`` (float in [0, 1])
+``ATSO_OVERSAMPLE_FOREGROUND``          ``oversample_foreground`` (float in [0, 1])
 ======================================= =====================================================
 
 An empty variable counts as unset. Every field is optional; ``None`` keeps nnU-Net's default.
@@ -70,6 +71,7 @@ ENV_VARS: Dict[str, tuple] = {
     "ATSO_PSEUDOLABELS": ("pseudo_label_dir", str),
     "ATSO_PSEUDOLABEL_CASES": ("pseudo_label_cases", _cases),
     "ATSO_LABELED_FRACTION": ("labeled_fraction", float),
+    "ATSO_OVERSAMPLE_FOREGROUND": ("oversample_foreground", float),
 }
 
 
@@ -92,6 +94,7 @@ class TrainerRunConfig:
         pseudo_label_cases: the cases of ``pseudo_label_dir`` to use (``None`` = every file there).
         labeled_fraction: share of training samples drawn from labeled cases (``None`` = uniform
             over all cases).
+        oversample_foreground: share of patches forced to contain foreground (nnU-Net: 0.33).
     """
 
     num_epochs: Optional[int] = None
@@ -105,6 +108,7 @@ class TrainerRunConfig:
     pseudo_label_dir: Optional[str] = None
     pseudo_label_cases: Optional[List[str]] = None
     labeled_fraction: Optional[float] = None
+    oversample_foreground: Optional[float] = None
 
     def __post_init__(self):
         self.validate()
@@ -141,9 +145,10 @@ class TrainerRunConfig:
             raise InputError(f"{source('pseudo_label_cases')} must be a list of case ids, got {cases!r}")
         if cases is not None and self.pseudo_label_dir is None:
             raise InputError(f"{source('pseudo_label_cases')} is set but {source('pseudo_label_dir')} is not")
-        v = self.labeled_fraction
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
-            raise InputError(f"{source('labeled_fraction')} must be a number in [0, 1], got {v!r}")
+        for name in ("labeled_fraction", "oversample_foreground"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
+                raise InputError(f"{source(name)} must be a number in [0, 1], got {v!r}")
 
     @property
     def init_from_checkpoint(self) -> bool:
