@@ -204,7 +204,7 @@ def plot(report: RunReport, path: Path) -> Optional[Path]:
     ax.set_xticks(gens)
     ax.set_title(f"{report.plan_name}: {report.method}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -66,6 +66,7 @@ def test_run_config_json_then_variables(tmp_path):
     ({"ATSO_INIT": "checkpoint"}, "init_checkpoint"),
     ({"ATSO_LABELED_FRACTION": "1.5"}, "ATSO_LABELED_FRACTION"),
     ({"ATSO_INITIAL_LR": "-1"}, "ATSO_INITIAL_LR"),
+    ({"ATSO_OVERSAMPLE_FOREGROUND": "2"}, "ATSO_OVERSAMPLE_FOREGROUND"),
     ({"ATSO_PSEUDOLABEL_CASES": "a"}, "ATSO_PSEUDOLABEL_CASES"),
 ])
 def test_run_config_errors_name_the_variable(env, names):
