@@ -110,3 +110,55 @@ def test_tiny_atso_run_end_to_end_and_resume(tmp_path):
     assert res2.returncode == 0, res2.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (run / "state").rglob("*.done")} == markers
     assert "nnUNetv2_train" not in res2.stderr
+
+    # segment new scans with the final models (what a hospital runs)
+    from atso_nnunet.cli.segment import main as segment_main
+    from atso_nnunet.io import read_array
+
+    new = tmp_path / "new_scans"
+    new.mkdir()
+    src = nn / "nnUNet_raw" / "Dataset990_Tiny" / "imagesTr" / "tiny_007_0000.nii.gz"
+    (new / "scan_0000.nii.gz").write_bytes(src.read_bytes())
+    assert segment_main(["--run-dir", str(run), "-i", str(new), "-o", str(tmp_path / "seg"), "--no-mirroring"]) == 0
+    seg, geom = read_array(tmp_path / "seg" / "scan.nii.gz")
+    assert geom == read_array(src)[1]
+
+
+def test_segment_refuses_an_unfinished_run(tmp_path, caplog):
+    from atso_nnunet.cli.segment import main as segment_main
+
+    args = ["-d", "synthetic", "-f", "10pct", "--nnunet-dir", str(tmp_path / "nn"), "--run-dir", str(tmp_path / "run"),
+            "--dry-run"]
+    assert main(args) == 0
+    assert segment_main(["--run-dir", str(tmp_path / "run"), "-i", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
+    assert "not trained yet" in caplog.text
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_redoing_finished_steps(tmp_path):
+    """SIGKILL the driver in the middle of generation 1, start it again, compare with what was done."""
+    import signal
+    import time
+
+    nn = tmp_path / "nn"
+    write_tiny_dataset(nn / "nnUNet_raw", dataset_id=990, name="Tiny", n_labeled=9, n_reference=0, n_test=0)
+    plan = _tiny_plan(tmp_path)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "atso_nnunet.cli.run", "--plan", str(plan), "--nnunet-dir", str(nn),
+           "--run-dir", str(run), "--num-processes", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_n_proc_DA"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (run / "state" / "g1" / "train" / "g1_h1" / "axial.done").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p: p.stat().st_mtime_ns for p in (run / "state").rglob("*.done")}
+    pseudo_before = {p.name: p.read_bytes() for p in (run / "pseudolabels" / "R_g0").glob("*.nii.gz")}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for marker, mtime in done_before.items():
+        assert marker.stat().st_mtime_ns == mtime, f"{marker} was redone"
+    assert {p.name: p.read_bytes() for p in (run / "pseudolabels" / "R_g0").glob("*.nii.gz")} == pseudo_before
+    assert json.loads((run / "report.json").read_text())["final"]["test_dsc_mean"] is not None
