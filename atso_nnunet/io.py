@@ -11,7 +11,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -126,6 +126,17 @@ def write_array(array: np.ndarray, geometry: Geometry, path: os.PathLike, compre
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
     return Path(path)
+
+
+def read_json(path: os.PathLike) -> Optional[Any]:
+    """A JSON file's content, or None if it is missing or not valid JSON (an unfinished marker)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 def write_json(obj: Any, path: os.PathLike, **kwargs) -> Path:

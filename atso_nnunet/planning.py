@@ -35,7 +35,7 @@ from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
-from atso_nnunet.io import write_json
+from atso_nnunet.io import read_json, write_json
 from atso_nnunet.paths import NnUNetPaths, nnunet_environment
 from atso_nnunet.views import TRANSPOSE_FORWARD, VIEWS, check_views, plans_identifier
 
@@ -301,13 +301,7 @@ def _marker_content(plans: str, configuration: str, network: Optional[NetworkOve
 
 
 def _read_marker(paths: NnUNetPaths, name: str, plans: str, configuration: str) -> Optional[dict]:
-    f = completion_marker(paths, name, plans, configuration)
-    if not f.is_file():
-        return None
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError:
-        return None
+    return read_json(completion_marker(paths, name, plans, configuration))
 
 
 def _verify(raw_dir: Path, num_processes: int) -> None:

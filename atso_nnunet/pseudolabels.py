@@ -57,7 +57,7 @@ import SimpleITK as sitk
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
-from atso_nnunet.io import Geometry, atomic_path, write_json
+from atso_nnunet.io import Geometry, atomic_path, read_json, write_json
 from atso_nnunet.paths import NnUNetPaths
 
 logger = logging.getLogger(__name__)
@@ -157,13 +157,7 @@ def cache_root(paths: NnUNetPaths, dataset_name: str, data_identifier: str) -> P
 
 def read_marker(cache_dir: os.PathLike) -> Optional[dict]:
     """The completion marker of a cache folder, or None if the folder is incomplete."""
-    f = Path(cache_dir) / MARKER
-    if not f.is_file():
-        return None
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError:
-        return None
+    return read_json(Path(cache_dir) / MARKER)
 
 
 # --------------------------------------------------------------------------------------------

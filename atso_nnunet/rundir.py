@@ -19,14 +19,13 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from pathlib import Path
 from typing import Optional
 
 from atso_nnunet.errors import RunLockedError
-from atso_nnunet.io import write_json
+from atso_nnunet.io import read_json, write_json
 
 
 class RunDir:
@@ -84,8 +83,7 @@ class RunDir:
         return self.root / "eval" / target / f"{part}.json"
 
     def read_evaluation(self, target: str, part: str) -> Optional[dict]:
-        p = self.evaluation(target, part)
-        return json.loads(p.read_text()) if p.is_file() else None
+        return read_json(self.evaluation(target, part))
 
 
 class RunLock:

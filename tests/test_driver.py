@@ -32,6 +32,18 @@ def _tiny_plan(tmp_path: Path, **over) -> Path:
     return p
 
 
+def _tiny_run(tmp_path: Path):
+    """A tiny source dataset, its plan, and the driver command (in a subprocess, as users run it)."""
+    nn = tmp_path / "nn"
+    write_tiny_dataset(nn / "nnUNet_raw", dataset_id=990, name="Tiny", n_labeled=9, n_reference=0, n_test=0)
+    plan = _tiny_plan(tmp_path)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "atso_nnunet.cli.run", "--plan", str(plan), "--nnunet-dir", str(nn),
+           "--run-dir", str(run), "--num-processes", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_n_proc_DA"}
+    return nn, run, cmd, env
+
+
 def test_bad_plan_rejected_before_any_work(tmp_path, caplog):
     p = _tiny_plan(tmp_path, reference=["tiny_003", "tiny_000"], metod="atso")
     nn = tmp_path / "nn"
@@ -89,13 +101,7 @@ def test_run_dir_with_other_plan_is_refused(tmp_path, caplog):
 @pytest.mark.e2e
 def test_tiny_atso_run_end_to_end_and_resume(tmp_path):
     """One view, one generation on tiny volumes: M0, two half-models, final model; then resume."""
-    nn = tmp_path / "nn"
-    write_tiny_dataset(nn / "nnUNet_raw", dataset_id=990, name="Tiny", n_labeled=9, n_reference=0, n_test=0)
-    plan = _tiny_plan(tmp_path)
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "atso_nnunet.cli.run", "--plan", str(plan), "--nnunet-dir", str(nn),
-           "--run-dir", str(run), "--num-processes", "1"]
-    env = {k: v for k, v in os.environ.items() if k != "nnUNet_n_proc_DA"}
+    nn, run, cmd, env = _tiny_run(tmp_path)
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((run / "report.json").read_text())
@@ -140,13 +146,7 @@ def test_killed_driver_resumes_without_redoing_finished_steps(tmp_path):
     import signal
     import time
 
-    nn = tmp_path / "nn"
-    write_tiny_dataset(nn / "nnUNet_raw", dataset_id=990, name="Tiny", n_labeled=9, n_reference=0, n_test=0)
-    plan = _tiny_plan(tmp_path)
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "atso_nnunet.cli.run", "--plan", str(plan), "--nnunet-dir", str(nn),
-           "--run-dir", str(run), "--num-processes", "1"]
-    env = {k: v for k, v in os.environ.items() if k != "nnUNet_n_proc_DA"}
+    nn, run, cmd, env = _tiny_run(tmp_path)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not (run / "state" / "g1" / "train" / "g1_h1" / "axial.done").exists():

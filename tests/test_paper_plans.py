@@ -72,3 +72,45 @@ def test_transfer_template_and_filled(script, tmp_path):
     filled = load_plan(tmp_path / "plans" / "transfer" / "nih_to_msd.json")
     assert len(filled.test) == 70 and len(filled.reference) == 211
     assert list(filled.test) == ids[:70] and set(filled.reference) == set(ids[70:])
+
+
+def _stand_in(raw: Path, name: str, ids, labeled=True) -> Path:
+    """A source dataset whose files are empty placeholders: enough for case lookup and plan checks."""
+    ds = raw / name
+    (ds / "imagesTr").mkdir(parents=True)
+    (ds / "labelsTr").mkdir()
+    for c in ids:
+        (ds / "imagesTr" / f"{c}_0000.nii.gz").write_bytes(b"")
+        if labeled:
+            (ds / "labelsTr" / f"{c}.nii.gz").write_bytes(b"")
+    (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "pancreas": 1},
+                                                 "numTraining": len(ids), "file_ending": ".nii.gz"}))
+    return ds
+
+
+def test_real_plans_validate_against_converted_stand_ins(script, tmp_path):
+    """The three paper plans against stand-ins with NIH / MSD-style ids; missing ids are listed."""
+    from atso_nnunet.data.materialize import find_cases
+    from atso_nnunet.errors import InputError
+    from atso_nnunet.experiment import validate_against_dataset
+
+    nih_ids = [f"NIH_{i:04d}" for i in range(1, 83)]
+    msd_ids = [f"pancreas_{i:03d}" for i in range(1, 422, 3)]  # MSD ids have gaps
+    nih_src = _stand_in(tmp_path / "raw", "Dataset801_NIHPancreas", nih_ids)
+    msd_src = _stand_in(tmp_path / "raw", "Dataset802_MSDPancreas", msd_ids)
+    # the transfer template is filled from the converted MSD dataset, as its note says
+    assert script.main(["--out", str(tmp_path / "plans"), "--msd-dataset", str(msd_src)]) == 0
+    for rel in GENERATED:
+        plan = load_plan(tmp_path / "plans" / rel)
+        sources = [tmp_path / "raw" / s for s in plan.sources]
+        cases = find_cases(sources, [*plan.labeled, *plan.reference, *plan.test])
+        validate_against_dataset(plan, cases, [c for c, f in cases.items() if f.label is not None])
+    transfer = load_plan(tmp_path / "plans" / "transfer/nih_to_msd.json")
+    assert set(transfer.reference) | set(transfer.test) == set(msd_ids)
+    assert transfer.metric == "global" and transfer.eval_label_map == {"2": 1}
+    # a case missing from the converted dataset is named before any work
+    (nih_src / "imagesTr" / "NIH_0003_0000.nii.gz").unlink()
+    plan = load_plan(PLANS / "NIH" / "10pct.json")
+    with pytest.raises(InputError, match="NIH_0003"):
+        cases = find_cases([nih_src], [*plan.labeled, *plan.reference, *plan.test])
+        validate_against_dataset(plan, cases)
