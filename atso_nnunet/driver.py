@@ -125,6 +125,9 @@ def prepare(ctx: steps_mod.RunContext, network) -> None:
     validate_against_dataset(plan, cases, [c for c, f in cases.items() if f.label is not None],
                              origin=f"plan '{plan.name}' against its sources")
     materialize(ctx.dataset_dir, sources, plan.labeled, plan.reference, plan.test)
+    from atso_nnunet.data.checks import check_raw_dataset
+
+    check_raw_dataset(ctx.dataset_dir, ground_truth_values=[int(k) for k in plan.eval_label_map])
     t0 = time.time()
     plan_and_preprocess(ctx.paths, plan.dataset_id, views=plan.views, configuration=plan.configuration,
                         network=network, num_processes=ctx.num_processes)

@@ -19,7 +19,6 @@ one kind of data file there).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -305,11 +304,11 @@ def _read_marker(paths: NnUNetPaths, name: str, plans: str, configuration: str) 
 
 
 def _verify(raw_dir: Path, num_processes: int) -> None:
-    """atso_nnunet's raw-dataset checks (when available) and nnU-Net's integrity check."""
-    if importlib.util.find_spec("atso_nnunet.data.checks") is not None:
-        checks = importlib.import_module("atso_nnunet.data.checks")
-        if hasattr(checks, "check_raw_dataset"):
-            checks.check_raw_dataset(raw_dir)
+    """atso_nnunet's raw-dataset checks and nnU-Net's integrity check."""
+    from atso_nnunet.data.checks import check_raw_dataset
+
+    # planning trains on the labeled set only; the driver checks R and E itself
+    check_raw_dataset(raw_dir, roles=("labeled",))
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
     try:

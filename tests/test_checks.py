@@ -128,3 +128,27 @@ def test_check_cli(tiny_dataset, capsys):
     layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_000").unlink()
     assert check_cli.main([str(tiny_dataset)]) == 2
     assert check_cli.main([str(tiny_dataset / "missing")]) == 2
+
+
+def test_reference_and_test_ground_truth_may_use_other_labels(tmp_path):
+    """Ground truth of R/E is only scored: values mapped by eval_label_map (MSD tumour = 2) may be allowed."""
+    import numpy as np
+
+    from atso_nnunet.io import read_array, write_array
+    from conftest import write_tiny_dataset
+
+    ds = write_tiny_dataset(tmp_path / "raw")
+    for folder in ("labelsRef", "labelsTs"):
+        f = next((ds / folder).glob("*.nii.gz"))
+        arr, geo = read_array(f)
+        arr[arr == 1] = 2
+        write_array(arr.astype(np.uint8), geo, f)
+    with pytest.raises(InputError, match="label values 2"):
+        check_raw_dataset(ds)
+    check_raw_dataset(ds, ground_truth_values=[2])
+    f = next((ds / "labelsTr").glob("*.nii.gz"))
+    arr, geo = read_array(f)
+    arr[arr == 1] = 2
+    write_array(arr.astype(np.uint8), geo, f)
+    with pytest.raises(InputError, match="label values 2"):
+        check_raw_dataset(ds, ground_truth_values=[2])

@@ -214,7 +214,8 @@ def _scan_images(folder: Path, ending: str, n_channels: int, role: str) -> Tuple
 
 
 def check_raw_dataset(dataset_dir: os.PathLike, roles: Sequence[str] = ROLES, check_geometry: bool = True,
-                      check_label_values: bool = True) -> RawDatasetSummary:
+                      check_label_values: bool = True,
+                      ground_truth_values: Iterable[int] = ()) -> RawDatasetSummary:
     """Check a raw dataset before planning, training or prediction; report every problem at once.
 
     Checks dataset.json (present, valid, required keys, labels with background 0); in each role's
@@ -230,6 +231,9 @@ def check_raw_dataset(dataset_dir: os.PathLike, roles: Sequence[str] = ROLES, ch
             may be absent.
         check_geometry: compare image and label geometry.
         check_label_values: load label voxels and check their values (the slow part).
+        ground_truth_values: further values allowed in the ground truth of the reference and test
+            sets (``labelsRef``, ``labelsTs``), which is only scored: the keys of a plan's
+            ``eval_label_map`` (MSD tumour = 2). Training labels must use dataset.json's labels.
 
     Returns:
         A :class:`RawDatasetSummary` when no problem was found.
@@ -268,6 +272,7 @@ def check_raw_dataset(dataset_dir: os.PathLike, roles: Sequence[str] = ROLES, ch
         channels = {"0": "CT"}
     n_channels = len(channels)
     allowed: Optional[Set[int]] = None
+    extra_gt = {int(v) for v in ground_truth_values}
     if "labels" in dataset_json:
         allowed, label_problems = _label_values(dataset_json["labels"])
         problems += label_problems
@@ -318,7 +323,10 @@ def check_raw_dataset(dataset_dir: os.PathLike, roles: Sequence[str] = ROLES, ch
 
         for case, files in sorted(cases.items()):
             label = labels_folder / (case + ending)
-            problems += _check_case(role, case, files, label if case in label_ids else None, allowed,
+            # Ground truth of R and E is only scored and may come from another dataset (MSD:
+            # tumour = 2), mapped by the plan's eval_label_map: those values are allowed there.
+            role_allowed = allowed if role == "labeled" or allowed is None else allowed | extra_gt
+            problems += _check_case(role, case, files, label if case in label_ids else None, role_allowed,
                                     check_geometry, check_label_values)
 
     raise_if_problems(problems, dataset_dir, hint=f"fix them and run `atso_nnunet_check {dataset_dir}` again")
