@@ -54,7 +54,7 @@ PLANS_PACKAGE = "atso_nnunet.plans"
 KEY_ORDER: Tuple[str, ...] = (
     "name", "note", "sources", "dataset_id", "dataset_name", "convert_hint", "labeled", "reference",
     "test", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
-    "eval_label_map", "network", "schedule", "synthetic", "reference_split",
+    "eval_label_map", "network", "schedule", "synthetic", "slurm", "reference_split",
 )
 REQUIRED_KEYS: Tuple[str, ...] = (
     "name", "sources", "dataset_id", "dataset_name", "labeled", "reference", "test", "method",
@@ -97,6 +97,8 @@ class ExperimentPlan:
         network: optional network overrides for small runs (``planning.NetworkOverride``).
         schedule: optional training-length overrides (``trainers/config.py``).
         synthetic: generator settings of a synthetic source.
+        slurm: optional SLURM settings for ``--executor slurm`` (fields of
+            :class:`atso_nnunet.execution.slurm.SlurmConfig`); command-line flags override them.
         reference_split: explicit K lists partitioning ``reference``; None: computed by
             :func:`split_reference` from ``seed``.
     """
@@ -122,6 +124,7 @@ class ExperimentPlan:
     network: Optional[Dict[str, Any]] = None
     schedule: Optional[Dict[str, Any]] = None
     synthetic: Optional[Dict[str, Any]] = None
+    slurm: Optional[Dict[str, Any]] = None
     reference_split: Optional[Tuple[Tuple[str, ...], ...]] = None
 
     def __post_init__(self):
@@ -134,7 +137,7 @@ class ExperimentPlan:
         if isinstance(self.reference_split, (list, tuple)):
             object.__setattr__(self, "reference_split", tuple(
                 tuple(s) if isinstance(s, (list, tuple)) else s for s in self.reference_split))
-        for name in ("eval_label_map", "network", "schedule", "synthetic"):
+        for name in ("eval_label_map", "network", "schedule", "synthetic", "slurm"):
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, dict(value))
@@ -225,6 +228,7 @@ def _type_problem(key: str, value: Any) -> Optional[str]:
         "network": (lambda v: v is None or isinstance(v, dict), "an object or null"),
         "schedule": (lambda v: v is None or isinstance(v, dict), "an object or null"),
         "synthetic": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+        "slurm": (lambda v: v is None or isinstance(v, dict), "an object or null"),
         "reference_split": (lambda v: v is None or (isinstance(v, (list, tuple))
                                                    and all(_is_str_list(s) for s in v)),
                             "a list of lists of case ids, or null"),
@@ -423,7 +427,7 @@ def _mapping_problems(v: Mapping[str, Any], ok: Collection[str]) -> List[str]:
             if not (isinstance(key, str) and key.isdigit()) or not (_is_int(value) and value >= 0):
                 problems.append(f"eval_label_map: entry {key!r}: {value!r} must map a label value "
                                 "(a string of digits) to a label value >= 0, e.g. {\"2\": 1}")
-    for name in ("network", "schedule", "synthetic"):
+    for name in ("network", "schedule", "synthetic", "slurm"):
         if name in ok and v[name] is not None:
             bad = [k for k in v[name] if not isinstance(k, str)]
             if bad:

@@ -162,3 +162,24 @@ def test_killed_driver_resumes_without_redoing_finished_steps(tmp_path):
         assert marker.stat().st_mtime_ns == mtime, f"{marker} was redone"
     assert {p.name: p.read_bytes() for p in (run / "pseudolabels" / "R_g0").glob("*.nii.gz")} == pseudo_before
     assert json.loads((run / "report.json").read_text())["final"]["test_dsc_mean"] is not None
+
+
+def test_slurm_settings_from_plan_and_flags(tmp_path):
+    """The plan's slurm section gives defaults; --slurm-* flags override; unknown keys are named."""
+    from atso_nnunet.cli.run import build_parser, slurm_config
+    from atso_nnunet.errors import InputError
+    from atso_nnunet.execution.slurm import render_submission
+    from atso_nnunet.execution.jobs import Job
+    from atso_nnunet.experiment import load_plan
+
+    plan = load_plan(_tiny_plan(tmp_path, slurm={"partition": "gpu", "time_min": 600,
+                                                 "extra_sbatch_lines": ["module load cuda/12.1"]}))
+    args = build_parser().parse_args(["--plan", "x", "--executor", "slurm", "--slurm-time-min", "90"])
+    cfg = slurm_config(args, plan, tmp_path / "run")
+    assert (cfg.partition, cfg.time_min, cfg.log_folder) == ("gpu", 90, tmp_path / "run" / "slurm")
+    jobs = [Job(name=f"j{i}", argv=["true"], log_path=tmp_path / f"j{i}.log") for i in range(6)]
+    script = render_submission(jobs, cfg)
+    assert "--partition=gpu" in script and "module load cuda/12.1" in script and "--array=0-5" in script
+    bad = load_plan(_tiny_plan(tmp_path, slurm={"partion": "gpu"}))
+    with pytest.raises(InputError, match="partion"):
+        slurm_config(args, bad, tmp_path / "run")

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Semi-supervised nnU-Net training with ATSO (asynchronous teacher-student optimization) "
                     "or a baseline (stso, self-learning, supervised), 2D tri-view. Rerun the same command to "
                     "continue an interrupted run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     src = p.add_argument_group("experiment plan (plans/<dataset>/<split>.json, or any file)")
     src.add_argument("-d", "--dataset", help="plan folder, e.g. NIH, synthetic, transfer")
     src.add_argument("-f", "--split", help="plan file in that folder, e.g. 10pct, 20pct")
@@ -42,26 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--run-dir", type=Path, help="run folder (default: $nnUNet_results/atso_runs/"
                                                 "Dataset<id>_<name>__<method>)")
     add_nnunet_dir_option(ex)
-    ex.add_argument("--executor", choices=("local", "slurm"), default="local")
+    ex.add_argument("--executor", choices=("local", "slurm"), default="local", help="default: %(default)s")
     ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, one job at a time)")
     ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
-    ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion")
+    ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion (default: %(default)s)")
     ex.add_argument("--dry-run", action="store_true", help="print every command (nnU-Net's own for training and "
                                                           "prediction) in order, run nothing")
     ex.add_argument("--fresh", action="store_true", help="delete this run's previous outputs and start over")
     ex.add_argument("--step", metavar="ID", help="run one step of the schedule (see --dry-run), e.g. from your own "
                                                 "scheduler; 'prepare' prepares the data")
-    sl = p.add_argument_group("SLURM (--executor slurm; submitit)")
+    sl = p.add_argument_group("SLURM (--executor slurm; submitit). Defaults come from the plan's 'slurm' section, "
+                              "then from atso_nnunet.execution.slurm.SlurmConfig; these flags override both")
     sl.add_argument("--slurm-partition")
-    sl.add_argument("--slurm-gpus-per-job", type=int, default=1)
-    sl.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per task")
-    sl.add_argument("--slurm-mem-gb", type=float, default=32.0)
-    sl.add_argument("--slurm-time-min", type=int, default=1440, help="time limit per job; on time-out the job is "
-                                                                     "requeued and nnU-Net continues (--c)")
-    sl.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+    sl.add_argument("--slurm-gpus-per-job", type=int, help="default 1")
+    sl.add_argument("--slurm-cpus", type=int, help="CPUs per task (default 8)")
+    sl.add_argument("--slurm-mem-gb", type=float, help="default 32")
+    sl.add_argument("--slurm-time-min", type=int, help="time limit per job (default 1440); on time-out the job is "
+                                                      "requeued and nnU-Net continues (--c)")
+    sl.add_argument("--slurm-setup", action="append", default=None, metavar="LINE",
                     help="line run before each job, e.g. 'module load cuda' (repeatable)")
     sl.add_argument("--slurm-log-dir", type=Path, help="shared folder for job logs (default: <run-dir>/slurm)")
-    sl.add_argument("--slurm-max-parallel", type=int, default=6, help="jobs of an array running at once")
+    sl.add_argument("--slurm-max-parallel", type=int, help="jobs of an array running at once (default 6)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -88,21 +89,37 @@ def load_experiment(args):
                           configuration=args.configuration, subsets=args.subsets)
 
 
-def make_executor_from_args(args, run_dir: Path):
-    from atso_nnunet.execution import make_executor
+SLURM_FLAGS = {"slurm_partition": "partition", "slurm_gpus_per_job": "gpus_per_job", "slurm_cpus": "cpus_per_task",
+               "slurm_mem_gb": "mem_gb", "slurm_time_min": "time_min", "slurm_setup": "extra_sbatch_lines",
+               "slurm_log_dir": "log_folder", "slurm_max_parallel": "max_parallel"}
+
+
+def slurm_config(args, plan, run_dir: Path):
+    """SlurmConfig from the plan's ``slurm`` section, overridden by the ``--slurm-*`` flags given."""
+    import dataclasses
+
     from atso_nnunet.execution.slurm import SlurmConfig
+
+    settings = dict(plan.slurm or {})
+    known = {f.name for f in dataclasses.fields(SlurmConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise InputError(f"plan field slurm: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    settings.update({field: getattr(args, flag) for flag, field in SLURM_FLAGS.items()
+                     if getattr(args, flag) is not None})
+    settings["log_folder"] = Path(settings.get("log_folder") or run_dir / "slurm")
+    try:
+        return SlurmConfig(**settings)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"SLURM options: {e}") from None
+
+
+def make_executor_from_args(args, run_dir: Path, plan=None):
+    from atso_nnunet.execution import make_executor
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if args.executor == "slurm":
-        try:
-            cfg = SlurmConfig(partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job,
-                              cpus_per_task=args.slurm_cpus, mem_gb=args.slurm_mem_gb, time_min=args.slurm_time_min,
-                              extra_sbatch_lines=list(args.slurm_setup),
-                              log_folder=args.slurm_log_dir or run_dir / "slurm",
-                              max_parallel=args.slurm_max_parallel)
-        except ValueError as e:
-            raise InputError(f"SLURM options: {e}") from None
-        return make_executor("slurm", slurm=cfg, retries=args.retries)
+        return make_executor("slurm", slurm=slurm_config(args, plan, run_dir), retries=args.retries)
     return make_executor("local", gpus=gpus, retries=args.retries)
 
 
@@ -113,7 +130,7 @@ def _run(args) -> int:
     paths = nnunet_paths(args.nnunet_dir)
     run_dir = (args.run_dir or default_run_dir(paths, plan)).resolve()
     device = "cuda" if (args.gpus or args.executor == "slurm") else "cpu"
-    executor = None if args.dry_run else make_executor_from_args(args, run_dir)
+    executor = None if args.dry_run else make_executor_from_args(args, run_dir, plan)
     logger.info("run folder: %s", run_dir)
     options = DriverOptions(run_dir=run_dir, paths=paths, executor=executor, device=device,
                             num_processes=args.num_processes, dry_run=args.dry_run, fresh=args.fresh,
