@@ -36,6 +36,12 @@ SYNTH = {
 }
 
 
+def method_settings(seed: int) -> dict:
+    """What every synthetic plan shares: ATSO with K = 2, 2 generations, 3 views."""
+    return {"seed": seed, "subsets": 2, "generations": 2, "views": ["axial", "coronal", "sagittal"],
+            "configuration": "2d", "fold": "all", "method": "atso"}
+
+
 def ids(prefix: str, n: int) -> list:
     return [f"{prefix}_{i:04d}" for i in range(n)]
 
@@ -58,13 +64,7 @@ def semi_plan(pct: int, n_labeled: int, dataset_id: int, seed: int = 0) -> dict:
         "labeled": labeled,
         "reference": [c for c in train if c not in labeled],
         "test": test,
-        "seed": seed,
-        "subsets": 2,
-        "generations": 2,
-        "views": ["axial", "coronal", "sagittal"],
-        "configuration": "2d",
-        "fold": "all",
-        "method": "atso",
+        **method_settings(seed),
         "metric": "mean",
         "eval_label_map": {},
         "network": NETWORK,
@@ -90,13 +90,7 @@ def transfer_plan() -> dict:
         "labeled": a[4:],
         "reference": b[4:],
         "test": b[:4],
-        "seed": 0,
-        "subsets": 2,
-        "generations": 2,
-        "views": ["axial", "coronal", "sagittal"],
-        "configuration": "2d",
-        "fold": "all",
-        "method": "atso",
+        **method_settings(0),
         "metric": "global",
         "eval_label_map": {"2": 1},
         "network": NETWORK,
