@@ -72,7 +72,8 @@ def default_run_dir(paths: NnUNetPaths, plan: ExperimentPlan) -> Path:
 # preparation
 
 
-def _source_dir(paths: NnUNetPaths, source: str) -> Path:
+def source_dir(paths: NnUNetPaths, source: str) -> Path:
+    """Folder of a plan source: an absolute path, or a dataset name under ``nnUNet_raw``."""
     p = Path(source)
     return p if p.is_absolute() else paths.raw / source
 
@@ -95,7 +96,7 @@ def ensure_sources(plan: ExperimentPlan, paths: NnUNetPaths) -> List[Path]:
 
     out = []
     for source in plan.sources:
-        where = _source_dir(paths, source)
+        where = source_dir(paths, source)
         if not where.is_dir():
             spec = (plan.synthetic or {}).get(source)
             if spec is None:

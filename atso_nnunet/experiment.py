@@ -53,7 +53,7 @@ PLANS_PACKAGE = "atso_nnunet.plans"
 # Key order of the JSON files (that of docs/design.md), used when writing plans.
 KEY_ORDER: Tuple[str, ...] = (
     "name", "note", "sources", "dataset_id", "dataset_name", "convert_hint", "labeled", "reference",
-    "test", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
+    "test", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
     "eval_label_map", "network", "schedule", "synthetic", "slurm", "reference_split",
 )
 REQUIRED_KEYS: Tuple[str, ...] = (
@@ -97,6 +97,10 @@ class ExperimentPlan:
         network: optional network overrides for small runs (``planning.NetworkOverride``).
         schedule: optional training-length overrides (``trainers/config.py``).
         synthetic: generator settings of a synthetic source.
+        case_rule: reference and test sets read from a converted source instead of listed:
+            ``{"source": "Dataset802_MSDPancreas", "folds": 4, "test_folds": [0]}`` = the source's
+            labeled cases sorted by id, cut into contiguous folds (larger folds last); the test folds
+            are E, the others R (:func:`apply_case_rule`). ``reference`` and ``test`` stay empty.
         slurm: optional SLURM settings for ``--executor slurm`` (fields of
             :class:`atso_nnunet.execution.slurm.SlurmConfig`); command-line flags override them.
         reference_split: explicit K lists partitioning ``reference``; None: computed by
@@ -125,6 +129,7 @@ class ExperimentPlan:
     schedule: Optional[Dict[str, Any]] = None
     synthetic: Optional[Dict[str, Any]] = None
     slurm: Optional[Dict[str, Any]] = None
+    case_rule: Optional[Dict[str, Any]] = None
     reference_split: Optional[Tuple[Tuple[str, ...], ...]] = None
 
     def __post_init__(self):
@@ -137,7 +142,7 @@ class ExperimentPlan:
         if isinstance(self.reference_split, (list, tuple)):
             object.__setattr__(self, "reference_split", tuple(
                 tuple(s) if isinstance(s, (list, tuple)) else s for s in self.reference_split))
-        for name in ("eval_label_map", "network", "schedule", "synthetic", "slurm"):
+        for name in ("eval_label_map", "network", "schedule", "synthetic", "slurm", "case_rule"):
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, dict(value))
@@ -229,6 +234,7 @@ def _type_problem(key: str, value: Any) -> Optional[str]:
         "schedule": (lambda v: v is None or isinstance(v, dict), "an object or null"),
         "synthetic": (lambda v: v is None or isinstance(v, dict), "an object or null"),
         "slurm": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+        "case_rule": (lambda v: v is None or isinstance(v, dict), "an object or null"),
         "reference_split": (lambda v: v is None or (isinstance(v, (list, tuple))
                                                    and all(_is_str_list(s) for s in v)),
                             "a list of lists of case ids, or null"),
@@ -341,6 +347,7 @@ def _value_problems(v: Mapping[str, Any], ok: Collection[str]) -> List[str]:
 
     problems += _source_problems(v, ok)
     problems += _case_problems(v, ok, method)
+    problems += _rule_problems(v, ok)
     problems += _mapping_problems(v, ok)
     return problems
 
@@ -389,7 +396,7 @@ def _case_problems(v: Mapping[str, Any], ok: Collection[str], method: Optional[s
         problems.append("labeled: the labeled set S is empty; M0 needs labeled cases")
     if "reference" in sets:
         n_ref = len(set(sets["reference"]))
-        if n_ref == 0 and method in ("atso", "stso", "self"):
+        if n_ref == 0 and method in ("atso", "stso", "self") and not v.get("case_rule"):
             problems.append(f"reference: method {method!r} needs reference (unlabeled) cases; the list is empty")
         k = v.get("subsets") if "subsets" in ok else None
         if k is not None and k >= 1 and 0 < n_ref < k:
@@ -398,6 +405,77 @@ def _case_problems(v: Mapping[str, Any], ok: Collection[str], method: Optional[s
         if "reference_split" in ok and v["reference_split"] is not None:
             problems += _split_problems(v["reference_split"], sets["reference"], k)
     return problems
+
+
+def _rule_problems(v: Mapping[str, Any], ok: Collection[str]) -> List[str]:
+    rule = v.get("case_rule") if "case_rule" in ok else None
+    if not rule:
+        return []
+    problems = []
+    unknown = sorted(set(rule) - {"source", "folds", "test_folds"})
+    if unknown:
+        problems.append(f"case_rule: unknown key(s) {', '.join(unknown)}; allowed: source, folds, test_folds")
+    if not isinstance(rule.get("source"), str) or not rule.get("source"):
+        problems.append("case_rule.source: the source dataset whose labeled cases are split (one of sources)")
+    elif "sources" in ok and rule["source"] not in v["sources"]:
+        problems.append(f"case_rule.source: {rule['source']!r} is not one of sources {list(v['sources'])}")
+    k = rule.get("folds")
+    if not _is_int(k) or k < 2:
+        problems.append(f"case_rule.folds: an integer >= 2, got {k!r}")
+    tf = rule.get("test_folds")
+    if not isinstance(tf, list) or not all(_is_int(f) for f in tf) or (_is_int(k) and k >= 2 and (
+            not tf or len(set(tf)) >= k or any(not 0 <= f < k for f in tf))):
+        problems.append(f"case_rule.test_folds: a non-empty list of fold numbers in [0, folds), not all of them; "
+                        f"got {tf!r}")
+    if any(v.get(s) for s in ("reference", "test") if s in ok):
+        problems.append("case_rule: reference and test must be empty when case_rule fills them")
+    return problems
+
+
+def contiguous_folds(ids: Iterable[str], n_folds: int) -> List[List[str]]:
+    """Contiguous folds of the sorted ids, the larger folds last (82 -> 20, 20, 21, 21, as RSTN)."""
+    ids = sorted(ids)
+    base, extra = divmod(len(ids), n_folds)
+    out, start = [], 0
+    for f in range(n_folds):
+        size = base + (1 if f >= n_folds - extra else 0)
+        out.append(ids[start:start + size])
+        start += size
+    return out
+
+
+def apply_case_rule(plan: "ExperimentPlan", source_dir: os.PathLike) -> "ExperimentPlan":
+    """Fill ``reference`` and ``test`` from ``plan.case_rule`` and the converted source dataset.
+
+    Returns the plan with explicit lists and no ``case_rule`` (the rule is recorded in ``note``),
+    so the resolved plan written next to a run's outputs reads like any other.
+
+    Raises:
+        InputError: the source has not been converted (naming the plan's conversion command) or
+            holds too few labeled cases.
+    """
+    rule = plan.case_rule
+    if not rule:
+        return plan
+    source_dir = Path(source_dir)
+    labels = source_dir / "labelsTr"
+    if not labels.is_dir():
+        how = f" Create it first: {plan.convert_hint}" if plan.convert_hint else ""
+        raise InputError(f"case_rule: source {rule['source']} not found at {source_dir} (plan '{plan.name}'); its "
+                         f"labeled cases make the reference and test sets.{how}")
+    ending = ".nii.gz"
+    ids = sorted(p.name[:-len(ending)] for p in labels.iterdir()
+                 if p.name.endswith(ending) and not p.name.startswith("."))
+    ids = [c for c in ids if c not in set(plan.labeled)]
+    if len(ids) < rule["folds"]:
+        raise InputError(f"case_rule: {source_dir} has {len(ids)} labeled case(s), fewer than {rule['folds']} folds")
+    folds = contiguous_folds(ids, rule["folds"])
+    test = [c for f in rule["test_folds"] for c in folds[f]]
+    reference = [c for i, f in enumerate(folds) if i not in rule["test_folds"] for c in f]
+    note = (plan.note + " " if plan.note else "") + (
+        f"[reference/test from case_rule {json.dumps(rule)}: {len(ids)} labeled cases of {rule['source']} in "
+        f"{rule['folds']} contiguous folds ({', '.join(str(len(f)) for f in folds)})]")
+    return dataclasses.replace(plan, reference=tuple(reference), test=tuple(test), case_rule=None, note=note)
 
 
 def _split_problems(split: Sequence[Sequence[str]], reference: Sequence[str], k: Optional[int]) -> List[str]:

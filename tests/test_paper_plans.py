@@ -114,3 +114,37 @@ def test_real_plans_validate_against_converted_stand_ins(script, tmp_path):
     with pytest.raises(InputError, match="NIH_0003"):
         cases = find_cases([nih_src], [*plan.labeled, *plan.reference, *plan.test])
         validate_against_dataset(plan, cases)
+
+
+def test_transfer_plan_reads_msd_cases_from_the_converted_source(script, tmp_path):
+    """The shipped transfer plan fills R / E from the converted MSD dataset (its ids have gaps)."""
+    from atso_nnunet.errors import InputError
+    from atso_nnunet.experiment import apply_case_rule
+
+    plan = load_plan(PLANS / "transfer" / "nih_to_msd.json")
+    assert plan.case_rule == {"source": "Dataset802_MSDPancreas", "folds": 4, "test_folds": [0]}
+    with pytest.raises(InputError, match="atso_nnunet_convert msd"):
+        apply_case_rule(plan, tmp_path / "raw" / "Dataset802_MSDPancreas")
+    msd_ids = [f"pancreas_{i:03d}" for i in range(1, 422, 3)]
+    msd_src = _stand_in(tmp_path / "raw", "Dataset802_MSDPancreas", msd_ids)
+    resolved = apply_case_rule(plan, msd_src)
+    assert resolved.case_rule is None and "case_rule" in resolved.note
+    # the same lists as the script writes for explicit plans
+    assert script.main(["--out", str(tmp_path / "plans"), "--msd-dataset", str(msd_src)]) == 0
+    explicit = load_plan(tmp_path / "plans" / "transfer" / "nih_to_msd.json")
+    assert (resolved.reference, resolved.test) == (explicit.reference, explicit.test)
+    assert [len(f) for f in script.folds(msd_ids)] == [35, 35, 35, 36]
+
+
+def test_case_rule_problems_are_named():
+    from atso_nnunet.errors import InputError
+    from atso_nnunet.experiment import plan_from_dict
+
+    data = json.loads((PLANS / "transfer" / "nih_to_msd.json").read_text())
+    data["case_rule"] = {"source": "Dataset999_Other", "folds": 1, "test_folds": [3], "fold": 1}
+    data["test"] = ["pancreas_001"]
+    with pytest.raises(InputError) as e:
+        plan_from_dict(data)
+    msg = str(e.value)
+    for part in ("case_rule: unknown key(s) fold", "case_rule.source", "case_rule.folds", "must be empty"):
+        assert part in msg

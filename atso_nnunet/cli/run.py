@@ -124,10 +124,13 @@ def make_executor_from_args(args, run_dir: Path, plan=None):
 
 
 def _run(args) -> int:
-    from atso_nnunet.driver import DriverOptions, default_run_dir, run_experiment
+    from atso_nnunet.driver import DriverOptions, default_run_dir, run_experiment, source_dir
+    from atso_nnunet.experiment import apply_case_rule
 
     plan = load_experiment(args)
     paths = nnunet_paths(args.nnunet_dir)
+    if plan.case_rule:
+        plan = apply_case_rule(plan, source_dir(paths, plan.case_rule["source"]))
     run_dir = (args.run_dir or default_run_dir(paths, plan)).resolve()
     device = "cuda" if (args.gpus or args.executor == "slurm") else "cpu"
     executor = None if args.dry_run else make_executor_from_args(args, run_dir, plan)
