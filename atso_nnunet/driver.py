@@ -179,11 +179,15 @@ def _run_batch(ctx: steps_mod.RunContext, batch: Sequence[Step], executor: Execu
             job = steps_mod.train_job(ctx, step)
             jobs.append(job)
             owners[job.name] = [step]
+    # One nnUNetv2_predict per model and view (R and E together). A group with any unfinished
+    # step is predicted whole again, since its folder is cleared first.
     groups: Dict[tuple, List[Step]] = OrderedDict()
-    for step in todo:
+    for step in batch:
         if step.kind == "predict":
             groups.setdefault((step.model, step.view), []).append(step)
     for group in groups.values():
+        if all(run.is_done(s.id) for s in group):
+            continue
         steps_mod.clear_partial_prediction(ctx, group)
         job = steps_mod.predict_job(ctx, group)
         jobs.append(job)
