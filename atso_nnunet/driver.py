@@ -28,6 +28,7 @@ from atso_nnunet import report as report_mod
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution import Executor
 from atso_nnunet.experiment import ExperimentPlan, reference_subsets, resolved, validate_against_dataset
+from atso_nnunet.io import write_json
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.rundir import RunDir, RunLock
 from atso_nnunet.schedule import Step, build_schedule, topological_batches
@@ -202,7 +203,9 @@ def _run_batch(ctx: steps_mod.RunContext, batch: Sequence[Step], executor: Execu
             progress.finished(step.id, res.wall_s)
 
 
-def _check_plan_file(run: RunDir, plan_data: dict) -> None:
+def _record_plan(run: RunDir, plan: ExperimentPlan) -> None:
+    """Write the resolved plan into the run folder; refuse a folder that holds another plan."""
+    plan_data = resolved(plan)
     if run.plan_file.is_file():
         old = json.loads(run.plan_file.read_text())
         if old != plan_data:
@@ -210,6 +213,7 @@ def _check_plan_file(run: RunDir, plan_data: dict) -> None:
             raise InputError(
                 f"{run.root} holds a run of a different plan (fields changed: {', '.join(changed)}). "
                 "Use another --run-dir, or --fresh to delete that run's outputs and start over.")
+    write_json(plan_data, run.plan_file)
 
 
 def _wipe(run: RunDir) -> None:
@@ -267,22 +271,14 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
                                num_processes=options.num_processes, schedule=schedule)
     if options.dry_run:
         # Only the resolved plan and the trainer run configs are written, so the printed commands run as given.
-        from atso_nnunet.io import write_json
-
-        plan_data = resolved(plan)
-        _check_plan_file(run, plan_data)
-        write_json(plan_data, run.plan_file)
+        _record_plan(run, plan)
         print_commands(ctx, steps)
         return None
     run.root.mkdir(parents=True, exist_ok=True)
     with RunLock(run.root), _log_to_file(run.log_file):
         if options.fresh:
             _wipe(run)
-        plan_data = resolved(plan)
-        _check_plan_file(run, plan_data)
-        from atso_nnunet.io import write_json
-
-        write_json(plan_data, run.plan_file)
+        _record_plan(run, plan)
         logger.info("run folder: %s (plan '%s', method %s, %d generation(s), views %s)", run.root, plan.name,
                     plan.method, plan.generations, ", ".join(plan.views))
         if not run.is_done(PREPARE):
@@ -337,7 +333,7 @@ def _run_only(ctx, steps: Sequence[Step], step_id: str, executor: Executor, prog
 def _outputs_present(ctx: steps_mod.RunContext, step: Step) -> bool:
     """Whether a train / predict step's nnU-Net outputs are all there (run outside the driver)."""
     if step.kind == "train":
-        trainer = ctx.trainer_for(step.model, step.pseudo_labels)
+        trainer = steps_mod.trainer_name(step.model)
         return (ctx.model_folder(step.model, step.view, trainer) / "checkpoint_final.pth").is_file()
     if step.kind == "predict":
         out = ctx.run.predictions(step.model, step.view)
@@ -388,7 +384,7 @@ def _agreements(ctx: steps_mod.RunContext, t: int, split, models: Sequence[str])
             out[f"R{j}"] = None
             continue
         pairs = [(a, b) for i, a in enumerate(folders) for b in folders[i + 1:]]
-        vals = [agreement(a, b, cases=list(part), foreground=ctx.foreground()).mean for a, b in pairs]
+        vals = [agreement(a, b, cases=list(part), foreground=ctx.foreground).mean for a, b in pairs]
         out[f"R{j}"] = sum(vals) / len(vals) if vals else None
     return out
 
@@ -399,8 +395,6 @@ def _cached(ctx: steps_mod.RunContext, name: str, compute: Callable[[], dict]) -
         return json.loads(path.read_text())
     value = compute()
     if all(v is not None for v in _flatten(value)):
-        from atso_nnunet.io import write_json
-
         write_json(value, path)
     return value
 
@@ -447,7 +441,7 @@ def collect_report(ctx: steps_mod.RunContext, steps: Sequence[Step], split) -> r
         if t >= 1 and run.is_done(f"g{t}/fuse/R_g{t}") and run.is_done(f"g{t - 1}/fuse/R_g{t - 1}"):
             g.change = _cached(ctx, f"change_g{t}", lambda: {"change": agreement(
                 run.pseudo_labels(f"R_g{t}"), run.pseudo_labels(f"R_g{t - 1}"), cases=list(plan.reference),
-                foreground=ctx.foreground()).mean})["change"]
+                foreground=ctx.foreground).mean})["change"]
         ingest_marker = run.marker(f"{'final' if t == plan.generations and plan.method == 'atso' else f'g{t + 1}'}"
                                    f"/ingest/R_g{t}/{plan.views[0]}")
         if ingest_marker.is_file():

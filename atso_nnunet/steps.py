@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import shlex
@@ -39,6 +41,11 @@ TRAINER_SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iter
                          "save_every", "final_validation", "initial_lr", "labeled_fraction",
                          "oversample_foreground")
 SCHEDULE_KEYS = TRAINER_SCHEDULE_KEYS + ("student_initial_lr", "test_time_augmentation")
+
+
+def trainer_name(model: str) -> str:
+    """Trainer class of a model of the schedule: M0 learns from S only, every other model from S + R."""
+    return SUPERVISED_TRAINER if model == "M0" else SEMI_TRAINER
 
 
 def check_schedule(schedule: Optional[dict]) -> dict:
@@ -93,16 +100,12 @@ class RunContext:
     def model_paths(self, model: str) -> NnUNetPaths:
         return NnUNetPaths(self.paths.raw, self.paths.preprocessed, self.run.results_root(model))
 
-    def trainer_for(self, model: str, pseudo_labels: Optional[str]) -> str:
-        return SUPERVISED_TRAINER if pseudo_labels is None else SEMI_TRAINER
 
     def model_folder(self, model: str, view: str, trainer: str) -> Path:
         """nnU-Net's fold folder of a trained model (holds ``checkpoint_final.pth``)."""
         return (self.run.results_root(model) / self.dataset_name
                 / f"{trainer}__{plans_identifier(view)}__{self.plan.configuration}" / f"fold_{self.plan.fold}")
 
-    def trainer_of_model(self, model: str) -> str:
-        return SUPERVISED_TRAINER if model == "M0" else SEMI_TRAINER
 
     def image(self, case: str) -> Path:
         """Channel-0 image of a case in the experiment dataset."""
@@ -115,9 +118,9 @@ class RunContext:
     def ground_truth_dir(self, role: str) -> Path:
         return self.dataset_dir / (layout.LABELS_TS if role == "test_eval" else layout.LABELS_REF)
 
+    @functools.cached_property
     def foreground(self) -> Tuple[int, ...]:
-        import json
-
+        """Foreground label values of the experiment dataset (read once from its dataset.json)."""
         labels = json.loads((self.dataset_dir / "dataset.json").read_text())["labels"]
         return tuple(sorted(int(v) for k, v in labels.items() if k != "ignore" and int(v) > 0))
 
@@ -137,13 +140,13 @@ def train_job(ctx: RunContext, step: Step) -> Job:
     """The ``nnUNetv2_train`` job of a training step (and its run config file)."""
     from atso_nnunet.trainers.config import TrainerRunConfig
 
-    trainer = ctx.trainer_for(step.model, step.pseudo_labels)
+    trainer = trainer_name(step.model)
     settings = {k: ctx.schedule[k] for k in TRAINER_SCHEDULE_KEYS if k in ctx.schedule}
     if step.pseudo_labels is not None:
         settings["pseudo_label_dir"] = str(ctx.run.pseudo_labels(step.pseudo_labels))
         settings["pseudo_label_cases"] = list(step.train_cases)
     if step.init == "teacher":
-        teacher = ctx.model_folder(step.init_from, step.view, ctx.trainer_of_model(step.init_from))
+        teacher = ctx.model_folder(step.init_from, step.view, trainer_name(step.init_from))
         settings["init"] = "checkpoint"
         settings["init_checkpoint"] = str(teacher / "checkpoint_final.pth")
         if "student_initial_lr" in ctx.schedule:
@@ -173,7 +176,7 @@ def predict_job(ctx: RunContext, steps: Sequence[Step], link: bool = True) -> Jo
     cases = sorted({c for s in steps for c in s.cases})
     input_dir = _link_inputs(ctx, parts, cases) if link else ctx.run.inputs(parts)
     out = ctx.run.predictions(model, view)
-    trainer = ctx.trainer_of_model(model)
+    trainer = trainer_name(model)
     # -npp 0 -nps 0 is nnU-Net's sequential mode: on a CPU its spawned worker pools cost more than they save
     workers = 0 if ctx.device == "cpu" else 2
     argv = predict_command(input_dir, out, ctx.plan.dataset_id, ctx.plan.configuration, ctx.plan.fold, trainer,
@@ -240,7 +243,7 @@ def run_fuse(ctx: RunContext, step: Step) -> dict:
     from atso_nnunet.fusion import fuse_folders
 
     out = ctx.run.fused(step.outputs[0])
-    num_classes = len(ctx.foreground()) + 1
+    num_classes = len(ctx.foreground) + 1
     written = 0
     for group in step.fuse_groups:
         inputs = [_prediction_folder(ctx, p) for p in group.predictions]
@@ -261,7 +264,7 @@ def run_evaluate(ctx: RunContext, step: Step) -> dict:
     if missing:
         write_json({"available": False, "reason": f"no ground truth for {len(missing)} case(s) in {gt}"}, dest)
         return {"available": False}
-    res = evaluate_folder(ctx.run.fused(step.reads[0]), gt, cases=list(step.cases), foreground=ctx.foreground(),
+    res = evaluate_folder(ctx.run.fused(step.reads[0]), gt, cases=list(step.cases), foreground=ctx.foreground,
                           label_map=ctx.eval_label_map(), progress=False)
     res.to_csv(dest.with_suffix(".csv"))
     summary = {"available": True, "mean_dsc": res.score("mean"), "global_dsc": res.score("global"),

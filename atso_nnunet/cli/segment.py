@@ -42,7 +42,7 @@ def final_model_folders(run_dir: Path, model: Optional[str] = None) -> dict:
         InputError: the run folder has no plan, or the model was not trained (yet).
     """
     from atso_nnunet.experiment import plan_from_dict
-    from atso_nnunet.steps import SEMI_TRAINER, SUPERVISED_TRAINER
+    from atso_nnunet.steps import trainer_name
     from atso_nnunet.views import plans_identifier
 
     plan_file = run_dir / "plan.json"
@@ -50,7 +50,7 @@ def final_model_folders(run_dir: Path, model: Optional[str] = None) -> dict:
         raise InputError(f"{run_dir}: no plan.json; is this the run folder of atso_nnunet_run?")
     plan = plan_from_dict(json.loads(plan_file.read_text()), origin=str(plan_file))
     model = model or plan.final_model
-    trainer = SUPERVISED_TRAINER if model == "M0" else SEMI_TRAINER
+    trainer = trainer_name(model)
     dataset = f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}"
     folders, missing = {}, []
     for view in plan.views:
