@@ -7,7 +7,11 @@
    materialises the experiment dataset and plans / preprocesses it for every view (nnU-Net);
 3. walks the schedule (:mod:`atso_nnunet.schedule`) batch by batch: independent nnU-Net trainings
    and predictions of a batch go to the executor together, plugin steps run in-process;
-4. writes the report after every batch that produced scores.
+4. writes the report after every batch that produced scores (assembled from the schedule's
+   declared outputs, :func:`atso_nnunet.report.assemble`).
+
+What a method adds to the schedule is the method object's business (:mod:`atso_nnunet.methods`);
+how each step kind runs is :mod:`atso_nnunet.runners`'.
 
 What is done is read from the markers in the run folder, written after each step's outputs, so
 rerunning the same command continues where it stopped and never redoes a finished step.
@@ -18,7 +22,6 @@ import json
 import logging
 import shutil
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +31,13 @@ from atso_nnunet import report as report_mod
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution import Executor
 from atso_nnunet.experiment import ExperimentPlan, reference_subsets, resolved, validate_against_dataset
-from atso_nnunet.io import write_json
+from atso_nnunet.io import read_json, write_json
+from atso_nnunet.methods import get_method
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.rundir import RunDir, RunLock
-from atso_nnunet.schedule import Step, build_schedule, topological_batches
-from atso_nnunet import steps as steps_mod
+from atso_nnunet import runners
+from atso_nnunet.runners import PLUGIN_RUNNERS, RunContext
+from atso_nnunet.schedule import Step, build_schedule, steps_by_id, topological_batches
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +121,7 @@ def ensure_sources(plan: ExperimentPlan, paths: NnUNetPaths) -> List[Path]:
     return out
 
 
-def prepare(ctx: steps_mod.RunContext, network) -> None:
+def prepare(ctx: RunContext, network) -> None:
     """Sources -> experiment dataset -> tri-view plans and preprocessed data (each idempotent)."""
     from atso_nnunet.data.materialize import find_cases, materialize
     from atso_nnunet.planning import plan_and_preprocess
@@ -162,35 +167,30 @@ class _Progress:
                     _fmt(time.time() - self.t0), f"; next: {nxt}" if nxt else "")
 
 
-def _run_batch(ctx: steps_mod.RunContext, batch: Sequence[Step], executor: Executor, progress: _Progress) -> None:
+def _run_batch(ctx: RunContext, batch: Sequence[Step], executor: Executor, progress: _Progress) -> None:
     run = ctx.run
     todo = [s for s in batch if not run.is_done(s.id)]
     # plugin steps first (cheap; independent of the jobs of the same batch)
     for step in todo:
-        if step.kind in ("ingest", "fuse", "evaluate"):
+        runner = PLUGIN_RUNNERS.get(step.kind)
+        if runner is not None:
             t0 = time.time()
-            runner = {"ingest": steps_mod.run_ingest, "fuse": steps_mod.run_fuse,
-                      "evaluate": steps_mod.run_evaluate}[step.kind]
             info = runner(ctx, step)
             run.mark_done(step.id, time.time() - t0, **info)
             progress.finished(step.id, time.time() - t0)
     jobs, owners = [], {}
     for step in todo:
         if step.kind == "train":
-            job = steps_mod.train_job(ctx, step)
+            job = runners.train_job(ctx, step)
             jobs.append(job)
             owners[job.name] = [step]
     # One nnUNetv2_predict per model and view (R and E together). A group with any unfinished
     # step is predicted whole again, since its folder is cleared first.
-    groups: Dict[tuple, List[Step]] = OrderedDict()
-    for step in batch:
-        if step.kind == "predict":
-            groups.setdefault((step.model, step.view), []).append(step)
-    for group in groups.values():
+    for group in runners.prediction_groups(batch).values():
         if all(run.is_done(s.id) for s in group):
             continue
-        steps_mod.clear_partial_prediction(ctx, group)
-        job = steps_mod.predict_job(ctx, group)
+        runners.clear_partial_prediction(ctx, group)
+        job = runners.predict_job(ctx, group)
         jobs.append(job)
         owners[job.name] = group
     if not jobs:
@@ -250,26 +250,53 @@ def _network_override(plan: ExperimentPlan):
         raise InputError(f"plan field network: {e}") from None
 
 
+def training_settings(plan: ExperimentPlan) -> Callable[[str], Dict[str, object]]:
+    """The trainer settings of each training role, from the plan's training section.
+
+    Every role gets the plan's trainer settings; ``self`` (self-learning students) starts from
+    its teacher with ``student_initial_lr`` when the plan gives one; the role ``predict`` holds
+    the prediction settings (test-time augmentation).
+    """
+    schedule = dict(plan.schedule or {})
+    base = {k: schedule[k] for k in runners.TRAINER_SCHEDULE_KEYS if k in schedule}
+
+    def for_role(role: str) -> Dict[str, object]:
+        if role == "predict":
+            return {"test_time_augmentation": schedule.get("test_time_augmentation", True)}
+        out = dict(base)
+        if role == "self" and "student_initial_lr" in schedule:
+            out["initial_lr"] = schedule["student_initial_lr"]
+        return out
+
+    return for_role
+
+
+def make_context(plan: ExperimentPlan, options: "DriverOptions") -> RunContext:
+    dataset_dir = options.paths.raw / f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}"
+    return RunContext(plan, options.paths, RunDir(options.run_dir), dataset_dir, device=options.device,
+                      num_processes=options.num_processes, training=training_settings(plan))
+
+
 def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[report_mod.RunReport]:
     """Run (or continue) an experiment; see the module docstring.
 
     Returns:
-        The report, or None for ``dry_run``.
+        The report, or None for ``dry_run`` and ``only_step``.
 
     Raises:
         InputError: bad plan, overrides or data (before any expensive work).
         RunLockedError: another driver is running on ``options.run_dir``.
         StepFailedError: a job failed after its retries (its log is named).
     """
-    schedule = steps_mod.check_schedule(plan.schedule)
+    runners.check_schedule(plan.schedule)
     network = _network_override(plan)
-    split = reference_subsets(plan)
-    steps = build_schedule(plan, split)
-    run = RunDir(options.run_dir)
-    dataset_dir = options.paths.raw / f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}"
-    ctx = steps_mod.RunContext(plan, options.paths, run, dataset_dir, device=options.device,
-                               num_processes=options.num_processes, schedule=schedule)
+    method = get_method(plan.method)
+    steps = build_schedule(plan, reference_subsets(plan), method)
+    ctx = make_context(plan, options)
+    run = ctx.run
     if options.dry_run:
+        from atso_nnunet.dryrun import print_commands
+
         # Only the resolved plan and the trainer run configs are written, so the printed commands run as given.
         _record_plan(run, plan)
         print_commands(ctx, steps)
@@ -300,29 +327,28 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
             if all(run.is_done(s.id) for s in batch):
                 continue
             _run_batch(ctx, [s for s in batch if s.kind != "report"], executor, progress)
-            if any(s.kind in ("evaluate", "report") for s in batch):
-                rep = collect_report(ctx, steps, split)
-                report_mod.write_report(rep, run.root)
+            if any(s.report_cells or s.kind == "report" for s in batch):
+                report_mod.write_report(report_of(ctx, steps), run.root)
                 if any(s.kind == "report" for s in batch):
                     run.mark_done("report", 0.0)
-        rep = collect_report(ctx, steps, split)
+        rep = report_of(ctx, steps)
         report_mod.write_report(rep, run.root)
         return rep
 
 
-def _run_only(ctx, steps: Sequence[Step], step_id: str, executor: Executor, progress: _Progress):
-    by_id = {s.id: s for s in steps}
+def _run_only(ctx: RunContext, steps: Sequence[Step], step_id: str, executor: Executor, progress: _Progress):
+    by_id = steps_by_id(steps)
     if step_id not in by_id:
         raise InputError(f"--step {step_id}: no such step; see --dry-run for the step ids")
     step = by_id[step_id]
     for i in step.inputs:  # nnU-Net commands a team ran by hand (from --dry-run) leave no marker
-        if not ctx.run.is_done(i) and _outputs_present(ctx, by_id[i]):
+        if not ctx.run.is_done(i) and runners.outputs_present(ctx, by_id[i]):
             ctx.run.mark_done(i, 0.0, adopted=True)
     pending = [i for i in step.inputs if not ctx.run.is_done(i)]
     if pending:
         raise InputError(f"--step {step_id}: its inputs are not finished: {', '.join(pending)}")
     if step.kind == "report":
-        rep = collect_report(ctx, steps, reference_subsets(ctx.plan))
+        rep = report_of(ctx, steps)
         report_mod.write_report(rep, ctx.run.root)
         ctx.run.mark_done("report", 0.0)
         return rep
@@ -330,127 +356,12 @@ def _run_only(ctx, steps: Sequence[Step], step_id: str, executor: Executor, prog
     return None
 
 
-def _outputs_present(ctx: steps_mod.RunContext, step: Step) -> bool:
-    """Whether a train / predict step's nnU-Net outputs are all there (run outside the driver)."""
-    if step.kind == "train":
-        trainer = steps_mod.trainer_name(step.model)
-        return (ctx.model_folder(step.model, step.view, trainer) / "checkpoint_final.pth").is_file()
-    if step.kind == "predict":
-        out = ctx.run.predictions(step.model, step.view)
-        return all((out / f"{c}.nii.gz").is_file() for c in step.cases)
-    return False
-
-
-def print_commands(ctx: steps_mod.RunContext, steps: Sequence[Step]) -> None:
-    """``--dry-run``: every step as a command, in order (nnU-Net's own commands for train/predict)."""
-    base = f"atso_nnunet_run --plan {ctx.run.root / 'plan.json'} --run-dir {ctx.run.root}"
-    lines = [f"# {len(steps)} steps; plugin steps run with: {base} --step <id>",
-             f"# prepare (sources, experiment dataset, tri-view plan + preprocess): {base} --step {PREPARE}"]
-    batches = topological_batches(steps)
-    for i, batch in enumerate(batches):
-        lines.append(f"# batch {i + 1}/{len(batches)} ({len(batch)} independent step(s))")
-        groups: Dict[tuple, List[Step]] = OrderedDict()
-        for s in batch:
-            if s.kind == "train":
-                lines.append(f"# {s.id}\n" + steps_mod.describe_job(steps_mod.train_job(ctx, s)))
-            elif s.kind == "predict":
-                groups.setdefault((s.model, s.view), []).append(s)
-            else:
-                lines.append(f"{base} --step {s.id}")
-        for group in groups.values():
-            job = steps_mod.predict_job(ctx, group, link=False)
-            lines.append(f"# {', '.join(s.id for s in group)}\n" + steps_mod.describe_job(job))
-    print("\n".join(lines))
-
-
-# ---------------------------------------------------------------------------------------------
-# report
-
-
-def _score(ev: Optional[dict], key: str) -> Optional[float]:
-    if not ev or not ev.get("available"):
-        return None
-    return ev.get(key)
-
-
-def _agreements(ctx: steps_mod.RunContext, t: int, split, models: Sequence[str]) -> Dict[str, Optional[float]]:
-    from atso_nnunet.evaluation import agreement
-
-    out = {}
-    folders = [ctx.run.fused(f"fused/{m}/R") for m in models]
-    done = all(ctx.run.is_done(f"g{t}/fuse/{m}/R") for m in models)
-    for j, part in enumerate(split, 1):
-        if not done:
-            out[f"R{j}"] = None
-            continue
-        pairs = [(a, b) for i, a in enumerate(folders) for b in folders[i + 1:]]
-        vals = [agreement(a, b, cases=list(part), foreground=ctx.foreground).mean for a, b in pairs]
-        out[f"R{j}"] = sum(vals) / len(vals) if vals else None
-    return out
-
-
-def _cached(ctx: steps_mod.RunContext, name: str, compute: Callable[[], dict]) -> dict:
-    path = ctx.run.root / "eval" / "monitors" / f"{name}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    value = compute()
-    if all(v is not None for v in _flatten(value)):
-        write_json(value, path)
-    return value
-
-
-def _flatten(d) -> list:
-    if isinstance(d, dict):
-        return [x for v in d.values() for x in _flatten(v)]
-    return [d]
-
-
-def collect_report(ctx: steps_mod.RunContext, steps: Sequence[Step], split) -> report_mod.RunReport:
-    """Read the scores in the run folder into a :class:`~atso_nnunet.report.RunReport`."""
-    from atso_nnunet.evaluation import agreement
-
-    plan, run = ctx.plan, ctx.run
-    metric_key = f"{plan.metric}_dsc"
-    K = len(split)
-    rep = report_mod.RunReport(method=plan.method, plan_name=plan.name, metric=plan.metric)
-    rep.how_evaluated = {
-        "atso": "M_t on E (t >= 1) is the majority vote of the ensemble of the half-models M_t^(k) over all "
-                "views; @R scores the fold-swapped pseudo-labels R_t. The final model, trained on S + all of R, "
-                "is scored at the end.",
-        "stso": "M_t on E is the tri-view majority vote of the generation's model; @R scores its pseudo-labels.",
-        "self": "M_t on E is the tri-view majority vote of the generation's model; @R scores its pseudo-labels.",
-        "supervised": "M0 trained on the labeled set only, tri-view majority vote.",
-    }[plan.method]
-    last = 0 if plan.method == "supervised" else plan.generations
-    for t in range(0, last + 1):
-        g = report_mod.GenerationRecord(generation=t)
-        ev_r = run.read_evaluation(f"R_g{t}", "R")
-        g.reference_dsc = _score(ev_r, "mean_dsc")
-        test_model = "M0" if t == 0 else (f"g{t}_ens" if plan.method == "atso" else f"g{t}_all")
-        ev_e = run.read_evaluation(test_model, "E")
-        g.test_dsc, g.test_dsc_mean, g.test_dsc_global = (_score(ev_e, metric_key), _score(ev_e, "mean_dsc"),
-                                                          _score(ev_e, "global_dsc"))
-        if plan.method == "atso" and K > 1:
-            for j in range(1, K + 1):
-                for k in range(1, K + 1):
-                    src = ("R_g0", f"R_h{j}") if t == 0 else (f"g{t}_h{k}", f"R_h{j}")
-                    g.half_models[f"M{k}@R{j}"] = _score(run.read_evaluation(*src), "mean_dsc")
-            if t >= 1:
-                models = [f"g{t}_h{k}" for k in range(1, K + 1)]
-                g.agreement = _cached(ctx, f"agreement_g{t}", lambda: _agreements(ctx, t, split, models))
-        if t >= 1 and run.is_done(f"g{t}/fuse/R_g{t}") and run.is_done(f"g{t - 1}/fuse/R_g{t - 1}"):
-            g.change = _cached(ctx, f"change_g{t}", lambda: {"change": agreement(
-                run.pseudo_labels(f"R_g{t}"), run.pseudo_labels(f"R_g{t - 1}"), cases=list(plan.reference),
-                foreground=ctx.foreground).mean})["change"]
-        ingest_marker = run.marker(f"{'final' if t == plan.generations and plan.method == 'atso' else f'g{t + 1}'}"
-                                   f"/ingest/R_g{t}/{plan.views[0]}")
-        if ingest_marker.is_file():
-            g.empty_pseudo_labels = len(json.loads(ingest_marker.read_text()).get("empty_cases", []))
-        if any(v is not None for v in (g.reference_dsc, g.test_dsc, g.change)) or run.is_done(f"g{t}/fuse/R_g{t}"):
-            rep.generations.append(g)
-    ev_f = run.read_evaluation(plan.final_model, "E")
-    if ev_f is not None:
-        rep.final = {"test_dsc_mean": _score(ev_f, "mean_dsc"), "test_dsc_global": _score(ev_f, "global_dsc")}
-    rep.logs = {s.id: str(run.step_log(s.id).relative_to(run.root)) for s in steps
-                if s.kind in ("train", "predict") and run.step_log(s.id).exists()}
-    return rep
+def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
+    """The report as far as the run has got, from the schedule's declared outputs."""
+    run = ctx.run
+    method = get_method(ctx.plan.method)
+    logs = {s.id: str(run.step_log(s.id).relative_to(run.root)) for s in steps
+            if s.kind in ("train", "predict") and run.step_log(s.id).exists()}
+    return report_mod.assemble(steps, lambda a: read_json(ctx.path(a)), run.is_done, method=method.name,
+                               plan_name=ctx.plan.name, metric=ctx.plan.metric,
+                               how_evaluated=method.how_evaluated, logs=logs)

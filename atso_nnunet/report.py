@@ -20,7 +20,7 @@ import io
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from atso_nnunet.io import atomic_path, write_json, write_text
 
@@ -225,3 +225,57 @@ def write_report(report: RunReport, run_dir: Path) -> Dict[str, Path]:
         files["png"] = png
     logger.info("report written: %s", ", ".join(str(p) for p in files.values()))
     return files
+
+
+# ---------------------------------------------------------------------------------------------
+# assembly from the schedule's declared outputs
+
+
+def _score_value(data: Optional[dict], key: str) -> Optional[float]:
+    if not data or not data.get("available", True):
+        return None
+    return data.get(key)
+
+
+def assemble(steps, read: Callable[[object], Optional[dict]], is_done: Callable[[str], bool], *, method: str,
+             plan_name: str, metric: str, how_evaluated: str = "",
+             logs: Optional[Dict[str, str]] = None) -> RunReport:
+    """Build the report from the schedule: every finished step with ``report_cells`` fills them.
+
+    Args:
+        steps: the run's schedule (:mod:`atso_nnunet.schedule`).
+        read: reads a step's output (a ``Score`` or ``Monitor`` JSON) as a dict, None if absent.
+        is_done: whether a step id has finished.
+        method, plan_name, how_evaluated: words for the report.
+        metric: ``mean`` or ``global``: which DSC fills the @R, @E and Table 4 cells.
+        logs: step id -> log file (relative to the run folder).
+    """
+    rep = RunReport(method=method, plan_name=plan_name, metric=metric, how_evaluated=how_evaluated,
+                    logs=dict(logs or {}))
+    rows: Dict[int, GenerationRecord] = {}
+    key = f"{metric}_dsc"
+    for step in steps:
+        if not step.report_cells or not is_done(step.id):
+            continue
+        data = read(step.output)
+        for cell in step.report_cells:
+            if cell.column == "final":
+                rep.final = {"test_dsc_mean": _score_value(data, "mean_dsc"),
+                             "test_dsc_global": _score_value(data, "global_dsc")}
+                continue
+            g = rows.setdefault(cell.generation, GenerationRecord(generation=cell.generation))
+            if cell.column == "reference":
+                g.reference_dsc = _score_value(data, key)
+            elif cell.column == "test":
+                g.test_dsc, g.test_dsc_mean, g.test_dsc_global = (
+                    _score_value(data, key), _score_value(data, "mean_dsc"), _score_value(data, "global_dsc"))
+            elif cell.column == "half_model":
+                g.half_models[cell.key] = _score_value(data, key)
+            elif cell.column == "agreement":
+                g.agreement[cell.key] = (data or {}).get("value")
+            elif cell.column == "change":
+                g.change = (data or {}).get("value")
+            elif cell.column == "empty":
+                g.empty_pseudo_labels = (data or {}).get("value")
+    rep.generations = [rows[t] for t in sorted(rows)]
+    return rep

@@ -14,6 +14,7 @@
       pseudolabels/R_g<t>/           pseudo-label sets (fused, original geometry)
       fused/<name>/<R|E>/            fused predictions used for scoring
       eval/<target>/<part>.json      scores
+      eval/monitors/<name>.json      label-free monitors
       report.{md,csv,json,png}
 """
 from __future__ import annotations
@@ -73,17 +74,36 @@ class RunDir:
     def pseudo_labels(self, name: str) -> Path:
         return self.root / "pseudolabels" / name
 
-    def fused(self, name: str) -> Path:
-        """Folder of a fuse output name: ``R_g<t>`` or ``fused/<label>/<part>``."""
-        if name.startswith("fused/"):
-            return self.root / name
-        return self.pseudo_labels(name)
-
     def evaluation(self, target: str, part: str) -> Path:
         return self.root / "eval" / target / f"{part}.json"
 
     def read_evaluation(self, target: str, part: str) -> Optional[dict]:
         return read_json(self.evaluation(target, part))
+
+    def monitor(self, name: str) -> Path:
+        return self.root / "eval" / "monitors" / f"{name}.json"
+
+    def path(self, artefact) -> Path:
+        """Where a schedule artefact (:mod:`atso_nnunet.schedule.artefacts`) lives in this run.
+
+        Models and ground truth live outside the run's own folders and are resolved by the run
+        context (:meth:`atso_nnunet.runners.RunContext.path`).
+        """
+        from atso_nnunet.schedule import artefacts as a
+
+        if isinstance(artefact, a.Prediction):
+            return self.predictions(artefact.model.name, artefact.model.view)
+        if isinstance(artefact, a.LabelSet):
+            if artefact.is_pseudo_labels:
+                return self.pseudo_labels(artefact.name)
+            return self.root / "fused" / artefact.name / artefact.part
+        if isinstance(artefact, a.Score):
+            return self.evaluation(artefact.target, artefact.part)
+        if isinstance(artefact, a.Monitor):
+            return self.monitor(artefact.name)
+        if isinstance(artefact, a.Report):
+            return self.root / "report.md"
+        raise TypeError(f"the run folder does not hold {artefact!r} itself")
 
 
 class RunLock:

@@ -42,15 +42,16 @@ def final_model_folders(run_dir: Path, model: Optional[str] = None) -> dict:
         InputError: the run folder has no plan, or the model was not trained (yet).
     """
     from atso_nnunet.experiment import plan_from_dict
-    from atso_nnunet.steps import trainer_name
+    from atso_nnunet.methods import get_method
     from atso_nnunet.views import plans_identifier
 
     plan_file = run_dir / "plan.json"
     if not plan_file.is_file():
         raise InputError(f"{run_dir}: no plan.json; is this the run folder of atso_nnunet_run?")
     plan = plan_from_dict(json.loads(plan_file.read_text()), origin=str(plan_file))
-    model = model or plan.final_model
-    trainer = trainer_name(model)
+    method = get_method(plan.method)
+    model = model or method.final_model(plan)
+    trainer = method.trainer_for(model)
     dataset = f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}"
     folders, missing = {}, []
     for view in plan.views:

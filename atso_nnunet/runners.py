@@ -5,8 +5,10 @@
 - ``train`` and ``predict`` become :class:`~atso_nnunet.execution.Job` s (``nnUNetv2_train`` /
   ``nnUNetv2_predict`` argument lists) handed to an executor; the predictions of R and E by one
   model and view are one ``nnUNetv2_predict`` call;
-- ``ingest``, ``fuse`` and ``evaluate`` run in the driver's process (they are cheap);
-- every finished step gets a marker in the run folder, written after its outputs.
+- ``ingest``, ``fuse``, ``evaluate`` and ``monitor`` run in the driver's process (they are cheap);
+  :data:`PLUGIN_RUNNERS` maps each kind to its function.
+
+Every artefact a step names is resolved to a path by :meth:`RunContext.path`.
 """
 from __future__ import annotations
 
@@ -18,34 +20,25 @@ import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution import Job
-from atso_nnunet.experiment import ExperimentPlan
 from atso_nnunet.io import write_json
 from atso_nnunet.nnunet_commands import nnunet_env, predict_command, train_command
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.rundir import RunDir
-from atso_nnunet.schedule import Step
+from atso_nnunet.schedule import GroundTruth, LabelSet, Model, Monitor, Prediction, Score, Step
 from atso_nnunet.views import plans_identifier
 
 logger = logging.getLogger(__name__)
-
-SUPERVISED_TRAINER = "ATSOTrainer"
-SEMI_TRAINER = "ATSOSemiTrainer"
 
 # Keys of a plan's "schedule": trainer run-config fields, plus prediction settings.
 TRAINER_SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch",
                          "save_every", "final_validation", "initial_lr", "labeled_fraction",
                          "oversample_foreground")
 SCHEDULE_KEYS = TRAINER_SCHEDULE_KEYS + ("student_initial_lr", "test_time_augmentation")
-
-
-def trainer_name(model: str) -> str:
-    """Trainer class of a model of the schedule: M0 learns from S only, every other model from S + R."""
-    return SUPERVISED_TRAINER if model == "M0" else SEMI_TRAINER
 
 
 def check_schedule(schedule: Optional[dict]) -> dict:
@@ -83,29 +76,39 @@ class RunContext:
         dataset_dir: the materialised experiment dataset in ``paths.raw``.
         device: ``cpu`` or ``cuda`` for nnU-Net's ``-device``.
         num_processes: worker processes for in-process preprocessing / ingestion.
+        training: training settings per role (``M0``, ``student``, ``self``, ``final`` ...):
+            a function from the role to the trainer run-config fields, plus prediction settings
+            under the role ``predict``.
     """
 
-    plan: ExperimentPlan
+    plan: Any
     paths: NnUNetPaths
     run: RunDir
     dataset_dir: Path
     device: str = "cpu"
     num_processes: int = 1
-    schedule: dict = field(default_factory=dict)
+    training: Callable[[str], Dict[str, Any]] = field(default=lambda role: {})
 
     @property
     def dataset_name(self) -> str:
         return self.dataset_dir.name
 
-    def model_paths(self, model: str) -> NnUNetPaths:
-        return NnUNetPaths(self.paths.raw, self.paths.preprocessed, self.run.results_root(model))
+    def model_paths(self, model: Model) -> NnUNetPaths:
+        return NnUNetPaths(self.paths.raw, self.paths.preprocessed, self.run.results_root(model.name))
 
-
-    def model_folder(self, model: str, view: str, trainer: str) -> Path:
+    def model_folder(self, model: Model) -> Path:
         """nnU-Net's fold folder of a trained model (holds ``checkpoint_final.pth``)."""
-        return (self.run.results_root(model) / self.dataset_name
-                / f"{trainer}__{plans_identifier(view)}__{self.plan.configuration}" / f"fold_{self.plan.fold}")
+        return (self.run.results_root(model.name) / self.dataset_name
+                / f"{model.trainer}__{plans_identifier(model.view)}__{self.plan.configuration}"
+                / f"fold_{self.plan.fold}")
 
+    def path(self, artefact) -> Path:
+        """Where an artefact of the schedule lives."""
+        if isinstance(artefact, Model):
+            return self.model_folder(artefact)
+        if isinstance(artefact, GroundTruth):
+            return self.dataset_dir / layout.LABELS_REF
+        return self.run.path(artefact)
 
     def image(self, case: str) -> Path:
         """Channel-0 image of a case in the experiment dataset."""
@@ -140,24 +143,21 @@ def train_job(ctx: RunContext, step: Step) -> Job:
     """The ``nnUNetv2_train`` job of a training step (and its run config file)."""
     from atso_nnunet.trainers.config import TrainerRunConfig
 
-    trainer = trainer_name(step.model)
-    settings = {k: ctx.schedule[k] for k in TRAINER_SCHEDULE_KEYS if k in ctx.schedule}
-    if step.pseudo_labels is not None:
-        settings["pseudo_label_dir"] = str(ctx.run.pseudo_labels(step.pseudo_labels))
+    model: Model = step.output
+    settings = dict(ctx.training(step.training_role))
+    if step.labels is not None:
+        settings["pseudo_label_dir"] = str(ctx.path(step.labels))
         settings["pseudo_label_cases"] = list(step.train_cases)
-    if step.init == "teacher":
-        teacher = ctx.model_folder(step.init_from, step.view, trainer_name(step.init_from))
+    if step.init_from is not None:
         settings["init"] = "checkpoint"
-        settings["init_checkpoint"] = str(teacher / "checkpoint_final.pth")
-        if "student_initial_lr" in ctx.schedule:
-            settings["initial_lr"] = ctx.schedule["student_initial_lr"]
+        settings["init_checkpoint"] = str(ctx.model_folder(step.init_from) / "checkpoint_final.pth")
     config_file = ctx.run.run_config(step.id)
     TrainerRunConfig.from_dict(settings).to_json(config_file)
     common = dict(dataset_id=ctx.plan.dataset_id, configuration=ctx.plan.configuration, fold=ctx.plan.fold,
-                  trainer=trainer, plans=plans_identifier(step.view), device=ctx.device)
+                  trainer=model.trainer, plans=plans_identifier(model.view), device=ctx.device)
     # A fold folder left by an interrupted run: continue from its latest checkpoint (--c).
-    started = ctx.model_folder(step.model, step.view, trainer).is_dir()
-    env = nnunet_env(ctx.model_paths(step.model), run_config=config_file)
+    started = ctx.model_folder(model).is_dir()
+    env = nnunet_env(ctx.model_paths(model), run_config=config_file)
     if ctx.device == "cpu" and "nnUNet_n_proc_DA" not in env:
         # On a CPU the augmentation workers compete with training for the same cores and each
         # pays an nnU-Net import at start; single-threaded augmentation is faster there.
@@ -169,22 +169,22 @@ def train_job(ctx: RunContext, step: Step) -> Job:
 
 def predict_job(ctx: RunContext, steps: Sequence[Step], link: bool = True) -> Job:
     """One ``nnUNetv2_predict`` job for the predict steps of one model and view (R and/or E)."""
-    model, view = steps[0].model, steps[0].view
-    if any(s.model != model or s.view != view for s in steps):
+    model: Model = steps[0].output.model
+    if any(s.output.model != model for s in steps):
         raise ValueError("predict_job: steps of different models or views")
-    parts = "".join(sorted({s.id.rsplit("/", 1)[1] for s in steps}))  # "E", "R" or "ER"
+    parts = "".join(sorted({s.output.part for s in steps}))  # "E", "R" or "ER"
     cases = sorted({c for s in steps for c in s.cases})
     input_dir = _link_inputs(ctx, parts, cases) if link else ctx.run.inputs(parts)
-    out = ctx.run.predictions(model, view)
-    trainer = trainer_name(model)
+    out = ctx.path(steps[0].output)
     # -npp 0 -nps 0 is nnU-Net's sequential mode: on a CPU its spawned worker pools cost more than they save
     workers = 0 if ctx.device == "cpu" else 2
-    argv = predict_command(input_dir, out, ctx.plan.dataset_id, ctx.plan.configuration, ctx.plan.fold, trainer,
-                           plans_identifier(view), device=ctx.device, num_processes_preprocessing=workers,
-                           num_processes_segmentation_export=workers,
-                           disable_tta=not ctx.schedule.get("test_time_augmentation", True))
-    return Job(name=_job_name(f"{model}/{view}/predict_{parts}"), argv=argv, env=nnunet_env(ctx.model_paths(model)),
-               log_path=ctx.run.step_log(steps[0].id), uses_gpu=ctx.device != "cpu")
+    tta = ctx.training("predict").get("test_time_augmentation", True)
+    argv = predict_command(input_dir, out, ctx.plan.dataset_id, ctx.plan.configuration, ctx.plan.fold, model.trainer,
+                           plans_identifier(model.view), device=ctx.device, num_processes_preprocessing=workers,
+                           num_processes_segmentation_export=workers, disable_tta=not tta)
+    return Job(name=_job_name(f"{model.name}/{model.view}/predict_{parts}"), argv=argv,
+               env=nnunet_env(ctx.model_paths(model)), log_path=ctx.run.step_log(steps[0].id),
+               uses_gpu=ctx.device != "cpu")
 
 
 def _link_inputs(ctx: RunContext, parts: str, cases: Sequence[str]) -> Path:
@@ -209,11 +209,30 @@ def describe_job(job: Job) -> str:
     return " ".join([*(f"{k}={shlex.quote(job.env[k])}" for k in keys), shlex.join(job.argv)])
 
 
+def prediction_groups(steps: Sequence[Step]) -> Dict[Model, List[Step]]:
+    """Predict steps grouped by the model (and view) predicting: one nnU-Net call each."""
+    groups: Dict[Model, List[Step]] = {}
+    for step in steps:
+        if step.kind == "predict":
+            groups.setdefault(step.output.model, []).append(step)
+    return groups
+
+
 def clear_partial_prediction(ctx: RunContext, steps: Sequence[Step]) -> None:
     """Remove a prediction folder left by an interrupted, unmarked prediction (never trusted)."""
-    out = ctx.run.predictions(steps[0].model, steps[0].view)
+    out = ctx.path(steps[0].output)
     if out.exists():
         shutil.rmtree(out)
+
+
+def outputs_present(ctx: RunContext, step: Step) -> bool:
+    """Whether a train / predict step's nnU-Net outputs are all there (a command run by hand)."""
+    if step.kind == "train":
+        return (ctx.model_folder(step.output) / "checkpoint_final.pth").is_file()
+    if step.kind == "predict":
+        out = ctx.path(step.output)
+        return all((out / f"{c}{layout.FILE_ENDING}").is_file() for c in step.cases)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,32 +240,26 @@ def clear_partial_prediction(ctx: RunContext, steps: Sequence[Step]) -> None:
 
 
 def run_ingest(ctx: RunContext, step: Step) -> dict:
-    """Bring a pseudo-label set into one view's preprocessed space (cached by content)."""
+    """Bring a label set into one view's preprocessed space (cached by content)."""
     from atso_nnunet.pseudolabels import ingest_pseudolabels
 
     res = ingest_pseudolabels(ctx.paths, ctx.plan.dataset_id, plans_identifier(step.view), ctx.plan.configuration,
-                              ctx.run.pseudo_labels(step.pseudo_labels), cases=step.cases,
-                              num_processes=ctx.num_processes)
+                              ctx.path(step.labels), cases=step.cases, num_processes=ctx.num_processes)
     if res.empty_cases:
-        logger.warning("%s: %d pseudo-label(s) without foreground: %s", step.pseudo_labels, len(res.empty_cases),
+        logger.warning("%s: %d label map(s) without foreground: %s", step.labels.name, len(res.empty_cases),
                        ", ".join(res.empty_cases))
     return {"cache_dir": str(res.cache_dir), "empty_cases": list(res.empty_cases), "reused": res.reused}
-
-
-def _prediction_folder(ctx: RunContext, name: str) -> Path:
-    _, model, view, _part = name.split("/")
-    return ctx.run.predictions(model, view)
 
 
 def run_fuse(ctx: RunContext, step: Step) -> dict:
     """Majority vote over views (and models) of each fuse group, in the images' geometry."""
     from atso_nnunet.fusion import fuse_folders
 
-    out = ctx.run.fused(step.outputs[0])
+    out = ctx.path(step.output)
     num_classes = len(ctx.foreground) + 1
     written = 0
     for group in step.fuse_groups:
-        inputs = [_prediction_folder(ctx, p) for p in group.predictions]
+        inputs = list(dict.fromkeys(ctx.path(p) for p in group.predictions))
         refs = {c: ctx.image(c) for c in group.cases}
         written += len(fuse_folders(inputs, out, method="vote", cases=list(group.cases), reference_images=refs,
                                     num_classes=num_classes, skip_existing=True, progress=False))
@@ -254,20 +267,51 @@ def run_fuse(ctx: RunContext, step: Step) -> dict:
 
 
 def run_evaluate(ctx: RunContext, step: Step) -> dict:
-    """Score a fused folder against ground truth (skipped, recorded as unavailable, without it)."""
+    """Score a fused folder against ground truth (recorded as unavailable without it)."""
     from atso_nnunet.evaluation import evaluate_folder
 
     gt = ctx.ground_truth_dir(step.role)
-    target, part = step.outputs[0].split("/", 2)[1:]
-    dest = ctx.run.evaluation(target, part)
+    dest = ctx.path(step.output)
     missing = [c for c in step.cases if not layout.label_path(gt, ".", c).exists()]
     if missing:
         write_json({"available": False, "reason": f"no ground truth for {len(missing)} case(s) in {gt}"}, dest)
         return {"available": False}
-    res = evaluate_folder(ctx.run.fused(step.reads[0]), gt, cases=list(step.cases), foreground=ctx.foreground,
+    res = evaluate_folder(ctx.path(step.reads[0]), gt, cases=list(step.cases), foreground=ctx.foreground,
                           label_map=ctx.eval_label_map(), progress=False)
     res.to_csv(dest.with_suffix(".csv"))
     summary = {"available": True, "mean_dsc": res.score("mean"), "global_dsc": res.score("global"),
                "n_cases": len(res.cases), "details": res.to_dict()}
     write_json(summary, dest)
     return {"available": True, "mean_dsc": summary["mean_dsc"], "global_dsc": summary["global_dsc"]}
+
+
+def _has_foreground(path: Path) -> bool:
+    from atso_nnunet.io import read_array
+
+    return bool((read_array(path) > 0).any())
+
+
+def run_monitor(ctx: RunContext, step: Step) -> dict:
+    """A label-free figure: agreement between label sets, change between generations, empty maps.
+
+    ``agreement`` and ``change`` are DSC between label sets over ``step.cases`` (mean over cases,
+    pairwise mean for more than two sets); ``empty`` counts label maps without foreground.
+    """
+    from atso_nnunet.evaluation import agreement
+
+    folders = [ctx.path(r) for r in step.reads]
+    if step.monitor == "empty":
+        empty = [c for c in step.cases if not _has_foreground(folders[0] / f"{c}{layout.FILE_ENDING}")]
+        value: Dict[str, Any] = {"value": len(empty), "empty_cases": empty}
+    else:
+        pairs = [(a, b) for i, a in enumerate(folders) for b in folders[i + 1:]]
+        vals = [agreement(a, b, cases=list(step.cases), foreground=ctx.foreground).mean for a, b in pairs]
+        value = {"value": sum(vals) / len(vals) if vals else None, "pairs": len(pairs)}
+    value.update({"monitor": step.monitor, "cases": len(step.cases)})
+    write_json(value, ctx.path(step.output))
+    return {"value": value["value"]}
+
+
+PLUGIN_RUNNERS: Dict[str, Callable[[RunContext, Step], dict]] = {
+    "ingest": run_ingest, "fuse": run_fuse, "evaluate": run_evaluate, "monitor": run_monitor,
+}

@@ -1,0 +1,98 @@
+"""The method protocol and its registry.
+
+A method is one small class in one module of this package, registered with :func:`register`.
+It says what it adds to the schedule after the shared generation 0, which model is its result,
+which nnU-Net trainer each model uses, what it needs from a plan, and the words the report and
+``--help`` use for it. The driver, the runners, the report and the CLIs ask the method object;
+nothing outside this package branches on a method's name.
+
+Adding a method: a new module ``atso_nnunet/methods/<name>.py`` with a :class:`Method` subclass
+decorated with ``@register`` (modules here are discovered on import), plus its tests. It then
+appears in ``atso_nnunet_run --method``, in plan validation, the schedule and the report.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Dict, List, Mapping, Tuple, Type
+
+SUPERVISED_TRAINER = "ATSOTrainer"
+SEMI_TRAINER = "ATSOSemiTrainer"
+
+_REGISTRY: Dict[str, "Method"] = {}
+
+
+class Method(ABC):
+    """What a semi-supervised method (or baseline) contributes to a run.
+
+    Class attributes:
+        name: the plan's ``method`` value and the ``--method`` choice.
+        summary: one line for ``--help`` and docs.
+        how_evaluated: the report's sentence on which model is scored on E per generation.
+        uses_subsets: whether the reference set is split into ``subsets`` parts that the
+            method trains on separately (ATSO).
+        needs_reference: whether the method needs reference (unlabeled) cases.
+        min_generations: smallest valid ``generations`` (0 for labeled-only training).
+        max_generations: largest valid ``generations`` (None: no limit).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    how_evaluated: ClassVar[str]
+    uses_subsets: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = True
+    min_generations: ClassVar[int] = 1
+    max_generations: ClassVar[Any] = None
+
+    def plan_problems(self, values: Mapping[str, Any]) -> List[str]:
+        """Problems of a plan (JSON values, defaults filled in) that concern this method."""
+        problems = []
+        g = values.get("generations")
+        if isinstance(g, int) and not isinstance(g, bool):
+            if g < self.min_generations:
+                problems.append(f"generations: method {self.name!r} needs at least {self.min_generations} "
+                                f"generation(s), got {g}")
+            elif self.max_generations is not None and g > self.max_generations:
+                problems.append(f"generations: method {self.name!r} runs at most {self.max_generations} "
+                                f"generation(s); set generations to {self.max_generations} (got {g})")
+        k = values.get("subsets")
+        if self.uses_subsets and isinstance(k, int) and not isinstance(k, bool) and k < 2:
+            problems.append(f"subsets: method {self.name!r} needs at least 2 reference subsets, got {k}")
+        ref = values.get("reference")
+        if self.needs_reference and isinstance(ref, (list, tuple)) and not ref and not values.get("case_rule"):
+            problems.append(f"reference: method {self.name!r} needs reference (unlabeled) cases; the list is empty")
+        return problems
+
+    def default_generations(self) -> int:
+        """``generations`` when ``--method`` switches a plan to this method without ``--generations``."""
+        return max(self.min_generations, 0)
+
+    @abstractmethod
+    def add_generations(self, b) -> None:
+        """Add this method's steps after generation 0 to the builder ``b`` (pure)."""
+
+    @abstractmethod
+    def final_model(self, plan) -> str:
+        """Name of the model whose predictions are the run's result (what ``segment`` uses)."""
+
+    def trainer_for(self, model: str) -> str:
+        """nnU-Net trainer class of a model: M0 learns from S only, the others from S + labels of R."""
+        return SUPERVISED_TRAINER if model == "M0" else SEMI_TRAINER
+
+
+def register(cls: Type[Method]) -> Type[Method]:
+    """Class decorator: make a method available by its ``name``."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__}: a method needs a name")
+    if cls.name in _REGISTRY and type(_REGISTRY[cls.name]) is not cls:
+        raise ValueError(f"method name {cls.name!r} registered twice ({type(_REGISTRY[cls.name]).__name__}, "
+                         f"{cls.__name__})")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def registry() -> Dict[str, Method]:
+    return _REGISTRY
+
+
+def names() -> Tuple[str, ...]:
+    return tuple(_REGISTRY)
