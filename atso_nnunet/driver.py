@@ -328,7 +328,9 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
                 continue
             _run_batch(ctx, [s for s in batch if s.kind != "report"], executor, progress)
             if any(s.report_cells or s.kind == "report" for s in batch):
-                report_mod.write_report(report_of(ctx, steps), run.root)
+                # the plot is redrawn once per generation (when M_t's test score arrives)
+                plot = any(c.column in ("test", "final") for s in batch for c in s.report_cells)
+                report_mod.write_report(report_of(ctx, steps), run.root, with_plot=plot)
                 if any(s.kind == "report" for s in batch):
                     run.mark_done("report", 0.0)
         rep = report_of(ctx, steps)

@@ -44,7 +44,6 @@ from atso_nnunet.views import VIEWS
 
 logger = logging.getLogger(__name__)
 
-METHODS: Tuple[str, ...] = ("atso", "stso", "self", "supervised")
 METRICS: Tuple[str, ...] = ("mean", "global")
 CONFIGURATIONS: Tuple[str, ...] = ("2d", "3d_fullres", "3d_lowres")
 SETS: Tuple[str, ...] = ("labeled", "reference", "test")
@@ -173,11 +172,9 @@ class ExperimentPlan:
     @property
     def final_model(self) -> str:
         """Name of the model whose test predictions are the result (see :mod:`atso_nnunet.schedule`)."""
-        if self.method == "supervised":
-            return "M0"
-        if self.method == "atso":
-            return "final"
-        return f"g{self.generations}_all"
+        from atso_nnunet.methods import get_method
+
+        return get_method(self.method).final_model(self)
 
 
 def _jsonable(value: Any) -> Any:
@@ -301,9 +298,13 @@ def _value_problems(v: Mapping[str, Any], ok: Collection[str]) -> List[str]:
 
     if "name" in ok and not v["name"].strip():
         problems.append("name: must not be empty")
-    if "method" in ok and method not in METHODS:
-        problems.append(f"method: unknown method {method!r}; choose from {', '.join(METHODS)}")
-        method = None
+    if "method" in ok:
+        from atso_nnunet.methods import method_problems
+
+        method_issues = method_problems(v)
+        problems += method_issues
+        if any(p.startswith("method:") for p in method_issues):
+            method = None
     if "metric" in ok and v["metric"] not in METRICS:
         problems.append(f"metric: unknown metric {v['metric']!r}; choose from {', '.join(METRICS)}")
     if "configuration" in ok and v["configuration"] not in CONFIGURATIONS:
@@ -329,21 +330,10 @@ def _value_problems(v: Mapping[str, Any], ok: Collection[str]) -> List[str]:
         problems.append(f"dataset_name: {v['dataset_name']!r} must be letters, digits, '_' or '-' "
                         "(it becomes the folder Dataset<id>_<name>)")
 
-    if "generations" in ok:
-        g = v["generations"]
-        if g < 0:
-            problems.append(f"generations: must be >= 0, got {g}")
-        elif method == "supervised" and g != 0:
-            problems.append(f"generations: method 'supervised' trains M0 only; set generations to 0 (got {g})")
-        elif method in ("atso", "stso", "self") and g < 1:
-            problems.append(f"generations: method {method!r} needs at least 1 generation "
-                            "(0 generations is method 'supervised')")
-    if "subsets" in ok:
-        k = v["subsets"]
-        if method == "atso" and k < 2:
-            problems.append(f"subsets: ATSO needs at least 2 reference subsets, got {k}")
-        elif k < 1:
-            problems.append(f"subsets: must be >= 1, got {k}")
+    if "generations" in ok and v["generations"] < 0:
+        problems.append(f"generations: must be >= 0, got {v['generations']}")
+    if "subsets" in ok and v["subsets"] < 1:
+        problems.append(f"subsets: must be >= 1, got {v['subsets']}")
 
     problems += _source_problems(v, ok)
     problems += _case_problems(v, ok, method)
@@ -396,8 +386,6 @@ def _case_problems(v: Mapping[str, Any], ok: Collection[str], method: Optional[s
         problems.append("labeled: the labeled set S is empty; M0 needs labeled cases")
     if "reference" in sets:
         n_ref = len(set(sets["reference"]))
-        if n_ref == 0 and method in ("atso", "stso", "self") and not v.get("case_rule"):
-            problems.append(f"reference: method {method!r} needs reference (unlabeled) cases; the list is empty")
         k = v.get("subsets") if "subsets" in ok else None
         if k is not None and k >= 1 and 0 < n_ref < k:
             problems.append(f"reference: {n_ref} reference case(s) cannot fill {k} subsets; "
@@ -607,9 +595,13 @@ def with_overrides(plan: ExperimentPlan, method: Optional[str] = None, generatio
     """
     changes: Dict[str, Any] = {}
     if method is not None:
+        from atso_nnunet.methods import get_method
+
         changes["method"] = method
-        if method == "supervised" and generations is None:
-            changes["generations"] = 0
+        m = get_method(method)
+        if generations is None and (plan.generations < m.min_generations or (
+                m.max_generations is not None and plan.generations > m.max_generations)):
+            changes["generations"] = m.default_generations()
     if generations is not None:
         changes["generations"] = generations
     if views is not None:

@@ -212,15 +212,18 @@ def plot(report: RunReport, path: Path) -> Optional[Path]:
     return Path(path)
 
 
-def write_report(report: RunReport, run_dir: Path) -> Dict[str, Path]:
-    """Write the four report files into ``run_dir`` (atomically) and return their paths."""
+def write_report(report: RunReport, run_dir: Path, with_plot: bool = True) -> Dict[str, Path]:
+    """Write the report files into ``run_dir`` (atomically) and return their paths.
+
+    ``with_plot=False`` leaves ``report.png`` as it is (drawing it costs about a second).
+    """
     run_dir = Path(run_dir)
     files = {
         "md": write_text(render_markdown(report), run_dir / "report.md"),
         "csv": write_text(render_csv(report), run_dir / "report.csv"),
         "json": write_json(report.to_json(), run_dir / "report.json"),
     }
-    png = plot(report, run_dir / "report.png")
+    png = plot(report, run_dir / "report.png") if with_plot else None
     if png is not None:
         files["png"] = png
     logger.info("report written: %s", ", ".join(str(p) for p in files.values()))

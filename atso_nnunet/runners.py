@@ -288,7 +288,7 @@ def run_evaluate(ctx: RunContext, step: Step) -> dict:
 def _has_foreground(path: Path) -> bool:
     from atso_nnunet.io import read_array
 
-    return bool((read_array(path) > 0).any())
+    return bool((read_array(path)[0] > 0).any())
 
 
 def run_monitor(ctx: RunContext, step: Step) -> dict:

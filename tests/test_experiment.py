@@ -114,7 +114,7 @@ def test_planted_mistakes_are_all_reported_at_once(tmp_path):
     ({"method": "supervised"}, "generations: method 'supervised' trains M0 only"),
     ({"generations": 0}, "generations: method 'atso' needs at least 1 generation"),
     ({"generations": -1}, "generations: must be >= 0"),
-    ({"subsets": 1}, "subsets: ATSO needs at least 2"),
+    ({"subsets": 1}, "subsets: method 'atso' needs at least 2"),
     ({"metric": "median"}, "metric: unknown metric 'median'"),
     ({"configuration": "2.5d"}, "configuration: unknown nnU-Net configuration '2.5d'"),
     ({"views": []}, "views: at least one view is needed"),

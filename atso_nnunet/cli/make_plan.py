@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 
 from atso_nnunet.cli.common import run_cli
 from atso_nnunet.errors import InputError
-from atso_nnunet.experiment import CONFIGURATIONS, METHODS, METRICS, write_plan_from_dataset
+from atso_nnunet.experiment import CONFIGURATIONS, METRICS, write_plan_from_dataset
+from atso_nnunet.methods import get_method, method_names
 from atso_nnunet.views import VIEWS
 
 logger = logging.getLogger("atso_nnunet.make_plan")
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="nnU-Net name of the experiment dataset (default: raw dataset name + method)")
     parser.add_argument("--title", default=None, help="human-readable plan name")
     parser.add_argument("--note", default=None, help="free text recorded in the plan")
-    parser.add_argument("--method", choices=METHODS, default="atso", help="default %(default)s")
+    parser.add_argument("--method", choices=method_names(), default="atso", help="default %(default)s")
     parser.add_argument("--generations", type=int, default=None,
                         help="teacher-student generations (default 2; 0 for supervised)")
     parser.add_argument("--subsets", type=int, default=2, help="reference subsets for ATSO, default %(default)s")
@@ -70,7 +71,8 @@ def _run(args) -> int:
             raise InputError(f"--eval-label-map: not JSON ({e}); write it like '{{\"2\": 1}}'") from e
     generations = args.generations
     if generations is None:
-        generations = 0 if args.method == "supervised" else 2
+        m = get_method(args.method)
+        generations = 2 if m.max_generations is None or m.max_generations >= 2 else m.default_generations()
     plan = write_plan_from_dataset(
         args.raw_dataset, args.unlabeled, args.test_list, out_path=args.out,
         dataset_id=args.dataset_id, dataset_name=args.name, name=args.title, note=args.note,

@@ -17,7 +17,6 @@ from atso_nnunet.errors import InputError
 
 logger = logging.getLogger("atso_nnunet.run")
 
-METHODS = ("atso", "stso", "self", "supervised")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-f", "--split", help="plan file in that folder, e.g. 10pct, 20pct")
     src.add_argument("--plan", type=Path, help="path of a plan JSON file (instead of -d/-f)")
     ov = p.add_argument_group("overrides of the plan")
-    ov.add_argument("--method", choices=METHODS, help="default: the plan's (atso)")
+    from atso_nnunet.methods import get_method, method_names
+
+    ov.add_argument("--method", choices=method_names(), metavar="METHOD",
+                    help="default: the plan's. " + "; ".join(f"{n}: {get_method(n).summary}" for n in method_names()))
     ov.add_argument("--generations", type=int, help="number of teacher-student generations T")
     ov.add_argument("--subsets", type=int, help="ATSO: number of reference subsets K (K > 2: each subset is "
                                                "pseudo-labelled by the ensemble of the models not trained on it)")

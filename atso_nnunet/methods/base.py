@@ -52,8 +52,10 @@ class Method(ABC):
                 problems.append(f"generations: method {self.name!r} needs at least {self.min_generations} "
                                 f"generation(s), got {g}")
             elif self.max_generations is not None and g > self.max_generations:
-                problems.append(f"generations: method {self.name!r} runs at most {self.max_generations} "
-                                f"generation(s); set generations to {self.max_generations} (got {g})")
+                what = "trains M0 only" if self.max_generations == 0 else \
+                    f"runs at most {self.max_generations} generation(s)"
+                problems.append(f"generations: method {self.name!r} {what}; set generations to "
+                                f"{self.max_generations} (got {g})")
         k = values.get("subsets")
         if self.uses_subsets and isinstance(k, int) and not isinstance(k, bool) and k < 2:
             problems.append(f"subsets: method {self.name!r} needs at least 2 reference subsets, got {k}")
