@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.atso_installed
-PYTEST_ARGS ?= -m "not slow"
+PYTEST_ARGS ?=
 DEMO_DIR ?= demo_work
 DEMO_ARGS ?=
 
@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "slow or not slow"
 
 demo: $(STAMP)
 	$(VENV)/bin/atso_nnunet_run -d synthetic -f 10pct --nnunet-dir $(DEMO_DIR)/nnunet --run-dir $(DEMO_DIR)/run $(DEMO_ARGS)

@@ -327,6 +327,9 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
             if all(run.is_done(s.id) for s in batch):
                 continue
             _run_batch(ctx, [s for s in batch if s.kind != "report"], executor, progress)
+            freed = runners.release_probabilities(ctx, steps)
+            if freed:
+                logger.info("released %.1f MB of probabilities no fusion needs any more", freed / 2**20)
             if any(s.report_cells or s.kind == "report" for s in batch):
                 # the plot is redrawn once per generation (when M_t's test score arrives)
                 plot = any(c.column in ("test", "final") for s in batch for c in s.report_cells)

@@ -181,7 +181,8 @@ def predict_job(ctx: RunContext, steps: Sequence[Step], link: bool = True) -> Jo
     tta = ctx.training("predict").get("test_time_augmentation", True)
     argv = predict_command(input_dir, out, ctx.plan.dataset_id, ctx.plan.configuration, ctx.plan.fold, model.trainer,
                            plans_identifier(model.view), device=ctx.device, num_processes_preprocessing=workers,
-                           num_processes_segmentation_export=workers, disable_tta=not tta)
+                           num_processes_segmentation_export=workers, disable_tta=not tta,
+                           save_probabilities=any(s.save_probabilities for s in steps))
     return Job(name=_job_name(f"{model.name}/{model.view}/predict_{parts}"), argv=argv,
                env=nnunet_env(ctx.model_paths(model)), log_path=ctx.run.step_log(steps[0].id),
                uses_gpu=ctx.device != "cpu")
@@ -252,18 +253,64 @@ def run_ingest(ctx: RunContext, step: Step) -> dict:
 
 
 def run_fuse(ctx: RunContext, step: Step) -> dict:
-    """Majority vote over views (and models) of each fuse group, in the images' geometry."""
-    from atso_nnunet.fusion import fuse_folders
+    """Fuse each group's predictions (views, models) case by case, in the images' geometry.
+
+    ``vote``: majority vote; ties (an even number of voters) go to the class with the highest
+    summed probability, read from the probabilities the predictions kept for this purpose.
+    ``mean``: argmax of the mean probability.
+    """
+    from atso_nnunet.fusion import PROBABILITIES_ENDING, fuse_folders
 
     out = ctx.path(step.output)
     num_classes = len(ctx.foreground) + 1
-    written = 0
+    written, tie_break = 0, "lowest"
     for group in step.fuse_groups:
         inputs = list(dict.fromkeys(ctx.path(p) for p in group.predictions))
         refs = {c: ctx.image(c) for c in group.cases}
-        written += len(fuse_folders(inputs, out, method="vote", cases=list(group.cases), reference_images=refs,
-                                    num_classes=num_classes, skip_existing=True, progress=False))
-    return {"folder": str(out), "cases": len(step.cases), "written": written}
+        even = len(group.predictions) > 1 and len(group.predictions) % 2 == 0
+        tie_break = "lowest"
+        if step.fusion == "vote" and even:
+            have = all((d / f"{c}{PROBABILITIES_ENDING}").is_file() for d in inputs for c in group.cases)
+            if have:
+                tie_break = "probability"
+            else:  # probabilities released after an earlier fusion, or predicted by an older version
+                logger.warning("%s: %d voters and no probabilities kept: ties go to background", step.id,
+                               len(group.predictions))
+        written += len(fuse_folders(inputs, out, method=step.fusion, cases=list(group.cases), reference_images=refs,
+                                    num_classes=num_classes, tie_break=tie_break, skip_existing=True,
+                                    progress=False))
+    return {"folder": str(out), "cases": len(step.cases), "written": written, "fusion": step.fusion,
+            "tie_break": tie_break}
+
+
+def release_probabilities(ctx: RunContext, steps: Sequence[Step]) -> int:
+    """Delete the probability files a finished schedule no longer needs; returns the bytes freed.
+
+    A prediction's probabilities are deleted once every fusion reading it has finished, so the
+    disk holds at most the probabilities of the fusions still to run.
+    """
+    from atso_nnunet.fusion import PROBABILITIES_ENDING
+
+    consumers: Dict[Prediction, List[str]] = {}
+    for s in steps:
+        if s.kind == "fuse":
+            for g in s.fuse_groups:
+                for p in g.predictions:
+                    consumers.setdefault(p, []).append(s.id)
+    freed = 0
+    for s in steps:
+        if s.kind != "predict" or not s.save_probabilities or not ctx.run.is_done(s.id):
+            continue
+        if not all(ctx.run.is_done(i) for i in consumers.get(s.output, [])):
+            continue
+        folder = ctx.path(s.output)
+        for case in s.cases:
+            for ending in (PROBABILITIES_ENDING, ".pkl"):
+                f = folder / f"{case}{ending}"
+                if f.is_file():
+                    freed += f.stat().st_size
+                    f.unlink()
+    return freed
 
 
 def run_evaluate(ctx: RunContext, step: Step) -> dict:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+import numpy as np
+
 from atso_nnunet.execution.jobs import Executor, Job, JobResult, check_batch
 from atso_nnunet.io import read_array, write_array
 
@@ -72,3 +74,7 @@ class FakeNnUNetExecutor(Executor):
             arr, geom = read_array(image)
             case = image.name[: -len("_0000.nii.gz")]
             write_array((arr > self.threshold).astype("uint8"), geom, dst / f"{case}.nii.gz")
+            if "--save_probabilities" in job.argv:
+                p1 = 1.0 / (1.0 + np.exp(np.clip(-(arr.astype(np.float32) - self.threshold) / 10.0, -50, 50)))
+                np.savez_compressed(dst / f"{case}.npz", probabilities=np.stack([1 - p1, p1]).astype(np.float32))
+                (dst / f"{case}.pkl").write_bytes(b"fake")

@@ -53,4 +53,4 @@ def build_schedule(plan, reference_split: Sequence[Sequence[str]], method=None) 
     method.add_generations(b)
     b.add(id="report", kind="report", generation=max(s.generation for s in b.steps),
           extra_inputs=tuple(s.id for s in b.steps), outputs=(Report(),))
-    return b.steps
+    return b.finish()

@@ -8,6 +8,7 @@ from the artefacts each step reads, so a method never names a step id it depends
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 from atso_nnunet.schedule.artefacts import (
@@ -57,6 +58,7 @@ class ScheduleBuilder:
         self.views: Tuple[str, ...] = tuple(plan.views)
         self.steps: List[Step] = []
         self.producer: Dict[str, str] = {}
+        self.fusion: str = getattr(plan, "fusion", "vote")
 
     # -- primitives ---------------------------------------------------------------------------
 
@@ -114,7 +116,7 @@ class ScheduleBuilder:
         cases = tuple(sorted(c for g in groups for c in g.cases))
         reads = tuple(dict.fromkeys(p for g in groups for p in g.predictions))
         self.add(id=step_id, kind="fuse", generation=t, model=model, cases=cases, role=role,
-                 reads=reads, outputs=(output,), fuse_groups=tuple(groups))
+                 reads=reads, outputs=(output,), fuse_groups=tuple(groups), fusion=self.fusion)
         return output
 
     def evaluate(self, prefix: str, t: int, target: str, labels: LabelSet, part: str, cases: Sequence[str],
@@ -140,6 +142,23 @@ class ScheduleBuilder:
         self.add(id=f"{prefix}/monitor/{name}", kind="monitor", generation=t, monitor=kind, cases=tuple(cases),
                  subset=subset, reads=tuple(reads), outputs=(out,), report_cells=tuple(cells))
         return out
+
+    def finish(self) -> List[Step]:
+        """The steps, with probabilities kept by exactly the predictions a fusion needs them from.
+
+        A prediction keeps nnU-Net's probabilities (``--save_probabilities``) when a fusion
+        reading it averages probabilities, or votes with an even number of voters (where ties
+        are broken by probability instead of silently going to background).
+        """
+        needs = set()
+        for s in self.steps:
+            if s.kind != "fuse":
+                continue
+            for g in s.fuse_groups:
+                if s.fusion == "mean" or (len(g.predictions) > 1 and len(g.predictions) % 2 == 0):
+                    needs.update(g.predictions)
+        return [dataclasses.replace(s, save_probabilities=True) if s.kind == "predict" and s.output in needs else s
+                for s in self.steps]
 
     # -- composites ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ KINDS: Tuple[str, ...] = ("train", "predict", "fuse", "ingest", "evaluate", "mon
 ROLES: Tuple[str, ...] = ("pseudo_label", "reference_eval", "test_eval")
 INITS: Tuple[str, ...] = ("scratch", "teacher")
 MONITORS: Tuple[str, ...] = ("agreement", "change", "empty")
+FUSIONS: Tuple[str, ...] = ("vote", "mean")
 # Report columns a step can fill (see atso_nnunet.report): @R of the pseudo-labels, M_t @E,
 # the final model @E, Table 4's half-model cells, and the label-free monitors.
 COLUMNS: Tuple[str, ...] = ("reference", "test", "final", "half_model", "agreement", "change", "empty")
@@ -81,6 +82,11 @@ class Step:
         fuse_groups: for fuse steps, which predictions are fused for which cases.
         monitor: for monitor steps, one of :data:`MONITORS`.
         report_cells: where the step's output appears in the report.
+        save_probabilities: for predict steps: also keep nnU-Net's softmax probabilities, because
+            a fusion reading this prediction needs them (mean fusion, or ties of an even vote).
+        fusion: for fuse steps: ``"vote"`` (majority vote; ties, possible with an even number of
+            voters, go to the class with the highest summed probability) or ``"mean"`` (argmax
+            of the mean probability).
     """
 
     id: str
@@ -102,6 +108,8 @@ class Step:
     fuse_groups: Tuple[FuseGroup, ...] = ()
     monitor: Optional[str] = None
     report_cells: Tuple[ReportCell, ...] = ()
+    save_probabilities: bool = False
+    fusion: Optional[str] = None
 
     def __post_init__(self):
         # Steps are built by the schedule; a bad one is a programming error, not user input.
@@ -115,6 +123,10 @@ class Step:
             raise ValueError(f"step {self.id}: init {self.init!r} (training steps only, one of {INITS})")
         if (self.init == "teacher") != (self.init_from is not None):
             raise ValueError(f"step {self.id}: init_from must be given exactly when init is 'teacher'")
+        if (self.fusion is not None) != (self.kind == "fuse") or (self.fusion and self.fusion not in FUSIONS):
+            raise ValueError(f"step {self.id}: fusion {self.fusion!r} (fuse steps only, one of {FUSIONS})")
+        if self.save_probabilities and self.kind != "predict":
+            raise ValueError(f"step {self.id}: save_probabilities is for predict steps")
         if (self.monitor is not None) != (self.kind == "monitor") or (self.monitor and self.monitor not in MONITORS):
             raise ValueError(f"step {self.id}: monitor {self.monitor!r} (monitor steps only, one of {MONITORS})")
 

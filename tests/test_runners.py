@@ -1,0 +1,129 @@
+"""How steps run: nnU-Net job construction, artefact paths, and the in-process steps."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from atso_nnunet.driver import DriverOptions, make_context
+from atso_nnunet.experiment import plan_from_dict, reference_subsets
+from atso_nnunet.io import read_array, write_array
+from atso_nnunet.runners import (predict_job, release_probabilities, run_evaluate, run_fuse, run_monitor,
+                                  train_job)
+from atso_nnunet.schedule import LabelSet, Model, Monitor, Prediction, Score, build_schedule, steps_by_id
+
+from conftest import write_tiny_dataset
+
+
+@pytest.fixture
+def ctx_steps(tmp_path, nnunet_paths):
+    write_tiny_dataset(nnunet_paths.raw, dataset_id=991, name="RunExp")
+    plan = plan_from_dict({
+        "name": "runners", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "RunExp",
+        "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
+        "test": ["tiny_007", "tiny_008"], "method": "self", "generations": 2, "views": ["axial", "sagittal"],
+        "schedule": {"num_epochs": 3, "student_initial_lr": 0.001, "test_time_augmentation": False}})
+    ctx = make_context(plan, DriverOptions(run_dir=tmp_path / "run", paths=nnunet_paths))
+    return ctx, steps_by_id(build_schedule(plan, reference_subsets(plan)))
+
+
+def test_train_job_of_a_self_learning_student(ctx_steps):
+    ctx, steps = ctx_steps
+    step = steps["g2/train/g2_all/sagittal"]
+    job = train_job(ctx, step)
+    assert job.argv[1:4] == ["991", "2d", "all"]
+    assert job.argv[job.argv.index("-tr") + 1] == "ATSOSemiTrainer"
+    assert job.argv[job.argv.index("-p") + 1] == "ATSOPlans_sagittal"
+    assert "--c" not in job.argv and "--c" in job.resume_argv
+    assert job.env["nnUNet_results"] == str(ctx.run.results_root("g2_all"))
+    config = json.loads(ctx.run.run_config(step.id).read_text())
+    assert config["num_epochs"] == 3 and config["initial_lr"] == 0.001  # the self-learning role
+    assert config["init"] == "checkpoint"
+    assert config["init_checkpoint"].endswith(
+        "models/g1_all/nnUNet_results/Dataset991_RunExp/ATSOSemiTrainer__ATSOPlans_sagittal__2d/fold_all/checkpoint_final.pth")
+    assert config["pseudo_label_dir"] == str(ctx.run.root / "pseudolabels" / "R_g1")
+    assert config["pseudo_label_cases"] == ["tiny_003", "tiny_004", "tiny_005", "tiny_006"]
+
+
+def test_m0_job_uses_the_supervised_trainer_and_base_settings(ctx_steps):
+    ctx, steps = ctx_steps
+    job = train_job(ctx, steps["g0/train/M0/axial"])
+    assert job.argv[job.argv.index("-tr") + 1] == "ATSOTrainer"
+    config = json.loads(ctx.run.run_config("g0/train/M0/axial").read_text())
+    assert config["num_epochs"] == 3 and config["initial_lr"] is None and config["pseudo_label_dir"] is None
+
+
+def test_predict_job_covers_r_and_e_of_one_model_and_view(ctx_steps):
+    ctx, steps = ctx_steps
+    group = [steps["g1/predict/g1_all/axial/R"], steps["g1/predict/g1_all/axial/E"]]
+    job = predict_job(ctx, group)
+    inputs = ctx.run.inputs("ER")
+    assert sorted(p.name for p in inputs.iterdir()) == [f"tiny_00{i}_0000.nii.gz" for i in range(3, 9)]
+    assert job.argv[job.argv.index("-o") + 1] == str(ctx.run.predictions("g1_all", "axial"))
+    assert "--disable_tta" in job.argv
+    with pytest.raises(ValueError):
+        predict_job(ctx, [steps["g1/predict/g1_all/axial/R"], steps["g1/predict/g1_all/sagittal/E"]])
+
+
+def test_artefacts_resolve_to_the_run_folder(ctx_steps):
+    ctx, _ = ctx_steps
+    root = ctx.run.root
+    m = Model("g1_all", "axial", "ATSOSemiTrainer")
+    assert ctx.path(Prediction(m, "R")) == ctx.path(Prediction(m, "E")) == root / "predictions" / "g1_all" / "axial"
+    assert ctx.path(LabelSet("R_g1")) == root / "pseudolabels" / "R_g1"
+    assert ctx.path(LabelSet("g1_all", "E")) == root / "fused" / "g1_all" / "E"
+    assert ctx.path(Score("R_g1", "R_h2")) == root / "eval" / "R_g1" / "R_h2.json"
+    assert ctx.path(Monitor("change_R_g1")) == root / "eval" / "monitors" / "change_R_g1.json"
+    assert ctx.path(m).name == "fold_all"
+
+
+def _fake_predictions(ctx, model, view, cases, shift=0, confidence=0.9):
+    """Ground truth shifted along x as a model's prediction, with probabilities of ``confidence``."""
+    out = ctx.path(Prediction(Model(model, view, "ATSOSemiTrainer"), "R"))
+    for c in cases:
+        lab, geom = read_array(ctx.dataset_dir / ("labelsRef" if c in ctx.plan.reference else "labelsTs") / f"{c}.nii.gz")
+        lab = np.roll(lab, shift, axis=2)
+        write_array(lab, geom, out / f"{c}.nii.gz")
+        p1 = np.where(lab > 0, confidence, 1 - confidence).astype(np.float32)
+        np.savez_compressed(out / f"{c}.npz", probabilities=np.stack([1 - p1, p1]))
+
+
+def test_two_voters_tie_is_broken_by_probability(ctx_steps):
+    """A planted tie: axial says organ shifted right, sagittal shifted left; where they disagree
+    the more confident one (axial) must win, not background."""
+    ctx, steps = ctx_steps
+    R = list(ctx.plan.reference)
+    _fake_predictions(ctx, "g1_all", "axial", R, shift=2, confidence=0.95)
+    _fake_predictions(ctx, "g1_all", "sagittal", R, shift=-2, confidence=0.6)
+    fuse = steps["g1/fuse/R_g1"]
+    assert all(len(g.predictions) == 2 for g in fuse.fuse_groups)
+    assert steps["g1/predict/g1_all/axial/R"].save_probabilities
+    info = run_fuse(ctx, fuse)
+    assert info["tie_break"] == "probability"
+    fused, _ = read_array(ctx.path(LabelSet("R_g1")) / f"{R[0]}.nii.gz")
+    axial, _ = read_array(ctx.path(Prediction(Model("g1_all", "axial", "x"), "R")) / f"{R[0]}.nii.gz")
+    assert np.array_equal(fused, axial)  # background would be the intersection
+    # once every fusion reading them is done, the probabilities are deleted
+    ctx.run.mark_done("g1/predict/g1_all/axial/R", 0.0)
+    ctx.run.mark_done("g1/predict/g1_all/sagittal/R", 0.0)
+    assert release_probabilities(ctx, list(steps.values())) == 0  # fuse not marked yet
+    ctx.run.mark_done("g1/fuse/R_g1", 0.0)
+    assert release_probabilities(ctx, list(steps.values())) > 0
+    assert not list(ctx.path(Prediction(Model("g1_all", "axial", "x"), "R")).glob("*.npz"))
+
+
+def test_fuse_evaluate_and_monitors_in_process(ctx_steps):
+    ctx, steps = ctx_steps
+    R = list(ctx.plan.reference)
+    _fake_predictions(ctx, "g1_all", "axial", R)
+    _fake_predictions(ctx, "g1_all", "sagittal", R, shift=1)
+    _fake_predictions(ctx, "M0", "axial", R, shift=3)
+    _fake_predictions(ctx, "M0", "sagittal", R, shift=3)
+    assert run_fuse(ctx, steps["g0/fuse/R_g0"])["written"] == 4
+    assert run_fuse(ctx, steps["g1/fuse/R_g1"])["written"] == 4
+    res = run_evaluate(ctx, steps["g1/evaluate/R_g1/R"])
+    assert res["available"] and 0.8 < res["mean_dsc"] <= 1.0
+    change = run_monitor(ctx, steps["g1/monitor/change_R_g1"])["value"]
+    assert 0 < change < 1
+    assert run_monitor(ctx, steps["g1/monitor/empty_R_g1"])["value"] == 0
