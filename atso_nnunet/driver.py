@@ -57,6 +57,8 @@ class DriverOptions:
         dry_run: print every command instead of running anything.
         fresh: delete the run folder's previous outputs first (the user asked for it).
         only_step: run just this step id (its inputs must be finished), for a team's own scheduler.
+        defer_test_scores: score nothing on E (read no test label) before every training and
+            pseudo-labelling step of the run has finished (the comparison runs this way).
     """
 
     run_dir: Path
@@ -67,6 +69,7 @@ class DriverOptions:
     dry_run: bool = False
     fresh: bool = False
     only_step: Optional[str] = None
+    defer_test_scores: bool = False
 
 
 def default_run_dir(paths: NnUNetPaths, plan: ExperimentPlan) -> Path:
@@ -135,6 +138,9 @@ def prepare(ctx: RunContext, network) -> None:
     from atso_nnunet.data.checks import check_raw_dataset
 
     check_raw_dataset(ctx.dataset_dir, ground_truth_values=[int(k) for k in plan.eval_label_map])
+    problems = get_method(plan.method).dataset_problems(ctx.dataset_dir, plan)
+    if problems:
+        raise InputError("; ".join(problems))
     t0 = time.time()
     plan_and_preprocess(ctx.paths, plan.dataset_id, views=plan.views, configuration=plan.configuration,
                         network=network, num_processes=ctx.num_processes)
@@ -323,7 +329,11 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
         if options.only_step:
             return _run_only(ctx, steps, options.only_step, executor, progress)
         logger.info("%d steps, %d already done", len(steps), sum(run.is_done(s.id) for s in steps))
-        for batch in topological_batches(steps):
+        phases = [steps]
+        if options.defer_test_scores:
+            test_scores = {s.id for s in steps if s.kind == "evaluate" and s.role == "test_eval"}
+            phases = [[s for s in steps if s.id not in test_scores and s.kind != "report"], steps]
+        for batch in (b for phase in phases for b in topological_batches(phase)):
             if all(run.is_done(s.id) for s in batch):
                 continue
             _run_batch(ctx, [s for s in batch if s.kind != "report"], executor, progress)

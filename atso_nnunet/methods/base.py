@@ -76,6 +76,10 @@ class Method(ABC):
     def final_model(self, plan) -> str:
         """Name of the model whose predictions are the run's result (what ``segment`` uses)."""
 
+    def dataset_problems(self, dataset_dir, plan) -> List[str]:
+        """Problems of the materialised experiment dataset for this method (checked before training)."""
+        return []
+
     def trainer_for(self, model: str) -> str:
         """nnU-Net trainer class of a model: M0 learns from S only, the others from S + labels of R."""
         return SUPERVISED_TRAINER if model == "M0" else SEMI_TRAINER

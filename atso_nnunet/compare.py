@@ -1,0 +1,217 @@
+"""Methods x seeds over one plan: the evidence a team needs before it spends GPU-weeks.
+
+:func:`run_comparison` runs, for every seed, every requested method as an ordinary resumable
+run folder ``<out>/seed<s>/<method>`` through the usual driver and executors, then writes
+``comparison.{md,csv,json,png}`` (:mod:`atso_nnunet.comparison_report`).
+
+Seeds: seed ``s`` draws the labeled set S afresh from the plan's training pool (S + R of the
+plan; the test set E never changes): ``sorted(default_rng(s).choice(sorted(pool), |S|))``, the
+rule of ``scripts/make_synthetic_plans.py``; the rest is R, split into subsets with seed ``s``,
+and every training of that seed gets ``training.seed = s``. Each seed has its own experiment
+dataset ``Dataset<plan id + s>_<name>S<s>`` (nnU-Net's fingerprint sees only that seed's S).
+
+Generation 0 is the same work for every method of a seed, so it is done once: the labeled-only
+run (method ``supervised``) of the seed trains M0, and each other method's run adopts its
+finished generation-0 steps (links to the models, predictions, labels and scores, and the
+markers, noting where they came from). Adoption is content-keyed: it happens only when the
+generation-0 part of the two resolved plans is identical, so a changed plan or seed never
+reuses an M0 it did not make.
+
+Test labels: runs are made with ``defer_test_scores`` (every training and pseudo-labelling step
+of a run finishes before any score on E is computed), and the comparison reads scores only from
+finished runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from atso_nnunet.errors import InputError
+from atso_nnunet.io import read_json, write_json
+from atso_nnunet.paths import NnUNetPaths
+
+logger = logging.getLogger(__name__)
+
+LABELED_ONLY = "supervised"
+# what never changes generation 0: the method's own settings
+_NOT_G0 = ("name", "note", "method", "generations")
+
+
+@dataclass
+class ComparisonOptions:
+    """What to compare and where.
+
+    Attributes:
+        out_dir: folder of the comparison (one run folder per seed and method below it).
+        paths: nnU-Net folders.
+        methods: method names; ``supervised`` (labeled-only, which trains each seed's M0) is
+            always run first and added if missing.
+        seeds: seeds (labeled draw, reference split, training seed).
+        generations: generations of the semi-supervised methods (default: the plan's).
+        views: override of the plan's views (e.g. ``["axial"]`` on a CPU).
+        executor: executor for every run (default: local).
+        device: ``cpu`` or ``cuda``.
+        num_processes: processes for preprocessing and ingestion.
+    """
+
+    out_dir: Path
+    paths: NnUNetPaths
+    methods: Sequence[str] = ("supervised", "self", "stso", "atso", "oracle")
+    seeds: Sequence[int] = (0, 1, 2)
+    generations: Optional[int] = None
+    views: Optional[Sequence[str]] = None
+    executor: object = None
+    device: str = "cpu"
+    num_processes: int = 2
+
+
+def labeled_draw(pool: Sequence[str], n: int, seed: int) -> List[str]:
+    """The labeled cases of seed ``seed``: ``n`` of ``pool``, drawn with ``default_rng(seed)``."""
+    pool = sorted(pool)
+    if not 0 < n <= len(pool):
+        raise InputError(f"cannot draw {n} labeled case(s) from a pool of {len(pool)}")
+    return sorted(np.random.default_rng(seed).choice(pool, n, replace=False).tolist())
+
+
+def plan_for_seed(plan, seed: int, method: str, generations: Optional[int] = None,
+                  views: Optional[Sequence[str]] = None):
+    """The plan of one run of the comparison (see the module docstring)."""
+    from atso_nnunet.methods import get_method
+    from atso_nnunet.plan import plan_from_dict
+
+    pool = [*plan.labeled, *plan.reference]
+    labeled = labeled_draw(pool, len(plan.labeled), seed)
+    m = get_method(method)
+    gens = plan.generations if generations is None else generations
+    gens = min(max(gens, m.min_generations), m.max_generations if m.max_generations is not None else gens)
+    data = plan.to_dict()
+    training = dict(data.get("training") or {})
+    training["seed"] = seed
+    data.update({
+        "name": f"{plan.name} [seed {seed}, {method}]",
+        "labeled": labeled,
+        "reference": sorted(set(pool) - set(labeled)),
+        "dataset_id": plan.dataset_id + seed,
+        "dataset_name": f"{plan.dataset_name}S{seed}",
+        "seed": seed,
+        "method": method,
+        "generations": gens,
+        "training": training,
+        "reference_split": None,
+    })
+    if views is not None:
+        data["views"] = list(views)
+    return plan_from_dict(data, origin=f"comparison plan (seed {seed}, method {method})")
+
+
+def generation_zero_key(plan) -> str:
+    """Content key of everything generation 0 depends on (the resolved plan minus the method's own)."""
+    from atso_nnunet.plan import resolved
+
+    data = {k: v for k, v in resolved(plan).items() if k not in _NOT_G0}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _link(target: Path, source: Path) -> None:
+    if target.exists() or target.is_symlink():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(os.path.relpath(source, target.parent))
+
+
+def adopt_generation_zero(shared_ctx, ctx, steps) -> int:
+    """Let ``ctx``'s run use the finished generation 0 of ``shared_ctx``'s run (same content key).
+
+    Returns:
+        The number of generation-0 steps adopted (0 when the keys differ or nothing is finished).
+    """
+    from atso_nnunet.schedule import Model
+
+    key_file = "g0_key.json"
+    key = generation_zero_key(ctx.plan)
+    shared_key = (read_json(shared_ctx.run.root / key_file) or {}).get("key")
+    if shared_key != key:
+        logger.info("generation 0 of %s not shared (content key %s vs %s)", ctx.run.root, key, shared_key)
+        return 0
+    adopted = 0
+    for step in steps:
+        if step.generation != 0 or step.kind == "report" or ctx.run.is_done(step.id):
+            continue
+        if not shared_ctx.run.is_done(step.id):
+            continue
+        for art in step.outputs:
+            if isinstance(art, Model):
+                _link(ctx.run.results_root(art.name).parent, shared_ctx.run.results_root(art.name).parent)
+            else:
+                src, dst = shared_ctx.path(art), ctx.path(art)
+                _link(dst, src)
+                if dst.suffix == ".json":
+                    _link(dst.with_suffix(".csv"), src.with_suffix(".csv"))
+        marker = read_json(shared_ctx.run.marker(step.id)) or {}
+        ctx.run.mark_done(step.id, 0.0, shared_from=str(shared_ctx.run.root), original=marker)
+        adopted += 1
+    return adopted
+
+
+@dataclass
+class RunRecord:
+    """One finished (or partial) run of the comparison."""
+
+    seed: int
+    method: str
+    run_dir: Path
+    report: Optional[dict] = None
+    labeled: List[str] = field(default_factory=list)
+
+
+def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
+    """Run every (seed, method) and write the comparison; see the module docstring.
+
+    Raises:
+        InputError: unknown methods or seeds, or a bad plan, before any work.
+    """
+    from atso_nnunet import comparison_report
+    from atso_nnunet.driver import DriverOptions, make_context, run_experiment
+    from atso_nnunet.methods import get_method
+    from atso_nnunet.schedule import build_schedule
+    from atso_nnunet.plan import reference_subsets
+
+    methods = list(dict.fromkeys([LABELED_ONLY, *options.methods]))
+    for m in methods:
+        get_method(m)
+    seeds = list(dict.fromkeys(int(s) for s in options.seeds))
+    if not seeds or any(s < 0 for s in seeds):
+        raise InputError(f"--seeds: give one or more seeds >= 0, got {options.seeds}")
+    plans = {(s, m): plan_for_seed(plan, s, m, options.generations, options.views) for s in seeds for m in methods}
+    out = Path(options.out_dir).resolve()
+    records: List[RunRecord] = []
+    for s in seeds:
+        shared_ctx = None
+        for m in methods:
+            p = plans[(s, m)]
+            run_dir = out / f"seed{s}" / m
+            opts = DriverOptions(run_dir=run_dir, paths=options.paths, executor=options.executor,
+                                 device=options.device, num_processes=options.num_processes,
+                                 defer_test_scores=True)
+            ctx = make_context(p, opts)
+            if m == LABELED_ONLY:
+                shared_ctx = ctx
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_json({"key": generation_zero_key(p)}, run_dir / "g0_key.json")
+            else:
+                steps = build_schedule(p, reference_subsets(p), get_method(m))
+                n = adopt_generation_zero(shared_ctx, ctx, steps)
+                logger.info("seed %d, %s: %d generation-0 step(s) shared with the labeled-only run", s, m, n)
+            logger.info("=== seed %d, method %s: %s", s, m, run_dir)
+            run_experiment(p, opts)
+            records.append(RunRecord(s, m, run_dir, read_json(run_dir / "report.json"), list(p.labeled)))
+            comparison_report.write_comparison(records, out, plan_name=plan.name)
+    return records
