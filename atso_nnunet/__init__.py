@@ -8,7 +8,7 @@ The package is organised by the method's parts:
 - ``trainers``: nnU-Net trainer subclasses (found by nnU-Net through ``nnUNet_extTrainer``)
 - ``pseudolabels``: ingestion of pseudo-label folders into each view's preprocessed space
 - ``prediction``, ``fusion``, ``evaluation``: tri-view inference, majority vote, MONAI metrics
-- ``experiment``, ``schedule``, ``execution``, ``driver``, ``report``: the ATSO run itself
+- ``plan``, ``schedule``, ``execution``, ``driver``, ``report``: the ATSO run itself
 """
 
 __version__ = "0.1.0"

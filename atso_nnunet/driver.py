@@ -23,16 +23,17 @@ import logging
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from atso_nnunet import report as report_mod
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution import Executor
-from atso_nnunet.experiment import ExperimentPlan, reference_subsets, resolved, validate_against_dataset
 from atso_nnunet.io import read_json, write_json
 from atso_nnunet.methods import get_method
+from atso_nnunet.plan import (ExperimentPlan, plan_changes, reference_subsets, resolved, source_dir,
+                              validate_against_dataset)
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.rundir import RunDir, RunLock
 from atso_nnunet import runners
@@ -81,12 +82,6 @@ def default_run_dir(paths: NnUNetPaths, plan: ExperimentPlan) -> Path:
 # preparation
 
 
-def source_dir(paths: NnUNetPaths, source: str) -> Path:
-    """Folder of a plan source: an absolute path, or a dataset name under ``nnUNet_raw``."""
-    p = Path(source)
-    return p if p.is_absolute() else paths.raw / source
-
-
 def _missing_source_error(plan: ExperimentPlan, source: str, where: Path) -> InputError:
     from atso_nnunet.data.converters import conversion_command
 
@@ -107,16 +102,14 @@ def ensure_sources(plan: ExperimentPlan, paths: NnUNetPaths) -> List[Path]:
     for source in plan.sources:
         where = source_dir(paths, source)
         if not where.is_dir():
-            spec = (plan.synthetic or {}).get(source)
+            spec = plan.synthetic.get(source)
             if spec is None:
                 raise _missing_source_error(plan, source, where)
-            spec = dict(spec)
-            n_cases = spec.pop("n_cases")
-            prefix = spec.pop("case_prefix", None)
+            n_cases, prefix = spec.n_cases, spec.case_prefix
             dataset_id = int(source.split("_", 1)[0][len("Dataset"):])
             logger.info("generating synthetic source %s (%d cases) ...", source, n_cases)
             t0 = time.time()
-            cfg = synthetic.SyntheticConfig(**spec)
+            cfg = synthetic.SyntheticConfig(**spec.generator_options())
             synthetic.write_source_dataset(paths.raw, dataset_id, source.split("_", 1)[1], n_cases, cfg,
                                            case_prefix=prefix)
             logger.info("generated %s in %.1f s", source, time.time() - t0)
@@ -213,18 +206,17 @@ def _record_plan(run: RunDir, plan: ExperimentPlan) -> None:
     """Write the resolved plan into the run folder; refuse a folder that holds another plan."""
     plan_data = resolved(plan)
     if run.plan_file.is_file():
-        old = json.loads(run.plan_file.read_text())
-        if old != plan_data:
-            changed = sorted(k for k in set(old) | set(plan_data) if old.get(k) != plan_data.get(k))
+        changed = plan_changes(json.loads(run.plan_file.read_text()), plan_data)
+        if changed:
             raise InputError(
                 f"{run.root} holds a run of a different plan (fields changed: {', '.join(changed)}). "
-                "Use another --run-dir, or --fresh to delete that run's outputs and start over.")
+                "Use another --run-dir, or --overwrite to delete that run's outputs and start over.")
     write_json(plan_data, run.plan_file)
 
 
 def _wipe(run: RunDir) -> None:
     if run.root.is_dir():
-        logger.warning("--fresh: deleting the previous outputs in %s", run.root)
+        logger.warning("--overwrite: deleting the previous outputs in %s", run.root)
         for child in run.root.iterdir():
             if child.name == ".driver.lock":
                 continue
@@ -246,14 +238,11 @@ def _log_to_file(path: Path):
 
 
 def _network_override(plan: ExperimentPlan):
-    if not plan.network:
+    if plan.network is None:
         return None
     from atso_nnunet.planning import NetworkOverride
 
-    try:
-        return NetworkOverride(**plan.network)
-    except TypeError as e:
-        raise InputError(f"plan field network: {e}") from None
+    return NetworkOverride(**asdict(plan.network))
 
 
 def training_settings(plan: ExperimentPlan) -> Callable[[str], Dict[str, object]]:
@@ -263,15 +252,15 @@ def training_settings(plan: ExperimentPlan) -> Callable[[str], Dict[str, object]
     its teacher with ``student_initial_lr`` when the plan gives one; the role ``predict`` holds
     the prediction settings (test-time augmentation).
     """
-    schedule = dict(plan.schedule or {})
-    base = {k: schedule[k] for k in runners.TRAINER_SCHEDULE_KEYS if k in schedule}
+    training = plan.training
+    base = training.settings()
 
     def for_role(role: str) -> Dict[str, object]:
         if role == "predict":
-            return {"test_time_augmentation": schedule.get("test_time_augmentation", True)}
+            return {"test_time_augmentation": training.test_time_augmentation}
         out = dict(base)
-        if role == "self" and "student_initial_lr" in schedule:
-            out["initial_lr"] = schedule["student_initial_lr"]
+        if role == "self" and training.student_initial_lr is not None:
+            out["initial_lr"] = training.student_initial_lr
         return out
 
     return for_role
@@ -294,7 +283,6 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
         RunLockedError: another driver is running on ``options.run_dir``.
         StepFailedError: a job failed after its retries (its log is named).
     """
-    runners.check_schedule(plan.schedule)
     network = _network_override(plan)
     method = get_method(plan.method)
     steps = build_schedule(plan, reference_subsets(plan), method)

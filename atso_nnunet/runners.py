@@ -20,7 +20,7 @@ import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
@@ -33,36 +33,6 @@ from atso_nnunet.schedule import GroundTruth, LabelSet, Model, Monitor, Predicti
 from atso_nnunet.views import plans_identifier
 
 logger = logging.getLogger(__name__)
-
-# Keys of a plan's "schedule": trainer run-config fields, plus prediction settings.
-TRAINER_SCHEDULE_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch",
-                         "save_every", "final_validation", "initial_lr", "labeled_fraction",
-                         "oversample_foreground")
-SCHEDULE_KEYS = TRAINER_SCHEDULE_KEYS + ("student_initial_lr", "test_time_augmentation")
-
-
-def check_schedule(schedule: Optional[dict]) -> dict:
-    """Validate a plan's ``schedule`` overrides.
-
-    Raises:
-        InputError: an unknown key (naming the allowed ones) or a bad value.
-    """
-    from atso_nnunet.trainers.config import TrainerRunConfig
-
-    schedule = dict(schedule or {})
-    unknown = sorted(set(schedule) - set(SCHEDULE_KEYS))
-    if unknown:
-        raise InputError(f"plan field schedule: unknown key(s) {', '.join(unknown)}; "
-                         f"allowed: {', '.join(SCHEDULE_KEYS)}")
-    TrainerRunConfig.from_dict({k: schedule[k] for k in TRAINER_SCHEDULE_KEYS if k in schedule},
-                               source="plan field schedule")
-    tta = schedule.get("test_time_augmentation", True)
-    if not isinstance(tta, bool):
-        raise InputError(f"plan field schedule.test_time_augmentation must be true or false, got {tta!r}")
-    lr = schedule.get("student_initial_lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
-        raise InputError(f"plan field schedule.student_initial_lr must be a number > 0, got {lr!r}")
-    return schedule
 
 
 @dataclass

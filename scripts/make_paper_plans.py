@@ -33,7 +33,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from atso_nnunet.experiment import contiguous_folds
+from atso_nnunet.data.converters import conversion_command
+from atso_nnunet.plan import contiguous_folds
 
 logger = logging.getLogger("make_paper_plans")
 
@@ -44,9 +45,8 @@ NIH_SOURCE = "Dataset801_NIHPancreas"
 MSD_SOURCE = "Dataset802_MSDPancreas"
 MAYBE_MISSING = ("NIH_0025", "NIH_0070")
 VIEWS = ["axial", "coronal", "sagittal"]
-NIH_HINT = ("atso_nnunet_convert nih --dicom-root /path/to/TCIA/Pancreas-CT "
-            '--labels-root /path/to/TCIA_pancreas_labels-02-05-2017 --raw "$nnUNet_raw" --dataset-id 801')
-MSD_HINT = 'atso_nnunet_convert msd --task-folder /path/to/Task07_Pancreas --raw "$nnUNet_raw" --dataset-id 802'
+NIH_HINT = conversion_command(NIH_SOURCE)
+MSD_HINT = conversion_command(MSD_SOURCE)
 FILL_COMMAND = 'python scripts/make_paper_plans.py --msd-dataset "$nnUNet_raw/Dataset802_MSDPancreas"'
 _MSD_ID = re.compile(r"(pancreas_\d{3})")
 

@@ -6,7 +6,7 @@ NIH-like (domain A) 10% / 20% labeled: the first fold of the sorted ids is the t
 splits NIH), the rest is training; the labeled cases are drawn with a recorded seed. Transfer:
 labeled domain A cases, unlabeled reference and test cases from domain B (MSD-like: other phase,
 thicker slices, calibration offset, lesions labelled 2), scored with the global DSC and the MSD
-label mapping {2: 1}. Sizes and the network / schedule overrides are chosen so that
+label mapping {2: 1}. Sizes and the network / training overrides are chosen so that
 ``make demo`` (10pct, 2 generations, 3 views) fits in 15 minutes on a 2-core CPU.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ def semi_plan(pct: int, n_labeled: int, dataset_id: int, seed: int = 0) -> dict:
         "metric": "mean",
         "eval_label_map": {},
         "network": NETWORK,
-        "schedule": SCHEDULE,
+        "training": SCHEDULE,
         "synthetic": {SOURCE_A: SYNTH[SOURCE_A]},
     }
 
@@ -94,7 +94,7 @@ def transfer_plan() -> dict:
         "metric": "global",
         "eval_label_map": {"2": 1},
         "network": NETWORK,
-        "schedule": SCHEDULE,
+        "training": SCHEDULE,
         "synthetic": SYNTH,
     }
 

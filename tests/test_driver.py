@@ -23,7 +23,7 @@ def _tiny_plan(tmp_path: Path, **over) -> Path:
         "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
         "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": 1, "views": ["axial"],
         "network": {"batch_size": 2, "max_features": 16, "n_stages": 3},
-        "schedule": {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1,
+        "training": {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1,
                      "final_validation": False, "test_time_augmentation": False},
     }
     plan.update(over)
@@ -61,8 +61,8 @@ def test_missing_source_names_the_conversion_command(tmp_path, caplog):
     assert not list((tmp_path / "nn" / "nnUNet_preprocessed").rglob("*"))
 
 
-def test_unknown_schedule_key_is_an_error(tmp_path, caplog):
-    p = _tiny_plan(tmp_path, schedule={"num_epoch": 3})
+def test_unknown_training_key_is_an_error(tmp_path, caplog):
+    p = _tiny_plan(tmp_path, training={"num_epoch": 3})
     assert main(["--plan", str(p), "--nnunet-dir", str(tmp_path / "nn"), "--dry-run"]) == 2
     assert "num_epoch" in caplog.text and "num_epochs" in caplog.text
 
@@ -95,7 +95,7 @@ def test_run_dir_with_other_plan_is_refused(tmp_path, caplog):
     args = ["-d", "synthetic", "-f", "10pct", "--nnunet-dir", str(tmp_path / "nn"), "--run-dir", str(run), "--dry-run"]
     assert main(args) == 0
     assert main(args + ["--generations", "3"]) == 2
-    assert "different plan" in caplog.text and "--fresh" in caplog.text
+    assert "different plan" in caplog.text and "--overwrite" in caplog.text
 
 
 @pytest.mark.e2e
@@ -170,7 +170,7 @@ def test_slurm_settings_from_plan_and_flags(tmp_path):
     from atso_nnunet.errors import InputError
     from atso_nnunet.execution.slurm import render_submission
     from atso_nnunet.execution.jobs import Job
-    from atso_nnunet.experiment import load_plan
+    from atso_nnunet.plan import load_plan
 
     plan = load_plan(_tiny_plan(tmp_path, slurm={"partition": "gpu", "time_min": 600,
                                                  "extra_sbatch_lines": ["module load cuda/12.1"]}))
@@ -180,6 +180,5 @@ def test_slurm_settings_from_plan_and_flags(tmp_path):
     jobs = [Job(name=f"j{i}", argv=["true"], log_path=tmp_path / f"j{i}.log") for i in range(6)]
     script = render_submission(jobs, cfg)
     assert "--partition=gpu" in script and "module load cuda/12.1" in script and "--array=0-5" in script
-    bad = load_plan(_tiny_plan(tmp_path, slurm={"partion": "gpu"}))
-    with pytest.raises(InputError, match="partion"):
-        slurm_config(args, bad, tmp_path / "run")
+    with pytest.raises(InputError, match="slurm.partion: unknown key"):  # refused when the plan is loaded
+        load_plan(_tiny_plan(tmp_path, slurm={"partion": "gpu"}))

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from atso_nnunet.errors import InputError
-from atso_nnunet.experiment import plan_from_dict, reference_subsets
+from atso_nnunet.plan import plan_from_dict, reference_subsets
 from atso_nnunet.methods import get_method, method_names, method_problems
 from atso_nnunet.methods.base import SEMI_TRAINER, SUPERVISED_TRAINER, Method, register
 from atso_nnunet.schedule import build_schedule, check_fold_swap, order_problems
@@ -117,7 +117,7 @@ def test_a_method_added_in_one_file_reaches_the_cli_the_schedule_and_the_report(
     code = textwrap.dedent('''
         import json
         from atso_nnunet.cli.run import build_parser
-        from atso_nnunet.experiment import plan_from_dict, reference_subsets
+        from atso_nnunet.plan import plan_from_dict, reference_subsets
         from atso_nnunet.schedule import build_schedule
         help_text = build_parser().format_help()
         plan = plan_from_dict(%r)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from atso_nnunet.experiment import load_plan
+from atso_nnunet.plan import CaseRule, load_plan
 
 REPO = Path(__file__).resolve().parents[1]
 PLANS = REPO / "plans"
@@ -48,9 +48,9 @@ def test_nih_plans(name, n_labeled, dataset_id):
     assert not labeled & {"NIH_0025", "NIH_0070"}
     assert plan["labeled"] == sorted(plan["labeled"])
     assert (plan["generations"], plan["metric"], plan["dataset_id"]) == (5, "mean", dataset_id)
-    assert plan["sources"] == ["Dataset801_NIHPancreas"] and "network" not in plan and "schedule" not in plan
+    assert plan["sources"] == ["Dataset801_NIHPancreas"] and "network" not in plan and "training" not in plan
     assert "default_rng(0)" in plan["note"]
-    load_plan(PLANS / "NIH" / name)  # valid under atso_nnunet.experiment
+    load_plan(PLANS / "NIH" / name)  # valid under atso_nnunet.plan
 
 
 def test_ten_percent_inside_twenty():
@@ -92,7 +92,7 @@ def test_real_plans_validate_against_converted_stand_ins(script, tmp_path):
     """The three paper plans against stand-ins with NIH / MSD-style ids; missing ids are listed."""
     from atso_nnunet.data.materialize import find_cases
     from atso_nnunet.errors import InputError
-    from atso_nnunet.experiment import validate_against_dataset
+    from atso_nnunet.plan import validate_against_dataset
 
     nih_ids = [f"NIH_{i:04d}" for i in range(1, 83)]
     msd_ids = [f"pancreas_{i:03d}" for i in range(1, 422, 3)]  # MSD ids have gaps
@@ -119,10 +119,10 @@ def test_real_plans_validate_against_converted_stand_ins(script, tmp_path):
 def test_transfer_plan_reads_msd_cases_from_the_converted_source(script, tmp_path):
     """The shipped transfer plan fills R / E from the converted MSD dataset (its ids have gaps)."""
     from atso_nnunet.errors import InputError
-    from atso_nnunet.experiment import apply_case_rule
+    from atso_nnunet.plan import apply_case_rule
 
     plan = load_plan(PLANS / "transfer" / "nih_to_msd.json")
-    assert plan.case_rule == {"source": "Dataset802_MSDPancreas", "folds": 4, "test_folds": [0]}
+    assert plan.case_rule == CaseRule(source="Dataset802_MSDPancreas", folds=4, test_folds=(0,))
     with pytest.raises(InputError, match="atso_nnunet_convert msd"):
         apply_case_rule(plan, tmp_path / "raw" / "Dataset802_MSDPancreas")
     msd_ids = [f"pancreas_{i:03d}" for i in range(1, 422, 3)]
@@ -138,7 +138,7 @@ def test_transfer_plan_reads_msd_cases_from_the_converted_source(script, tmp_pat
 
 def test_case_rule_problems_are_named():
     from atso_nnunet.errors import InputError
-    from atso_nnunet.experiment import plan_from_dict
+    from atso_nnunet.plan import plan_from_dict
 
     data = json.loads((PLANS / "transfer" / "nih_to_msd.json").read_text())
     data["case_rule"] = {"source": "Dataset999_Other", "folds": 1, "test_folds": [3], "fold": 1}

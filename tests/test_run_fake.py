@@ -8,7 +8,7 @@ import pytest
 
 from atso_nnunet import runners
 from atso_nnunet.driver import PREPARE, DriverOptions, run_experiment
-from atso_nnunet.experiment import plan_from_dict
+from atso_nnunet.plan import plan_from_dict
 from atso_nnunet.rundir import RunDir
 
 from conftest import write_tiny_dataset

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from atso_nnunet.driver import DriverOptions, make_context
-from atso_nnunet.experiment import plan_from_dict, reference_subsets
+from atso_nnunet.plan import plan_from_dict, reference_subsets
 from atso_nnunet.io import read_array, write_array
 from atso_nnunet.runners import (predict_job, release_probabilities, run_evaluate, run_fuse, run_monitor,
                                   train_job)
@@ -23,7 +23,7 @@ def ctx_steps(tmp_path, nnunet_paths):
         "name": "runners", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "RunExp",
         "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
         "test": ["tiny_007", "tiny_008"], "method": "self", "generations": 2, "views": ["axial", "sagittal"],
-        "schedule": {"num_epochs": 3, "student_initial_lr": 0.001, "test_time_augmentation": False}})
+        "training": {"num_epochs": 3, "student_initial_lr": 0.001, "test_time_augmentation": False}})
     ctx = make_context(plan, DriverOptions(run_dir=tmp_path / "run", paths=nnunet_paths))
     return ctx, steps_by_id(build_schedule(plan, reference_subsets(plan)))
 

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from atso_nnunet.errors import InputError
-from atso_nnunet.experiment import plan_from_dict, reference_subsets
 from atso_nnunet.methods import get_method
+from atso_nnunet.plan import plan_from_dict, reference_subsets
 from atso_nnunet.schedule import (
     FuseGroup,
     LabelSet,

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import List, Optional
 
-from atso_nnunet.cli.common import run_cli
+from atso_nnunet.cli.common import add_list_option, run_cli
 from atso_nnunet.data.checks import ROLES, check_raw_dataset
 
 
@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a raw dataset before planning / training: dataset.json, missing images or labels, "
                     "numTraining, geometry of image/label pairs, label values, 2D/4D files. Lists every problem.")
     parser.add_argument("dataset_dir", type=Path, help="the dataset folder, nnUNet_raw/DatasetXXX_Name")
-    parser.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES),
-                        help="sets to check (default: all): labeled=imagesTr, reference=imagesRef, test=imagesTs")
+    add_list_option(parser, "--roles", ROLES, default=ROLES, metavar="ROLE",
+                    help="sets to check (default: all): labeled=imagesTr, reference=imagesRef, test=imagesTs")
     parser.add_argument("--no-geometry", action="store_true", help="skip the image/label geometry comparison")
     parser.add_argument("--no-label-values", action="store_true", help="do not load label voxels to check values")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -16,10 +16,10 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import run_cli
+from atso_nnunet.cli.common import add_alias, add_verbose_option, add_views_option, plain, run_cli
 from atso_nnunet.errors import InputError
-from atso_nnunet.experiment import CONFIGURATIONS, METRICS, write_plan_from_dataset
 from atso_nnunet.methods import get_method, method_names
+from atso_nnunet.plan import CONFIGURATIONS, METRICS, write_plan_from_dataset
 from atso_nnunet.views import VIEWS
 
 logger = logging.getLogger("atso_nnunet.make_plan")
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atso_nnunet_make_plan",
         description="Write an experiment plan (JSON) from an nnU-Net raw dataset (labeled cases), "
-                    "a folder of unlabeled images and an optional list of test cases.")
+                    "a folder of unlabeled images and an optional list of test cases.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=plain(__doc__))
     parser.add_argument("--raw-dataset", type=Path, required=True,
                         help="nnU-Net raw dataset folder DatasetXXX_Name; its imagesTr/labelsTr are the labeled set")
     parser.add_argument("--unlabeled", type=Path, required=True,
@@ -38,31 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
                         help="text file, one test case id per line (found in --unlabeled, then taken out "
                              "of the reference set, or in the raw dataset's imagesTs)")
     parser.add_argument("--out", type=Path, required=True, help="plan JSON to write")
-    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_alias(parser, "--force", "--overwrite", "overwrite", flag=True)
     parser.add_argument("--dataset-id", type=int, required=True,
                         help="nnU-Net id of the experiment dataset the run builds (not the raw dataset's)")
-    parser.add_argument("--name", default=None,
+    parser.add_argument("--dataset-name", default=None,
                         help="nnU-Net name of the experiment dataset (default: raw dataset name + method)")
-    parser.add_argument("--title", default=None, help="human-readable plan name")
+    add_alias(parser, "--name", "--dataset-name", "dataset_name")
+    parser.add_argument("--title", default=None, help="human-readable title (the plan's 'name' field)")
     parser.add_argument("--note", default=None, help="free text recorded in the plan")
-    parser.add_argument("--method", choices=method_names(), default="atso", help="default %(default)s")
+    parser.add_argument("--method", choices=method_names(), default="atso",
+                        help="the method to run (default %(default)s)")
     parser.add_argument("--generations", type=int, default=None,
                         help="teacher-student generations (default 2; 0 for supervised)")
     parser.add_argument("--subsets", type=int, default=2, help="reference subsets for ATSO, default %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="seed of the reference split, default %(default)s")
-    parser.add_argument("--views", nargs="+", default=list(VIEWS), metavar="VIEW",
-                        help=f"views to train ({', '.join(VIEWS)}; default all)")
-    parser.add_argument("--configuration", choices=CONFIGURATIONS, default="2d", help="default %(default)s")
-    parser.add_argument("--metric", choices=METRICS, default="mean", help="default %(default)s")
+    add_views_option(parser, default=VIEWS, help="views to train (default: all)")
+    parser.add_argument("--configuration", choices=CONFIGURATIONS, default="2d",
+                        help="nnU-Net configuration: 2d (tri-view) or 3d_fullres (default %(default)s)")
+    parser.add_argument("--metric", choices=METRICS, default="mean",
+                        help="mean: mean of per-case DSC; global: DSC of all test cases pooled (default %(default)s)")
     parser.add_argument("--eval-label-map", default=None, metavar="JSON",
                         help='ground-truth values mapped before scoring, e.g. \'{"2": 1}\'')
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_verbose_option(parser)
     return parser
 
 
 def _run(args) -> int:
-    if args.out.exists() and not args.force:
-        raise InputError(f"{args.out}: exists; pass --force to overwrite it")
+    if args.out.exists() and not args.overwrite:
+        raise InputError(f"{args.out}: exists; pass --overwrite to replace it")
     label_map = {}
     if args.eval_label_map:
         try:
@@ -75,7 +80,7 @@ def _run(args) -> int:
         generations = 2 if m.max_generations is None or m.max_generations >= 2 else m.default_generations()
     plan = write_plan_from_dataset(
         args.raw_dataset, args.unlabeled, args.test_list, out_path=args.out,
-        dataset_id=args.dataset_id, dataset_name=args.name, name=args.title, note=args.note,
+        dataset_id=args.dataset_id, dataset_name=args.dataset_name, name=args.title, note=args.note,
         method=args.method, generations=generations, subsets=args.subsets, seed=args.seed,
         views=args.views, configuration=args.configuration, metric=args.metric,
         eval_label_map=label_map)

@@ -12,7 +12,8 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import add_nnunet_dir_option, nnunet_paths, run_cli
+from atso_nnunet.cli.common import (add_alias, add_nnunet_dir_option, add_verbose_option, add_views_option,
+                                    nnunet_paths, plain, run_cli)
 from atso_nnunet.errors import InputError
 
 logger = logging.getLogger("atso_nnunet.run")
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Semi-supervised nnU-Net training with ATSO (asynchronous teacher-student optimization) "
                     "or a baseline (stso, self-learning, supervised), 2D tri-view. Rerun the same command to "
                     "continue an interrupted run.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=plain(__doc__))
     src = p.add_argument_group("experiment plan (plans/<dataset>/<split>.json, or any file)")
     src.add_argument("-d", "--dataset", help="plan folder, e.g. NIH, synthetic, transfer")
     src.add_argument("-f", "--split", help="plan file in that folder, e.g. 10pct, 20pct")
@@ -38,19 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--generations", type=int, help="number of teacher-student generations T")
     ov.add_argument("--subsets", type=int, help="ATSO: number of reference subsets K (K > 2: each subset is "
                                                "pseudo-labelled by the ensemble of the models not trained on it)")
-    ov.add_argument("--views", help="comma-separated subset of axial,coronal,sagittal")
-    ov.add_argument("--configuration", help="nnU-Net configuration (2d for tri-view)")
+    add_views_option(ov, default=None, help="views to train instead of the plan's")
+    ov.add_argument("--configuration", help="nnU-Net configuration: 2d (tri-view) or 3d_fullres")
     ex = p.add_argument_group("execution")
     ex.add_argument("--run-dir", type=Path, help="run folder (default: $nnUNet_results/atso_runs/"
                                                 "Dataset<id>_<name>__<method>)")
     add_nnunet_dir_option(ex)
-    ex.add_argument("--executor", choices=("local", "slurm"), default="local", help="default: %(default)s")
+    ex.add_argument("--executor", choices=("local", "slurm"), default="local",
+                    help="where nnU-Net jobs run: this machine or SLURM job arrays (default: %(default)s)")
     ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, one job at a time)")
     ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
     ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion (default: %(default)s)")
     ex.add_argument("--dry-run", action="store_true", help="print every command (nnU-Net's own for training and "
                                                           "prediction) in order, run nothing")
-    ex.add_argument("--fresh", action="store_true", help="delete this run's previous outputs and start over")
+    ex.add_argument("--overwrite", action="store_true", help="delete this run's previous outputs and start over")
+    add_alias(ex, "--fresh", "--overwrite", "overwrite", flag=True)
     ex.add_argument("--step", metavar="ID", help="run one step of the schedule (see --dry-run), e.g. from your own "
                                                 "scheduler; 'prepare' prepares the data")
     sl = p.add_argument_group("SLURM (--executor slurm; submitit). Defaults come from the plan's 'slurm' section, "
@@ -65,13 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="line run before each job, e.g. 'module load cuda' (repeatable)")
     sl.add_argument("--slurm-log-dir", type=Path, help="shared folder for job logs (default: <run-dir>/slurm)")
     sl.add_argument("--slurm-max-parallel", type=int, help="jobs of an array running at once (default 6)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_verbose_option(p)
     return p
 
 
 def load_experiment(args):
-    from atso_nnunet.experiment import find_plan, load_plan, with_overrides
-    from atso_nnunet.views import check_views
+    from atso_nnunet.plan import find_plan, load_plan, with_overrides
 
     if args.plan is not None:
         if args.dataset or args.split:
@@ -81,13 +83,7 @@ def load_experiment(args):
         if not (args.dataset and args.split):
             raise InputError("name the experiment: -d DATASET -f SPLIT (e.g. -d NIH -f 10pct) or --plan FILE")
         plan = load_plan(find_plan(args.dataset, args.split))
-    views = None
-    if args.views:
-        try:
-            views = check_views(v.strip() for v in args.views.split(","))
-        except ValueError as e:
-            raise InputError(f"--views: {e}") from None
-    return with_overrides(plan, method=args.method, generations=args.generations, views=views,
+    return with_overrides(plan, method=args.method, generations=args.generations, views=args.views,
                           configuration=args.configuration, subsets=args.subsets)
 
 
@@ -126,19 +122,18 @@ def make_executor_from_args(args, run_dir: Path, plan=None):
 
 
 def _run(args) -> int:
-    from atso_nnunet.driver import DriverOptions, default_run_dir, run_experiment, source_dir
-    from atso_nnunet.experiment import apply_case_rule
+    from atso_nnunet.driver import DriverOptions, default_run_dir, run_experiment
+    from atso_nnunet.plan import resolve_case_rule
 
     plan = load_experiment(args)
     paths = nnunet_paths(args.nnunet_dir)
-    if plan.case_rule:
-        plan = apply_case_rule(plan, source_dir(paths, plan.case_rule["source"]))
+    plan = resolve_case_rule(plan, paths)
     run_dir = (args.run_dir or default_run_dir(paths, plan)).resolve()
     device = "cuda" if (args.gpus or args.executor == "slurm") else "cpu"
     executor = None if args.dry_run else make_executor_from_args(args, run_dir, plan)
     logger.info("run folder: %s", run_dir)
     options = DriverOptions(run_dir=run_dir, paths=paths, executor=executor, device=device,
-                            num_processes=args.num_processes, dry_run=args.dry_run, fresh=args.fresh,
+                            num_processes=args.num_processes, dry_run=args.dry_run, fresh=args.overwrite,
                             only_step=args.step)
     try:
         report = run_experiment(plan, options)

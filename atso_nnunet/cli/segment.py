@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import run_cli
+from atso_nnunet.cli.common import add_verbose_option, plain, run_cli
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
 
@@ -22,16 +22,17 @@ logger = logging.getLogger("atso_nnunet.segment")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atso_nnunet_segment", description=__doc__,
+    p = argparse.ArgumentParser(prog="atso_nnunet_segment", description=plain(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", type=Path, required=True, help="folder of a finished atso_nnunet_run")
     p.add_argument("-i", "--input", type=Path, required=True, help="folder of <case>_0000.nii.gz images")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the fused segmentations")
     p.add_argument("--model", default=None, help="model of the run to use (default: the method's final model)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
-    p.add_argument("--fusion", choices=("vote", "mean"), default="vote")
+    p.add_argument("--fusion", choices=("vote", "mean"), default="vote",
+                   help="how the views are combined: majority vote or mean probability (default %(default)s)")
     p.add_argument("--no-mirroring", action="store_true", help="disable test-time mirroring (faster)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_verbose_option(p)
     return p
 
 
@@ -41,8 +42,8 @@ def final_model_folders(run_dir: Path, model: Optional[str] = None) -> dict:
     Raises:
         InputError: the run folder has no plan, or the model was not trained (yet).
     """
-    from atso_nnunet.experiment import plan_from_dict
     from atso_nnunet.methods import get_method
+    from atso_nnunet.plan import plan_from_dict
     from atso_nnunet.views import plans_identifier
 
     plan_file = run_dir / "plan.json"

@@ -2,19 +2,18 @@
 
 Example::
 
-    atso_nnunet_synth --raw $nnUNet_raw --dataset-id 980 --name SyntheticA --cases 30 --domain A --seed 0
+    atso_nnunet_synth --nnunet-dir work --dataset-id 980 --dataset-name SyntheticA --n-cases 30 --domain A
+
+writes work/nnUNet_raw/Dataset980_SyntheticA (without ``--nnunet-dir``: into ``$nnUNet_raw``).
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-from pathlib import Path
 from typing import List, Optional
 
-from atso_nnunet.cli.common import run_cli
+from atso_nnunet.cli.common import add_alias, add_nnunet_dir_option, add_verbose_option, plain, raw_folder, run_cli
 from atso_nnunet.data.synthetic import DOMAIN_DEFAULTS, DOMAINS, SyntheticConfig, write_source_dataset
-from atso_nnunet.errors import InputError
 
 logger = logging.getLogger("atso_nnunet.synth")
 
@@ -24,12 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="atso_nnunet_synth",
         description="Write a synthetic abdominal CT dataset (pancreas-like organ) as an nnU-Net raw dataset "
                     "<raw>/Dataset<id>_<name>: domain A is NIH-like (venous, labels 0/1), domain B MSD-like "
-                    "(arterial, thicker slices, calibration offset, lesions labelled 2).")
-    parser.add_argument("--raw", type=Path, default=None,
-                        help="nnU-Net raw folder (default: $nnUNet_raw)")
+                    "(arterial, thicker slices, calibration offset, lesions labelled 2).",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=plain(__doc__))
+    add_nnunet_dir_option(parser, raw_only=True)
     parser.add_argument("--dataset-id", type=int, required=True, help="nnU-Net dataset id (1-999)")
-    parser.add_argument("--name", default=None, help="dataset name (default: Synthetic<domain>)")
-    parser.add_argument("--cases", type=int, default=30, help="number of cases (default: 30)")
+    parser.add_argument("--dataset-name", default=None, help="dataset name (default: Synthetic<domain>)")
+    add_alias(parser, "--name", "--dataset-name", "dataset_name")
+    parser.add_argument("--n-cases", type=int, default=30, help="number of cases (default: %(default)s)")
+    add_alias(parser, "--cases", "--n-cases", "n_cases", type=int)
     parser.add_argument("--domain", choices=DOMAINS, default="A", help="A (NIH-like) or B (MSD-like); default A")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
@@ -42,18 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
                              + ")")
     parser.add_argument("--case-prefix", default=None, help="case id prefix (default: syn<domain>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same name")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_verbose_option(parser)
     return parser
 
 
 def _run(args) -> int:
-    raw = args.raw if args.raw is not None else (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw")
-                                                 else None)
-    if raw is None:
-        raise InputError("no raw folder: pass --raw DIR or export nnUNet_raw")
+    raw = raw_folder(args)
     config = SyntheticConfig(domain=args.domain, shape=tuple(args.shape) if args.shape else None,
                              spacing=tuple(args.spacing) if args.spacing else None, seed=args.seed)
-    out = write_source_dataset(raw, args.dataset_id, args.name or f"Synthetic{args.domain}", args.cases, config,
+    name = args.dataset_name or f"Synthetic{args.domain}"
+    out = write_source_dataset(raw, args.dataset_id, name, args.n_cases, config,
                                case_prefix=args.case_prefix, overwrite=args.overwrite)
     print(out)
     return 0

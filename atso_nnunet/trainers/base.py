@@ -14,12 +14,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from atso_nnunet.errors import InputError
+from atso_nnunet.plan.training import training_fields
 from atso_nnunet.trainers.config import TrainerRunConfig
 
 RUN_CONFIG_FILE = "atso_run_config.json"
-
-_SCHEDULE_FIELDS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "save_every",
-                    "initial_lr")
 
 
 class ATSOTrainer(nnUNetTrainer):
@@ -33,12 +31,11 @@ class ATSOTrainer(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.run_config = TrainerRunConfig.from_env()
-        for name in _SCHEDULE_FIELDS:
-            value = getattr(self.run_config, name)
-            if value is not None:
-                setattr(self, name, value)
-        if self.run_config.oversample_foreground is not None:
-            self.oversample_foreground_percent = self.run_config.oversample_foreground
+        # settings that replace an nnUNetTrainer attribute (declared in TrainingSettings)
+        for f in training_fields():
+            value = getattr(self.run_config, f.name)
+            if value is not None and f.metadata["trainer_attribute"]:
+                setattr(self, f.metadata["trainer_attribute"], value)
 
     def on_train_start(self):
         if not self.was_initialized:

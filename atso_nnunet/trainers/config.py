@@ -7,108 +7,54 @@ a run's settings travel through the environment of the ``nnUNetv2_train`` proces
     path of a JSON file with any of the :class:`TrainerRunConfig` fields (written by
     :meth:`TrainerRunConfig.to_json`); read first.
 
-Individual variables, applied on top of the file:
-
-======================================= =====================================================
-``ATSO_NUM_EPOCHS``                     ``num_epochs`` (int)
-``ATSO_ITERATIONS_PER_EPOCH``           ``num_iterations_per_epoch`` (int)
-``ATSO_VAL_ITERATIONS_PER_EPOCH``       ``num_val_iterations_per_epoch`` (int)
-``ATSO_SAVE_EVERY``                     ``save_every`` (int, epochs between checkpoints)
-``ATSO_FINAL_VALIDATION``               ``final_validation`` (``1/0``, ``true/false``, ``yes/no``)
-``ATSO_INIT``                           ``init`` (``scratch`` or ``checkpoint``)
-``ATSO_INIT_CHECKPOINT``                ``init_checkpoint`` (path; implies ``init=checkpoint``)
-``ATSO_INITIAL_LR``                     ``initial_lr`` (float)
-``ATSO_PSEUDOLABELS``                   ``pseudo_label_dir`` (folder)
-``ATSO_PSEUDOLABEL_CASES``              ``pseudo_label_cases`` (comma-separated case ids)
-``ATSO_LABELED_FRACTION``               ``labeled_fraction`` (float in [0, 1])
-``ATSO_OVERSAMPLE_FOREGROUND``          ``oversample_foreground`` (float in [0, 1])
-======================================= =====================================================
-
-An empty variable counts as unset. Every field is optional; ``None`` keeps nnU-Net's default.
+Individual variables, applied on top of the file: one per field, listed in :data:`ENV_VARS`
+(``ATSO_NUM_EPOCHS`` -> ``num_epochs``, ...). The training settings and their variables are
+declared once, in :class:`atso_nnunet.plan.training.TrainingSettings`; this module adds the
+per-run fields (teacher init, pseudo-labels). An empty variable counts as unset. Every field is
+optional; ``None`` keeps nnU-Net's default.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import write_json
+from atso_nnunet.plan.training import TrainingSettings, field_problems
 
 RUN_CONFIG_VAR = "ATSO_RUN_CONFIG"
 INIT_MODES = ("scratch", "checkpoint")
-
-
-def _int(v: str) -> int:
-    return int(v)
-
-
-def _bool(v: str) -> bool:
-    low = v.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {v!r}")
 
 
 def _cases(v: str) -> List[str]:
     return [c.strip() for c in v.split(",") if c.strip()]
 
 
-# variable -> (field, parser)
-ENV_VARS: Dict[str, tuple] = {
-    "ATSO_NUM_EPOCHS": ("num_epochs", _int),
-    "ATSO_ITERATIONS_PER_EPOCH": ("num_iterations_per_epoch", _int),
-    "ATSO_VAL_ITERATIONS_PER_EPOCH": ("num_val_iterations_per_epoch", _int),
-    "ATSO_SAVE_EVERY": ("save_every", _int),
-    "ATSO_FINAL_VALIDATION": ("final_validation", _bool),
-    "ATSO_INIT": ("init", str),
-    "ATSO_INIT_CHECKPOINT": ("init_checkpoint", str),
-    "ATSO_INITIAL_LR": ("initial_lr", float),
-    "ATSO_PSEUDOLABELS": ("pseudo_label_dir", str),
-    "ATSO_PSEUDOLABEL_CASES": ("pseudo_label_cases", _cases),
-    "ATSO_LABELED_FRACTION": ("labeled_fraction", float),
-    "ATSO_OVERSAMPLE_FOREGROUND": ("oversample_foreground", float),
-}
+def _run_field(env: str, parse: Callable[[str], Any], kind: Optional[str] = None) -> Any:
+    return field(default=None, metadata={"env": env, "parse": parse, "kind": kind})
 
 
 @dataclass(frozen=True)
-class TrainerRunConfig:
-    """Settings of one training run; ``None`` keeps nnU-Net's default.
+class TrainerRunConfig(TrainingSettings):
+    """Settings of one training run: the :class:`TrainingSettings` plus this run's inputs.
+
+    ``None`` keeps nnU-Net's default.
 
     Attributes:
-        num_epochs: epochs (nnU-Net: 1000).
-        num_iterations_per_epoch: training iterations per epoch (nnU-Net: 250).
-        num_val_iterations_per_epoch: validation iterations per epoch (nnU-Net: 50).
-        save_every: epochs between ``checkpoint_latest.pth`` saves (nnU-Net: 50).
-        final_validation: run nnU-Net's full-case validation after training (nnU-Net: yes);
-            ``False`` skips it (on CPU it dominates tiny runs).
         init: ``scratch`` (nnU-Net's random init) or ``checkpoint`` (all weights from
             ``init_checkpoint``, segmentation head included).
         init_checkpoint: nnU-Net checkpoint (``.pth``) to start from when ``init='checkpoint'``.
-        initial_lr: initial learning rate (nnU-Net: 1e-2).
         pseudo_label_dir: folder of pseudo-labels (``<case>.nii.gz``) for the semi-supervised trainer.
         pseudo_label_cases: the cases of ``pseudo_label_dir`` to use (``None`` = every file there).
-        labeled_fraction: share of training samples drawn from labeled cases (``None`` = uniform
-            over all cases).
-        oversample_foreground: share of patches forced to contain foreground (nnU-Net: 0.33).
     """
 
-    num_epochs: Optional[int] = None
-    num_iterations_per_epoch: Optional[int] = None
-    num_val_iterations_per_epoch: Optional[int] = None
-    save_every: Optional[int] = None
-    final_validation: Optional[bool] = None
-    init: Optional[str] = None
-    init_checkpoint: Optional[str] = None
-    initial_lr: Optional[float] = None
-    pseudo_label_dir: Optional[str] = None
-    pseudo_label_cases: Optional[List[str]] = None
-    labeled_fraction: Optional[float] = None
-    oversample_foreground: Optional[float] = None
+    init: Optional[str] = _run_field("ATSO_INIT", str)
+    init_checkpoint: Optional[str] = _run_field("ATSO_INIT_CHECKPOINT", str, "path")
+    pseudo_label_dir: Optional[str] = _run_field("ATSO_PSEUDOLABELS", str, "path")
+    pseudo_label_cases: Optional[List[str]] = _run_field("ATSO_PSEUDOLABEL_CASES", _cases)
 
     def __post_init__(self):
         self.validate()
@@ -119,36 +65,19 @@ class TrainerRunConfig:
         Raises:
             InputError: naming the offending field (or variable).
         """
-        for name in ("num_epochs", "num_iterations_per_epoch", "save_every"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise InputError(f"{source(name)} must be a positive integer, got {v!r}")
-        v = self.num_val_iterations_per_epoch
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            raise InputError(f"{source('num_val_iterations_per_epoch')} must be an integer >= 0, got {v!r}")
-        if self.final_validation is not None and not isinstance(self.final_validation, bool):
-            raise InputError(f"{source('final_validation')} must be true or false, got {self.final_validation!r}")
+        problems = field_problems(asdict(self), fields(self), source)
+        if problems:
+            raise InputError(problems[0])
         if self.init is not None and self.init not in INIT_MODES:
             raise InputError(f"{source('init')} must be one of {', '.join(INIT_MODES)}, got {self.init!r}")
         if self.init == "checkpoint" and not self.init_checkpoint:
             raise InputError(f"{source('init')}='checkpoint' needs {source('init_checkpoint')} (a .pth file)")
-        if self.init_checkpoint is not None and not isinstance(self.init_checkpoint, str):
-            raise InputError(f"{source('init_checkpoint')} must be a path, got {self.init_checkpoint!r}")
-        v = self.initial_lr
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-            raise InputError(f"{source('initial_lr')} must be a number > 0, got {v!r}")
-        if self.pseudo_label_dir is not None and not isinstance(self.pseudo_label_dir, str):
-            raise InputError(f"{source('pseudo_label_dir')} must be a path, got {self.pseudo_label_dir!r}")
         cases = self.pseudo_label_cases
         if cases is not None and (not isinstance(cases, (list, tuple))
                                   or not all(isinstance(c, str) and c for c in cases)):
             raise InputError(f"{source('pseudo_label_cases')} must be a list of case ids, got {cases!r}")
         if cases is not None and self.pseudo_label_dir is None:
             raise InputError(f"{source('pseudo_label_cases')} is set but {source('pseudo_label_dir')} is not")
-        for name in ("labeled_fraction", "oversample_foreground"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
-                raise InputError(f"{source(name)} must be a number in [0, 1], got {v!r}")
 
     @property
     def init_from_checkpoint(self) -> bool:
@@ -243,3 +172,7 @@ class TrainerRunConfig:
             else:
                 out[var] = str(v)
         return out
+
+
+# variable -> (field, parser), from the fields' declarations
+ENV_VARS: Dict[str, tuple] = {f.metadata["env"]: (f.name, f.metadata["parse"]) for f in fields(TrainerRunConfig)}

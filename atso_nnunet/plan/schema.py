@@ -1,0 +1,198 @@
+"""The experiment plan as typed data: :class:`ExperimentPlan`, one plan JSON file.
+
+A plan file (``plans/<dataset>/<split>.json``, see ``docs/design.md``) becomes an
+:class:`ExperimentPlan` whose sections are the dataclasses of :mod:`atso_nnunet.plan.sections`
+(:class:`NetworkSection`, :class:`TrainingSection`, :class:`SyntheticSpec` per generated source,
+:class:`CaseRule`) and a validated ``slurm`` mapping. :mod:`atso_nnunet.plan.load` checks a plan
+completely. Nothing here imports nnU-Net, torch or SimpleITK.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from atso_nnunet.plan.sections import PATCH_DIMS, CaseRule, NetworkSection, SyntheticSpec, TrainingSection
+from atso_nnunet.views import VIEWS
+
+METRICS: Tuple[str, ...] = ("mean", "global")
+# What the tri-view planner (atso_nnunet.planning) makes.
+CONFIGURATIONS: Tuple[str, ...] = tuple(PATCH_DIMS)
+# nnU-Net configurations the planner cannot make, and why (named in the error at load).
+UNSUPPORTED_CONFIGURATIONS: Dict[str, str] = {
+    "3d_lowres": "nnU-Net plans 3d_lowres only for images much larger than the 3d_fullres patch, as the "
+                 "first stage of its 3d cascade, which atso_nnunet does not run",
+    "3d_cascade_fullres": "the cascade's second stage needs 3d_lowres predictions as input, which atso_nnunet "
+                          "does not make",
+}
+SETS: Tuple[str, ...] = ("labeled", "reference", "test")
+# nnU-Net splits the labeled cases of a dataset into 5 folds (do_split) for an integer fold.
+NNUNET_FOLDS = 5
+
+CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    """One experiment: data sets, their sources and the method's settings (one plan JSON file).
+
+    Constructing a plan validates it completely (:func:`atso_nnunet.plan.load.plan_problems`);
+    an invalid plan cannot exist. Sections given as mappings are converted to their classes.
+
+    Attributes:
+        name: human-readable title.
+        sources: nnU-Net raw datasets the cases come from: names under ``nnUNet_raw`` or
+            absolute paths (a raw dataset, or a flat folder of ``<case>_0000.nii.gz`` images).
+        dataset_id: nnU-Net id of the experiment dataset the driver materialises (1-999, not
+            the id of a source).
+        dataset_name: its name, ``Dataset<dataset_id>_<dataset_name>``.
+        labeled: case ids of the labeled set S.
+        reference: case ids of the reference (unlabeled) set R.
+        test: case ids of the test set E (may be empty: no evaluation on E).
+        method: a method of :mod:`atso_nnunet.methods` (``atso``, ``stso``, ``self``, ``supervised``).
+        generations: teacher-student generations T (the method says how many are valid).
+        note: where the protocol comes from.
+        convert_hint: command that builds the sources.
+        seed: seed of the reference split.
+        subsets: number K of reference subsets (ATSO: >= 2).
+        views: slicing views, a subset of :data:`atso_nnunet.views.VIEWS`.
+        configuration: nnU-Net configuration the tri-view planner makes (:data:`CONFIGURATIONS`).
+        fold: ``"all"`` (every labeled case trains) or a fold 0-4 of nnU-Net's 5-fold split.
+        metric: ``mean`` (mean of per-case DSC, the paper's) or ``global`` (pooled DSC).
+        eval_label_map: ground-truth values mapped before scoring, ``{"2": 1}``.
+        network: optional network overrides for small runs.
+        training: training settings (all unset: nnU-Net's defaults).
+        synthetic: generator settings per synthetic source (generated on first use).
+        slurm: optional SLURM settings for ``--executor slurm`` (fields of
+            ``atso_nnunet.execution.slurm.SlurmConfig``); command-line flags override them.
+        case_rule: reference and test sets read from a converted source (``reference`` and
+            ``test`` stay empty until :func:`atso_nnunet.plan.splits.resolve_case_rule`).
+        reference_split: explicit K lists partitioning ``reference``; None: computed by
+            :func:`atso_nnunet.plan.splits.split_reference` from ``seed``.
+    """
+
+    name: str
+    sources: Tuple[str, ...]
+    dataset_id: int
+    dataset_name: str
+    labeled: Tuple[str, ...]
+    reference: Tuple[str, ...]
+    test: Tuple[str, ...]
+    method: str
+    generations: int
+    note: str = ""
+    convert_hint: str = ""
+    seed: int = 0
+    subsets: int = 2
+    views: Tuple[str, ...] = VIEWS
+    configuration: str = "2d"
+    fold: Any = "all"
+    metric: str = "mean"
+    eval_label_map: Dict[str, int] = field(default_factory=dict)
+    network: Optional[NetworkSection] = None
+    training: TrainingSection = field(default_factory=TrainingSection)
+    synthetic: Dict[str, SyntheticSpec] = field(default_factory=dict)
+    slurm: Optional[Dict[str, Any]] = None
+    case_rule: Optional[CaseRule] = None
+    reference_split: Optional[Tuple[Tuple[str, ...], ...]] = None
+
+    def __post_init__(self):
+        # Lists from JSON (or a caller) become tuples, dicts are copied, sections given as mappings
+        # become their classes: a plan never shares mutable state with its caller. Then it is checked.
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        for name in ("sources", "labeled", "reference", "test", "views"):
+            if isinstance(getattr(self, name), list):
+                put(name, tuple(getattr(self, name)))
+        if isinstance(self.reference_split, (list, tuple)):
+            put("reference_split", tuple(tuple(s) if isinstance(s, (list, tuple)) else s
+                                         for s in self.reference_split))
+        for name in ("eval_label_map", "slurm"):
+            if isinstance(getattr(self, name), Mapping):
+                put(name, dict(getattr(self, name)))
+        if isinstance(self.network, Mapping):
+            put("network", NetworkSection.from_dict(self.network))
+        if self.network == NetworkSection():
+            put("network", None)  # an empty override is no override
+        if self.training is None or isinstance(self.training, Mapping):
+            put("training", TrainingSection.from_dict(self.training))
+        if self.synthetic is None:
+            put("synthetic", {})
+        elif isinstance(self.synthetic, Mapping):
+            put("synthetic", {k: SyntheticSpec.from_dict(v) if isinstance(v, Mapping) else v
+                              for k, v in self.synthetic.items()})
+        if isinstance(self.case_rule, Mapping):
+            put("case_rule", CaseRule.from_dict(self.case_rule))
+        self.validate()
+
+    def validate(self, origin: str = "experiment plan") -> None:
+        """Check the whole plan.
+
+        Raises:
+            InputError: listing every problem found, each starting with its field's path.
+        """
+        from atso_nnunet.plan.load import plan_problems, raise_if
+
+        raise_if(plan_problems(self.to_dict(include_split=True)), origin)
+
+    def to_dict(self, include_split: bool = False) -> Dict[str, Any]:
+        """The plan as JSON-able data in the key order of the plan files.
+
+        Sections that hold nothing are written as ``null``; the training section is ``training``.
+
+        Args:
+            include_split: also write ``reference_split`` when it is None (as ``null``).
+        """
+        out: Dict[str, Any] = {}
+        for key in KEY_ORDER:
+            value = getattr(self, key)
+            if key == "reference_split" and value is None and not include_split:
+                continue
+            if key == "training":
+                value = value.to_dict() or None
+            elif key == "synthetic":
+                value = {k: s.to_dict() for k, s in value.items()} or None
+            elif isinstance(value, (NetworkSection, CaseRule)):
+                value = value.to_dict()
+            out[key] = jsonable(value)
+        return out
+
+    @property
+    def final_model(self) -> str:
+        """Name of the model whose test predictions are the result (the method's, see :mod:`atso_nnunet.methods`)."""
+        from atso_nnunet.methods import get_method
+
+        return get_method(self.method).final_model(self)
+
+
+# Key order of the JSON files (that of docs/design.md), used when writing plans.
+KEY_ORDER: Tuple[str, ...] = (
+    "name", "note", "sources", "dataset_id", "dataset_name", "convert_hint", "labeled", "reference",
+    "test", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
+    "eval_label_map", "network", "training", "synthetic", "slurm", "reference_split",
+)
+REQUIRED_KEYS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ExperimentPlan)
+                                       if f.default is dataclasses.MISSING
+                                       and f.default_factory is dataclasses.MISSING)  # type: ignore[misc]
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples as lists, recursively (what ``json`` writes)."""
+    if isinstance(value, (tuple, list)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value
+
+
+def source_dir(paths: Any, source: str) -> Path:
+    """Folder of a plan source: an absolute path, or a dataset name under ``paths.raw`` (``nnUNet_raw``)."""
+    p = Path(source)
+    return p if p.is_absolute() else Path(paths.raw) / source
