@@ -146,5 +146,5 @@ def test_case_rule_problems_are_named():
     with pytest.raises(InputError) as e:
         plan_from_dict(data)
     msg = str(e.value)
-    for part in ("case_rule: unknown key(s) fold", "case_rule.source", "case_rule.folds", "must be empty"):
+    for part in ("case_rule.fold: unknown key", "case_rule.source", "case_rule.folds", "must be empty"):
         assert part in msg

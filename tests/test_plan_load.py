@@ -108,7 +108,7 @@ def test_planted_mistakes_in_every_section_are_all_reported_at_once(tmp_path):
     ({"sources": ["relative/dir"]}, "sources: 'relative/dir' is a relative path"),
     ({"sources": []}, "sources: at least one source dataset is needed"),
     ({"fold": "first"}, 'fold: must be "all" or a fold number'),
-    ({"eval_label_map": {"tumour": 1}}, "eval_label_map: entry 'tumour'"),
+    ({"eval_label_map": {"tumour": 1}}, 'eval_label_map.tumour: must map a label value'),
     ({"network": [2]}, "network: must be an object or null"),
     ({"reference_split": [["r0", "r1"], ["r2", "r3"]]}, "reference_split: reference case(s) in no subset: r4"),
     ({"reference_split": [["r0", "r1", "r2", "r3", "r4"]]}, "reference_split: has 1 subsets but subsets is 2"),
@@ -125,11 +125,13 @@ def test_missing_required_keys_are_listed():
 
 
 def test_every_problem_starts_with_a_field_path():
-    data = plan_data(network={"max_feature": 1}, training={"num_epoch": 1}, fold=9, labelled=1,
-                     synthetic={SYNTH: {"n_cases": 0, "domain": "C"}})
-    fields = {"network", "training", "fold", "labelled", "synthetic"}
+    data = plan_data(network={"max_feature": 1}, training={"num_epoch": 1, "num_epochs": "3"}, fold=9, labelled=1,
+                     synthetic={SYNTH: {"n_cases": 0, "domain": "C"}}, slurm={"mem_gb": 0, "partion": "x"},
+                     eval_label_map={"x": 1}, reference=[], test=[],
+                     case_rule={"source": SYNTH, "folds": 2, "test_folds": [0, 1], "fold": 1})
+    fields = {"network", "training", "fold", "labelled", "synthetic", "slurm", "eval_label_map", "case_rule"}
     problems = lines(data)
-    assert problems
+    assert len(problems) >= 11
     for p in problems:
         assert p.split(":")[0].split(".")[0] in fields, p
 
@@ -231,7 +233,7 @@ def test_slurm_section_problems(slurm, expected):
 def test_case_rule_problems():
     msg = problems_of(plan_data(reference=[], test=[], case_rule={"source": SYNTH, "folds": 3,
                                                                   "test_folds": [0, 1, 2], "fold": 1}))
-    assert "case_rule: unknown key(s) fold" in msg
+    assert "case_rule.fold: unknown key (did you mean 'folds'?)" in msg
     assert "case_rule.test_folds: must be a non-empty list of fold numbers in [0, folds), not all of them" in msg
     plan = plan_from_dict(plan_data(reference=[], test=[], case_rule={"source": SYNTH, "folds": 3,
                                                                       "test_folds": [0]}))

@@ -164,8 +164,8 @@ def _value_problems(v: Mapping[str, Any]) -> List[str]:
                    "(it becomes the folder Dataset<id>_<name>)")
     for key, value in v.get("eval_label_map", {}).items():
         if not (isinstance(key, str) and key.isdigit()) or not (is_int(value) and value >= 0):
-            out.append(f"eval_label_map: entry {key!r}: {value!r} must map a label value "
-                       "(a string of digits) to a label value >= 0, e.g. {\"2\": 1}")
+            out.append(f"eval_label_map.{key}: must map a label value (a string of digits) to a label value "
+                       f">= 0, e.g. {{\"2\": 1}}; got {got(value)}")
     return out
 
 

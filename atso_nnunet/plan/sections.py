@@ -245,10 +245,7 @@ class CaseRule:
 
     @classmethod
     def problems(cls, data: Mapping[str, Any], sources: Optional[Sequence[str]] = None) -> List[str]:
-        out = []
-        unknown = [k for k in data if k not in cls.KEYS]
-        if unknown:
-            out.append(f"case_rule: unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(cls.KEYS)}")
+        out = unknown_keys(data, cls.KEYS, "case_rule")
         src = data.get("source")
         if not isinstance(src, str) or not src:
             out.append("case_rule.source: required, the source dataset whose labeled cases are split (one of sources)")
