@@ -246,24 +246,26 @@ def _network_override(plan: ExperimentPlan):
 
 
 def training_settings(plan: ExperimentPlan) -> Callable[[str], Dict[str, object]]:
-    """The trainer settings of each training role, from the plan's training section.
-
-    Every role gets the plan's trainer settings; ``self`` (self-learning students) starts from
-    its teacher with ``student_initial_lr`` when the plan gives one; the role ``predict`` holds
-    the prediction settings (test-time augmentation).
-    """
+    """The trainer settings of each training role (``plan.training.for_role``); the role
+    ``predict`` holds the prediction settings (test-time augmentation)."""
     training = plan.training
-    base = training.settings()
 
     def for_role(role: str) -> Dict[str, object]:
         if role == "predict":
             return {"test_time_augmentation": training.test_time_augmentation}
-        out = dict(base)
-        if role == "self" and training.student_initial_lr is not None:
-            out["initial_lr"] = training.student_initial_lr
-        return out
+        return training.for_role(role)
 
     return for_role
+
+
+def training_words(plan: ExperimentPlan, steps: Sequence[Step]) -> str:
+    """One sentence per training role of the run: the settings its models train with."""
+    roles = list(dict.fromkeys(s.training_role for s in steps if s.kind == "train"))
+    parts = []
+    for role in roles:
+        st = plan.training.for_role(role)
+        parts.append(f"{role}: " + (", ".join(f"{k} {v}" for k, v in st.items()) or "nnU-Net's defaults"))
+    return "Training settings per role (unset = nnU-Net's default): " + "; ".join(parts) + "."
 
 
 def make_context(plan: ExperimentPlan, options: "DriverOptions") -> RunContext:
@@ -367,4 +369,5 @@ def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
             if s.kind in ("train", "predict") and run.step_log(s.id).exists()}
     return report_mod.assemble(steps, lambda a: read_json(ctx.path(a)), run.is_done, method=method.name,
                                plan_name=ctx.plan.name, metric=ctx.plan.metric,
-                               how_evaluated=method.how_evaluated, logs=logs)
+                               how_evaluated=f"{method.describe(ctx.plan)} {training_words(ctx.plan, steps)}",
+                               logs=logs)

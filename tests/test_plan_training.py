@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import pytest
+
 from atso_nnunet.plan import TRAINING_KEYS, TrainingSection, TrainingSettings
 from atso_nnunet.plan.training import field_problems, parse_bool, training_fields
 from atso_nnunet.trainers.config import ENV_VARS, TrainerRunConfig
@@ -14,7 +16,7 @@ def test_the_settings_are_declared_once_and_shared():
     # the plan's section and the trainer's run config both start with exactly these fields
     assert [f.name for f in fields(TrainingSection)][:len(names)] == names
     assert [f.name for f in fields(TrainerRunConfig)][:len(names)] == names
-    assert set(TrainingSection.keys()) - set(names) == {"student_initial_lr", "test_time_augmentation"}
+    assert set(TrainingSection.keys()) - set(names) == {"roles", "student_initial_lr", "test_time_augmentation"}
 
 
 def test_env_vars_are_derived_from_the_declarations():
@@ -50,3 +52,31 @@ def test_parse_bool():
 def test_settings_keeps_only_set_values():
     assert TrainingSettings(num_epochs=2, final_validation=False).settings() == {"num_epochs": 2,
                                                                                  "final_validation": False}
+
+
+def test_training_roles_override_the_base_settings_and_self_fine_tunes_by_default():
+    from atso_nnunet.plan import TrainingSection
+
+    t = TrainingSection.from_dict({"num_epochs": 100, "initial_lr": 0.03,
+                                   "roles": {"final": {"num_epochs": 200}, "oracle": {"seed": 4}}})
+    assert t.for_role("M0") == t.for_role("student") == {"num_epochs": 100, "initial_lr": 0.03}
+    assert t.for_role("final") == {"num_epochs": 200, "initial_lr": 0.03}
+    assert t.for_role("oracle")["seed"] == 4
+    # self-learning continues from its teacher: a tenth of the learning rate, half the epochs
+    assert t.for_role("self") == {"num_epochs": 50, "initial_lr": pytest.approx(0.003)}
+    given = TrainingSection.from_dict({"roles": {"self": {"initial_lr": 0.001, "num_epochs": 7}}})
+    assert given.for_role("self") == {"initial_lr": 0.001, "num_epochs": 7}
+    # nnU-Net's defaults are the base when nothing is set
+    assert TrainingSection().for_role("self") == {"initial_lr": pytest.approx(1e-3), "num_epochs": 500}
+
+
+@pytest.mark.parametrize("roles, expected", [
+    ({"slef": {}}, "training.roles.slef: unknown role (did you mean 'self'?)"),
+    ({"self": {"num_epoch": 3}}, "training.roles.self.num_epoch: unknown setting (did you mean 'num_epochs'?)"),
+    ({"final": {"initial_lr": -1}}, "training.roles.final.initial_lr: must be a number > 0, got -1"),
+    ({"final": 3}, "training.roles.final: must be an object"),
+])
+def test_training_role_mistakes_name_their_path(roles, expected):
+    from atso_nnunet.plan import TrainingSection
+
+    assert any(expected in p for p in TrainingSection.problems({"roles": roles}))

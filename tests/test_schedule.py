@@ -28,12 +28,12 @@ TEST = ["e0", "e1"]
 VIEWS = ["axial", "coronal", "sagittal"]
 
 
-def make(method="atso", subsets=2, generations=2, test=TEST, views=VIEWS):
+def make(method="atso", subsets=2, generations=2, test=TEST, views=VIEWS, **atso):
     plan = plan_from_dict({
         "name": "schedule test", "sources": ["Dataset980_A"], "dataset_id": 981, "dataset_name": "T",
         "labeled": LABELED, "reference": REFERENCE, "test": list(test), "method": method,
         "generations": 0 if method == "supervised" else generations, "subsets": subsets,
-        "views": list(views), "seed": 3,
+        "views": list(views), "seed": 3, "method_options": {"atso": atso} if atso else {},
     })
     split = reference_subsets(plan)
     return plan, split, build_schedule(plan, split)
@@ -61,10 +61,12 @@ def pseudo_label_sources(steps, name):
 
 # --- fold swap ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("k", [2, 3])
-def test_atso_never_pseudo_labels_a_case_with_a_model_trained_on_it(k):
-    plan, split, steps = make("atso", subsets=k, generations=3)
-    assert check_fold_swap(steps, split) == []
+@pytest.mark.parametrize("k, mode", [(2, "crossfit"), (2, "disjoint"), (3, "crossfit"), (3, "disjoint"),
+                                     (4, "crossfit"), (4, "disjoint")])
+def test_atso_never_pseudo_labels_a_case_with_a_model_trained_on_it(k, mode):
+    plan, split, steps = make("atso", subsets=k, generations=3, subset_training=mode)
+    # K = 2: both modes are the same schedule (model k on R_k, labels the other half)
+    assert check_fold_swap(steps, split, "others" if (mode == "crossfit" and k > 2) else "own") == []
     # independent check straight from the training steps
     trained = {}
     for s in of_kind(steps, "train"):
@@ -95,8 +97,24 @@ def test_atso_two_subsets_swap_halves():
             assert s.labels == LabelSet(f"R_g{t - 1}")
 
 
-def test_atso_three_subsets_use_the_ensemble_of_the_other_models():
-    plan, split, steps = make("atso", subsets=3, generations=1)
+@pytest.mark.parametrize("k", [3, 4])
+def test_crossfit_model_k_trains_on_the_other_subsets_and_labels_its_own(k):
+    plan, split, steps = make("atso", subsets=k, generations=2)  # crossfit is the default
+    src = pseudo_label_sources(steps, "R_g1")
+    by_id = steps_by_id(steps)
+    for j, part in enumerate(split, 1):
+        assert all(src[c] == {f"g1_h{j}"} for c in part)
+        train = by_id[f"g1/train/g1_h{j}/axial"]
+        assert set(train.train_cases) == set(REFERENCE) - set(part)
+        assert len(train.train_cases) == len(REFERENCE) - len(part)  # (K-1)/K of R, not 1/K
+
+
+def test_k2_crossfit_and_disjoint_are_the_same_schedule():
+    assert make("atso", subset_training="crossfit")[2] == make("atso", subset_training="disjoint")[2]
+
+
+def test_atso_three_disjoint_subsets_use_the_ensemble_of_the_other_models():
+    plan, split, steps = make("atso", subsets=3, generations=1, subset_training="disjoint")
     src = pseudo_label_sources(steps, "R_g1")
     for j, part in enumerate(split, 1):
         others = {f"g1_h{k}" for k in (1, 2, 3) if k != j}

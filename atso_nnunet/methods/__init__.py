@@ -56,9 +56,15 @@ def method_problems(values: Mapping[str, Any]) -> List[str]:
     if not isinstance(name, str):
         return []
     _discover()
+    out = []
+    for other, options in (values.get("method_options") or {}).items():
+        if other not in registry():
+            out.append(f"method_options.{other}: unknown method; choose from {', '.join(method_names())}")
+        else:
+            out += get_method(other).options_problems(options, f"method_options.{other}")
     if name not in registry():
-        return [f"method: unknown method {name!r}; choose from {', '.join(method_names())}"]
-    return get_method(name).plan_problems(values)
+        return out + [f"method: unknown method {name!r}; choose from {', '.join(method_names())}"]
+    return out + get_method(name).plan_problems(values)
 
 
 __all__ = ["Method", "get_method", "method_names", "method_problems", "register"]

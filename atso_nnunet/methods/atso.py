@@ -1,49 +1,112 @@
 """ATSO, asynchronous teacher-student optimization (Algorithm 1 of the paper).
 
 The reference set R is split into K subsets (K = 2 in the paper). Generation t ingests
-``R_g{t-1}`` per view and trains one model per subset from scratch, ``g{t}_h{k}`` on S + R_k
-(K x views trainings, independent of each other). Every ``g{t}_h{k}`` predicts all of R and E.
-``R_g{t}`` labels subset j with the fusion over all views of the models *not* trained on
-subset j (for K = 2: R_1 from ``g{t}_h2``, R_2 from ``g{t}_h1``): no model labels a case it was
-trained on. Scores per generation: each model fused over views on each subset (Table 4's
-M_t^(k) @ R^(j)), ``R_g{t}`` (updated R_t), the label-free agreement of the models on each
-subset, and M_t @ E. After generation T, ``final`` is trained from scratch on S + all of R with
-``R_g{T}`` (the last fold-swapped labels) and scored on E.
+``R_g{t-1}`` per view and trains one model per subset from scratch (K x views trainings,
+independent of each other), each of which predicts all of R and E. ``R_g{t}`` labels subset j
+with the fusion over all views of the models that never saw subset j: no model labels a case it
+was trained on. Two ways to train the subset models (``method_options.atso.subset_training``;
+identical for K = 2):
+
+- ``crossfit`` (default): model k trains on S + (R without R_k) and labels R_k. Each model sees
+  (K-1)/K of R: the paper's "more subsets" option, its fix for each model seeing only half of R.
+- ``disjoint``: model k trains on S + R_k; R_j is labelled by the vote of all the other models.
+
+Scores per generation: each model fused over views on each subset (Table 4's M_t^(k) @ R^(j)),
+``R_g{t}`` (updated R_t), the label-free agreement of the models on each subset, and M_t @ E,
+which is (``test_model``):
+
+- ``combined``: the paper's M_t: a model trained from scratch on S + all of R with that
+  generation's fold-swapped labels ``R_g{t}`` (views more trainings per generation; at t = T it
+  is the final model itself, trained once);
+- ``ensemble`` (cheaper): the vote of the K subset models over all views.
+
+After generation T, ``final`` is trained from scratch on S + all of R with ``final_labels``:
+``last`` = ``R_g{T}`` (labelled by generation T's models, one fold swap more), or ``previous``
+= ``R_g{T-1}``, Algorithm 1's line 8 read literally (the labels generation T trained on).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from atso_nnunet.methods.base import Method, register
-from atso_nnunet.schedule.artefacts import LabelSet, Prediction
+from atso_nnunet.schedule.artefacts import LabelSet
 from atso_nnunet.schedule.builder import model_name, pseudo_label_set
 from atso_nnunet.schedule.step import FuseGroup, ReportCell
+
+
+@dataclass(frozen=True)
+class AtsoOptions:
+    """``method_options.atso`` of a plan (see the module docstring)."""
+
+    test_model: str = field(default="ensemble", metadata={"choices": ("ensemble", "combined")})
+    final_labels: str = field(default="last", metadata={"choices": ("last", "previous")})
+    subset_training: str = field(default="crossfit", metadata={"choices": ("crossfit", "disjoint")})
 
 
 @register
 class ATSO(Method):
     name = "atso"
-    summary = ("asynchronous teacher-student (the paper's method): K models on disjoint reference subsets, "
+    summary = ("asynchronous teacher-student (the paper's method): K models on reference subsets, "
                "each subset pseudo-labelled by the models that never saw it")
-    how_evaluated = ("M_t on E (t >= 1) is the majority vote of the ensemble of the half-models M_t^(k) over all "
-                     "views; @R scores the fold-swapped pseudo-labels R_t. The final model, trained on S + all of "
-                     "R, is scored at the end.")
+    how_evaluated = ("@R scores the fold-swapped pseudo-labels R_t; Table 4 scores each subset model on each "
+                     "subset. The final model, trained on S + all of R, is scored at the end.")
     uses_subsets = True
+    options_cls = AtsoOptions
+
+    def describe(self, plan) -> str:
+        o = self.options(plan)
+        test = ("M_t on E (t >= 1) is the combined model of generation t, trained from scratch on S + all of R "
+                "with R_t (the paper's M_t)" if o.test_model == "combined" else
+                "M_t on E (t >= 1) is the majority vote of the ensemble of the subset models M_t^(k) over all views "
+                "(not the paper's M_t, which is a model trained on S + all of R: use test_model 'combined')")
+        final = ("R_T (one fold swap after the last generation)" if o.final_labels == "last"
+                 else "R_{T-1} (the labels generation T trained on, Algorithm 1 line 8 read literally)")
+        K = plan.subsets
+        subsets = ("" if K == 2 else f" With K = {K} subsets, model k trains on "
+                   + ("S + R without R_k and labels R_k." if o.subset_training == "crossfit"
+                      else "S + R_k; R_j is labelled by the vote of the other models."))
+        return f"{test}; {self.how_evaluated} The final model is trained on labels {final}.{subsets}"
+
+    def _crossfit(self, b) -> bool:
+        return len(b.split) > 2 and self.options(b.plan).subset_training == "crossfit"
+
+    def training_subset(self, b, k: int):
+        """Reference cases model k of a generation trains on."""
+        if self._crossfit(b):
+            return tuple(sorted(c for j, part in enumerate(b.split, 1) if j != k for c in part))
+        return b.split[k - 1]
+
+    def labellers(self, b, j: int, models):
+        """The models whose predictions label subset j: those that never saw it."""
+        if self._crossfit(b):
+            return [models[j - 1]]
+        return [m for k, m in enumerate(models, 1) if k != j]
 
     def add_generations(self, b) -> None:
-        for t in range(1, b.plan.generations + 1):
-            self._generation(b, t)
-        self._final_model(b)
+        o = self.options(b.plan)
+        T = b.plan.generations
+        for t in range(1, T + 1):
+            self._generation(b, t, o)
+            if o.test_model == "combined" and not (t == T and o.final_labels == "last"):
+                self._combined(b, t)
+        self._final_model(b, o)
 
-    def _generation(self, b, t: int) -> None:
+    def _ingest(self, b, t: int, labels: LabelSet, prefix: str) -> None:
+        for v in b.views:
+            if not b.produced(_ingested(labels, v)):
+                b.ingest(prefix, t, labels, v, b.R)
+
+    def _generation(self, b, t: int, o: AtsoOptions) -> None:
         prefix, labels = f"g{t}", pseudo_label_set(t - 1)
         K = len(b.split)
         models = [model_name(t, k) for k in range(1, K + 1)]
-        for v in b.views:
-            b.ingest(prefix, t, labels, v, b.R)
+        self._ingest(b, t, labels, prefix)
         for k, model in enumerate(models, 1):
             for v in b.views:
-                b.train(prefix, t, model, v, role="student", train_cases=b.split[k - 1], labels=labels, subset=k)
+                b.train(prefix, t, model, v, role="student", train_cases=self.training_subset(b, k), labels=labels,
+                        subset=k)
         for model in models:
-            b.predict_all_views(prefix, t, model)
+            b.predict_all_views(prefix, t, model, parts="R" if o.test_model == "combined" else "RE")
         # Each model on each subset (Table 4), from its views fused over R.
         fused_r = []
         for k, model in enumerate(models, 1):
@@ -57,25 +120,42 @@ class ATSO(Method):
         for j, part in enumerate(b.split, 1):
             b.monitor(prefix, t, "agreement", f"agreement_g{t}_R{j}", fused_r, part,
                       [ReportCell(t, "agreement", f"R{j}")], subset=j)
-        # Fold swap: subset j is labelled by the models not trained on it.
-        groups = [FuseGroup(part, tuple(p for k, m in enumerate(models, 1) if k != j
-                                        for p in b.view_predictions(m, "R")))
+        # Fold swap: subset j is labelled by the models that never saw it.
+        groups = [FuseGroup(part, tuple(p for m in self.labellers(b, j, models) for p in b.view_predictions(m, "R")))
                   for j, part in enumerate(b.split, 1)]
         b.fuse(f"{prefix}/fuse/{pseudo_label_set(t).name}", t, pseudo_label_set(t), "pseudo_label", groups)
         b.score_pseudo_labels(prefix, t)
-        ensemble: list[Prediction] = [p for m in models for p in b.view_predictions(m, "E")]
-        b.score_on_test(prefix, t, f"g{t}_ens", cells=[ReportCell(t, "test")], predictions=ensemble)
+        if o.test_model == "ensemble":
+            ensemble = [p for m in models for p in b.view_predictions(m, "E")]
+            b.score_on_test(prefix, t, f"g{t}_ens", cells=[ReportCell(t, "test")], predictions=ensemble)
 
-    def _final_model(self, b) -> None:
-        T = b.plan.generations
-        tf, labels = T + 1, pseudo_label_set(T)
+    def _combined(self, b, t: int) -> None:
+        """The paper's M_t: S + all of R with R_g{t}, from scratch, scored on E."""
+        prefix, labels, model = f"g{t}", pseudo_label_set(t), f"g{t}_comb"
+        self._ingest(b, t, labels, prefix)
         for v in b.views:
-            b.ingest("final", tf, labels, v, b.R)
+            b.train(prefix, t, model, v, role="combined", train_cases=b.R, labels=labels)
+        b.predict_all_views(prefix, t, model, parts="E")
+        b.score_on_test(prefix, t, model, cells=[ReportCell(t, "test")])
+
+    def _final_model(self, b, o: AtsoOptions) -> None:
+        T = b.plan.generations
+        tf = T + 1
+        labels = pseudo_label_set(T if o.final_labels == "last" else T - 1)
+        self._ingest(b, tf, labels, "final")
         for v in b.views:
             b.train("final", tf, "final", v, role="final", train_cases=b.R, labels=labels)
-        for v in b.views:
-            b.predict("final", tf, "final", v, "E", b.E)
-        b.score_on_test("final", tf, "final", cells=[ReportCell(tf, "final")])
+        b.predict_all_views("final", tf, "final", parts="E")
+        cells = [ReportCell(tf, "final")]
+        if o.test_model == "combined" and o.final_labels == "last":
+            cells.insert(0, ReportCell(T, "test"))  # the combined model of generation T is the final model
+        b.score_on_test("final", tf, "final", cells=cells)
 
     def final_model(self, plan) -> str:
         return "final"
+
+
+def _ingested(labels, view):
+    from atso_nnunet.schedule.artefacts import Ingested
+
+    return Ingested(labels, view)

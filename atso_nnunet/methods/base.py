@@ -12,8 +12,9 @@ appears in ``atso_nnunet_run --method``, in plan validation, the schedule and th
 """
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Dict, List, Mapping, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
 SUPERVISED_TRAINER = "ATSOTrainer"
 SEMI_TRAINER = "ATSOSemiTrainer"
@@ -63,6 +64,39 @@ class Method(ABC):
         if self.needs_reference and isinstance(ref, (list, tuple)) and not ref and not values.get("case_rule"):
             problems.append(f"reference: method {self.name!r} needs reference (unlabeled) cases; the list is empty")
         return problems
+
+    #: the method's options (a frozen dataclass whose fields have defaults and may list their
+    #: ``choices`` in metadata), read from the plan's ``method_options.<name>``; None: no options
+    options_cls: ClassVar[Optional[type]] = None
+
+    def options(self, plan) -> Any:
+        """This method's options from ``plan.method_options`` (defaults where not given)."""
+        if self.options_cls is None:
+            return None
+        return self.options_cls(**(getattr(plan, "method_options", {}) or {}).get(self.name, {}))
+
+    def options_problems(self, data: Mapping[str, Any], path: str) -> List[str]:
+        """Problems of ``method_options.<name>`` (unknown keys, values outside their choices)."""
+        if self.options_cls is None:
+            return [f"{path}: method {self.name!r} has no options"] if data else []
+        import difflib
+
+        out = []
+        fields = {f.name: f for f in dataclasses.fields(self.options_cls)}
+        for key, value in data.items():
+            if key not in fields:
+                hint = difflib.get_close_matches(key, list(fields), n=1)
+                out.append(f"{path}.{key}: unknown option" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                                              f"; options: {', '.join(fields)}"))
+                continue
+            choices = fields[key].metadata.get("choices")
+            if choices and value not in choices:
+                out.append(f"{path}.{key}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return out
+
+    def describe(self, plan) -> str:
+        """The report's words on how this run is evaluated (options included)."""
+        return self.how_evaluated
 
     def default_generations(self) -> int:
         """``generations`` when ``--method`` switches a plan to this method without ``--generations``."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from atso_nnunet.errors import InputError
-from atso_nnunet.plan.schema import (CASE_RE, CONFIGURATIONS, KEY_ORDER, METRICS, NNUNET_FOLDS,
+from atso_nnunet.plan.schema import (CASE_RE, CONFIGURATIONS, FUSIONS, KEY_ORDER, METRICS, NNUNET_FOLDS,
                                      REQUIRED_KEYS, SETS, UNSUPPORTED_CONFIGURATIONS, ExperimentPlan, jsonable)
 from atso_nnunet.plan.sections import (NAME_RE, SOURCE_ID_RE, CaseRule, NetworkSection, SyntheticSpec,
                                        TrainingSection, is_int, slurm_problems, unknown_keys)
@@ -71,7 +71,11 @@ _CASES = (_is_str_list, "a list of case ids (strings)")
 _INT = (is_int, "an integer")
 _OBJECT = (_is_object, "an object or null")
 _TYPES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
-    **dict.fromkeys(("name", "note", "convert_hint", "dataset_name", "configuration", "method", "metric"), _STRING),
+    **dict.fromkeys(("name", "note", "convert_hint", "dataset_name", "configuration", "method", "metric", "fusion"),
+                    _STRING),
+    "method_options": (lambda v: isinstance(v, Mapping) and all(isinstance(x, Mapping) for x in v.values()),
+                       'an object of method name -> options, such as {"atso": {"test_model": "combined"}}'),
+    "may_be_absent": (_is_str_list, "a list of case ids (strings)"),
     **dict.fromkeys(("labeled", "reference", "test"), _CASES),
     **dict.fromkeys(("dataset_id", "seed", "subsets", "generations"), _INT),
     **dict.fromkeys(("network", "training", "synthetic", "slurm", "case_rule"), _OBJECT),
@@ -133,6 +137,9 @@ def _value_problems(v: Mapping[str, Any]) -> List[str]:
     out = []
     if "name" in v and not v["name"].strip():
         out.append("name: must not be empty")
+    if "fusion" in v and v["fusion"] not in FUSIONS:
+        out.append(f"fusion: unknown fusion {v['fusion']!r}; choose from {', '.join(FUSIONS)} (vote: majority "
+                   "vote, ties by probability; mean: argmax of the mean probability)")
     if "metric" in v and v["metric"] not in METRICS:
         out.append(f"metric: unknown metric {v['metric']!r}; choose from {', '.join(METRICS)}")
     conf = v.get("configuration")

@@ -100,6 +100,9 @@ class ExperimentPlan:
     synthetic: Dict[str, SyntheticSpec] = field(default_factory=dict)
     slurm: Optional[Dict[str, Any]] = None
     case_rule: Optional[CaseRule] = None
+    fusion: str = "vote"
+    method_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    may_be_absent: Tuple[str, ...] = ()
     reference_split: Optional[Tuple[Tuple[str, ...], ...]] = None
 
     def __post_init__(self):
@@ -108,12 +111,15 @@ class ExperimentPlan:
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        for name in ("sources", "labeled", "reference", "test", "views"):
+        for name in ("sources", "labeled", "reference", "test", "views", "may_be_absent"):
             if isinstance(getattr(self, name), list):
                 put(name, tuple(getattr(self, name)))
         if isinstance(self.reference_split, (list, tuple)):
             put("reference_split", tuple(tuple(s) if isinstance(s, (list, tuple)) else s
                                          for s in self.reference_split))
+        if isinstance(self.method_options, Mapping):
+            put("method_options", {k: dict(v) if isinstance(v, Mapping) else v
+                                   for k, v in self.method_options.items()})
         for name in ("eval_label_map", "slurm"):
             if isinstance(getattr(self, name), Mapping):
                 put(name, dict(getattr(self, name)))
@@ -176,8 +182,10 @@ class ExperimentPlan:
 KEY_ORDER: Tuple[str, ...] = (
     "name", "note", "sources", "dataset_id", "dataset_name", "convert_hint", "labeled", "reference",
     "test", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
-    "eval_label_map", "network", "training", "synthetic", "slurm", "reference_split",
+    "eval_label_map", "fusion", "method_options", "may_be_absent", "network", "training", "synthetic", "slurm",
+    "reference_split",
 )
+FUSIONS: Tuple[str, ...] = ("vote", "mean")
 REQUIRED_KEYS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ExperimentPlan)
                                        if f.default is dataclasses.MISSING
                                        and f.default_factory is dataclasses.MISSING)  # type: ignore[misc]

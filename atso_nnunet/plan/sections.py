@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from atso_nnunet.plan.training import TrainingSettings, field_problems, got
+from atso_nnunet.plan.training import TRAINING_KEYS, TrainingSettings, field_problems, got
 
 # Patch dimensions of the configurations the tri-view planner makes.
 PATCH_DIMS: Dict[str, int] = {"2d": 2, "3d_fullres": 3}
@@ -106,16 +106,17 @@ class NetworkSection:
 
 @dataclass(frozen=True)
 class TrainingSection(TrainingSettings):
-    """The plan's ``training`` section: the :class:`TrainingSettings` plus two plan-only keys.
-
-    All unset = nnU-Net's defaults. (Old plans call this section ``schedule``.)
+    """The plan's ``training`` section: the :class:`TrainingSettings`, per-role overrides, and two
+    plan-only keys. All unset = nnU-Net's defaults. (Old plans call this section ``schedule``.)
 
     Attributes:
-        student_initial_lr: initial learning rate of a student initialised from its teacher
-            (self-learning); ``None``: ``initial_lr``.
+        roles: overrides of the settings for the models of one role (:data:`TRAINING_ROLES`):
+            ``{"self": {"initial_lr": 0.001, "num_epochs": 50}, "final": {...}}``.
+        student_initial_lr: deprecated: ``roles.self.initial_lr``.
         test_time_augmentation: nnU-Net's mirroring at prediction (``False``: ``--disable_tta``).
     """
 
+    roles: Optional[Dict[str, Dict[str, Any]]] = None
     student_initial_lr: Optional[float] = field(default=None, metadata={"kind": "positive_number"})
     test_time_augmentation: bool = field(default=True, metadata={"kind": "bool"})
 
@@ -126,14 +127,60 @@ class TrainingSection(TrainingSettings):
     @classmethod
     def problems(cls, data: Mapping[str, Any], path: str = "training") -> List[str]:
         out = unknown_keys(data, cls.keys(), path)
-        return out + field_problems(data, dataclasses.fields(cls), lambda n: f"{path}.{n}")
+        out += field_problems(data, dataclasses.fields(cls), lambda n: f"{path}.{n}")
+        roles = data.get("roles")
+        if roles is not None and not isinstance(roles, Mapping):
+            return out + [f"{path}.roles: must be an object such as {{\"self\": {{\"initial_lr\": 0.001}}}}, "
+                          f"got {got(roles)}"]
+        for role, settings in (roles or {}).items():
+            where = f"{path}.roles.{role}"
+            if role not in TRAINING_ROLES:
+                out += unknown_keys({role: None}, TRAINING_ROLES, f"{path}.roles", word="role")
+                continue
+            if not isinstance(settings, Mapping):
+                out.append(f"{where}: must be an object of training settings, got {got(settings)}")
+                continue
+            out += unknown_keys(settings, TRAINING_KEYS, where, word="setting")
+            out += field_problems(settings, dataclasses.fields(TrainingSettings), lambda n, w=where: f"{w}.{n}")
+        return out
 
     @classmethod
     def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "TrainingSection":
-        return cls(**{k: v for k, v in (data or {}).items() if v is not None})
+        d = {k: v for k, v in (data or {}).items() if v is not None}
+        if "roles" in d:
+            d["roles"] = {r: dict(v) for r, v in d["roles"].items()}
+        return cls(**d)
 
     def to_dict(self) -> Dict[str, Any]:
         return _compact(self)
+
+    def for_role(self, role: str) -> Dict[str, Any]:
+        """The trainer settings of the models of ``role``: the base settings, then the role's.
+
+        Self-learning students (``self``) continue from their teacher: unless the plan says
+        otherwise they fine-tune (:data:`SELF_DEFAULTS`): a tenth of the base learning rate and
+        half the base epochs, so the two baselines differ the way the paper's do.
+        """
+        out = self.settings()
+        if role == "self":
+            given = dict((self.roles or {}).get("self", {}))
+            if self.student_initial_lr is not None:
+                given.setdefault("initial_lr", self.student_initial_lr)
+            base_lr = out.get("initial_lr", NNUNET_DEFAULTS["initial_lr"])
+            base_epochs = out.get("num_epochs", NNUNET_DEFAULTS["num_epochs"])
+            out.update({"initial_lr": base_lr * SELF_DEFAULTS["lr_factor"],
+                        "num_epochs": max(1, int(round(base_epochs * SELF_DEFAULTS["epoch_factor"])))})
+            out.update(given)
+            return out
+        out.update((self.roles or {}).get(role, {}))
+        return out
+
+
+# Roles of the models of a run, each of which may have its own training settings.
+TRAINING_ROLES: Tuple[str, ...] = ("M0", "student", "self", "combined", "final", "oracle")
+NNUNET_DEFAULTS: Dict[str, Any] = {"initial_lr": 1e-2, "num_epochs": 1000, "num_iterations_per_epoch": 250}
+# Self-learning's fine-tuning defaults relative to the base settings.
+SELF_DEFAULTS: Dict[str, float] = {"lr_factor": 0.1, "epoch_factor": 0.5}
 
 
 # The generator's options (data.synthetic.SyntheticConfig fields); a test keeps them equal.

@@ -92,6 +92,9 @@ class TrainingSettings:
         labeled_fraction: share of training samples drawn from labeled cases (``None`` = uniform
             over all cases).
         oversample_foreground: share of patches forced to contain foreground (nnU-Net: 0.33).
+        seed: seed of torch, numpy and random in the training process (weights init, sampling,
+            augmentation); ``None``: nnU-Net's unseeded default. Training on a GPU stays
+            non-deterministic (cuDNN), so repeated runs still differ somewhat.
     """
 
     num_epochs: Optional[int] = setting("positive_int", "ATSO_NUM_EPOCHS", int, "num_epochs")
@@ -105,6 +108,7 @@ class TrainingSettings:
     labeled_fraction: Optional[float] = setting("fraction", "ATSO_LABELED_FRACTION", float)
     oversample_foreground: Optional[float] = setting("fraction", "ATSO_OVERSAMPLE_FOREGROUND", float,
                                                      "oversample_foreground_percent")
+    seed: Optional[int] = setting("non_negative_int", "ATSO_SEED", int)
 
     def settings(self) -> Dict[str, Any]:
         """The training settings that are set (not None), in declaration order."""

@@ -31,6 +31,14 @@ class ATSOTrainer(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.run_config = TrainerRunConfig.from_env()
+        if self.run_config.seed is not None:
+            import random
+
+            import numpy as np
+
+            random.seed(self.run_config.seed)
+            np.random.seed(self.run_config.seed)
+            torch.manual_seed(self.run_config.seed)
         # settings that replace an nnUNetTrainer attribute (declared in TrainingSettings)
         for f in training_fields():
             value = getattr(self.run_config, f.name)
