@@ -18,6 +18,7 @@ rerunning the same command continues where it stopped and never redoes a finishe
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -58,6 +59,7 @@ class DriverOptions:
         dry_run: print every command instead of running anything.
         fresh: delete the run folder's previous outputs first (the user asked for it).
         only_step: run just this step id (its inputs must be finished), for a team's own scheduler.
+        sec_per_iter: seconds per training iteration, for the budget ``--dry-run`` prints.
         defer_test_scores: score nothing on E (read no test label) before every training and
             pseudo-labelling step of the run has finished (the comparison runs this way).
     """
@@ -71,6 +73,7 @@ class DriverOptions:
     fresh: bool = False
     only_step: Optional[str] = None
     defer_test_scores: bool = False
+    sec_per_iter: Optional[float] = None
 
 
 def default_run_dir(paths: NnUNetPaths, plan: ExperimentPlan) -> Path:
@@ -115,6 +118,35 @@ def ensure_sources(plan: ExperimentPlan, paths: NnUNetPaths) -> List[Path]:
             logger.info("generated %s in %.1f s", source, time.time() - t0)
         out.append(where)
     return out
+
+
+def drop_absent_cases(plan: ExperimentPlan, paths: NnUNetPaths) -> ExperimentPlan:
+    """The plan without the reference / test cases of ``may_be_absent`` that its sources lack.
+
+    Releases of a dataset differ (TCIA's Pancreas-CT lost NIH_0025 and NIH_0070); a plan lists
+    such cases in ``may_be_absent``. Absent ones are named in a warning and left out, with the
+    resulting set sizes; a missing labeled case stays an error (checked when the data is prepared).
+    Sources that do not exist yet (to be generated or converted) are left to ``prepare``.
+    """
+    if not plan.may_be_absent:
+        return plan
+    from atso_nnunet.data.materialize import available_cases
+
+    dirs = [source_dir(paths, s) for s in plan.sources]
+    if not all(d.is_dir() for d in dirs):
+        return plan
+    have = available_cases(dirs)
+    absent = sorted(c for c in plan.may_be_absent if c not in have and (c in plan.reference or c in plan.test))
+    if not absent:
+        return plan
+    reference = tuple(c for c in plan.reference if c not in absent)
+    test = tuple(c for c in plan.test if c not in absent)
+    logger.warning("%d case(s) of the plan are absent from its sources and left out (listed in may_be_absent): "
+                   "%s; the run uses %d labeled, %d reference and %d test cases", len(absent), ", ".join(absent),
+                   len(plan.labeled), len(reference), len(test))
+    return dataclasses.replace(plan, reference=reference, test=test, reference_split=None,
+                               may_be_absent=tuple(c for c in plan.may_be_absent if c not in absent),
+                               note=f"{plan.note} [left out, absent from the sources: {', '.join(absent)}]")
 
 
 def prepare(ctx: RunContext, network) -> None:
@@ -286,6 +318,7 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
         StepFailedError: a job failed after its retries (its log is named).
     """
     network = _network_override(plan)
+    plan = drop_absent_cases(plan, options.paths)
     method = get_method(plan.method)
     steps = build_schedule(plan, reference_subsets(plan), method)
     ctx = make_context(plan, options)
@@ -295,7 +328,7 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
 
         # Only the resolved plan and the trainer run configs are written, so the printed commands run as given.
         _record_plan(run, plan)
-        print_commands(ctx, steps)
+        print_commands(ctx, steps, options.sec_per_iter)
         return None
     run.root.mkdir(parents=True, exist_ok=True)
     with RunLock(run.root), _log_to_file(run.log_file):

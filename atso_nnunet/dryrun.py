@@ -6,7 +6,10 @@ own scheduler.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import re
+import statistics
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 from atso_nnunet import runners
 from atso_nnunet.runners import RunContext
@@ -34,5 +37,60 @@ def command_lines(ctx: RunContext, steps: Sequence[Step]) -> list:
     return lines
 
 
-def print_commands(ctx: RunContext, steps: Sequence[Step]) -> None:
-    print("\n".join(command_lines(ctx, steps)))
+# nnU-Net's defaults when a plan leaves a setting unset
+DEFAULT_EPOCHS, DEFAULT_ITERATIONS = 1000, 250
+_EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
+
+
+def training_iterations(ctx: RunContext, steps: Sequence[Step]) -> Dict[int, int]:
+    """Training iterations per generation (epochs x iterations per epoch of each training)."""
+    out: Dict[int, int] = {}
+    for s in steps:
+        if s.kind == "train":
+            st = ctx.training(s.training_role)
+            n = st.get("num_epochs") or DEFAULT_EPOCHS
+            out[s.generation] = out.get(s.generation, 0) + n * (st.get("num_iterations_per_epoch") or DEFAULT_ITERATIONS)
+    return out
+
+
+def seconds_per_iteration(folder: Path) -> Optional[float]:
+    """Median seconds per training iteration in nnU-Net's ``training_log_*.txt`` below ``folder``.
+
+    nnU-Net logs ``Epoch time: X s`` per epoch; the iterations per epoch come from the run config
+    atso_nnunet writes next to the log (``atso_run_config.json``), else nnU-Net's 250. The epoch time
+    includes the epoch's validation iterations, so the figure errs on the safe side.
+    """
+    import json
+
+    rates: List[float] = []
+    for log in sorted(Path(folder).rglob("training_log_*.txt")):
+        times = [float(m.group(1)) for m in _EPOCH_TIME.finditer(log.read_text(errors="replace"))]
+        if not times:
+            continue
+        cfg = log.parent / "atso_run_config.json"
+        ipe = (json.loads(cfg.read_text()).get("num_iterations_per_epoch") if cfg.is_file() else None) or DEFAULT_ITERATIONS
+        rates += [t / ipe for t in times]
+    return statistics.median(rates) if rates else None
+
+
+def budget_lines(ctx: RunContext, steps: Sequence[Step], sec_per_iter: Optional[float] = None) -> List[str]:
+    """The run's training budget: iterations per generation and, given seconds per iteration, GPU-hours."""
+    per_gen = training_iterations(ctx, steps)
+    trainings: Dict[int, int] = {}
+    for s in steps:
+        if s.kind == "train":
+            trainings[s.generation] = trainings.get(s.generation, 0) + 1
+    total = sum(per_gen.values())
+    lines = [f"# training budget: {sum(trainings.values())} trainings, {total:,} iterations in total"
+             + (f", about {total * sec_per_iter / 3600:.1f} GPU-hours at {sec_per_iter:.3g} s/iteration"
+                if sec_per_iter else " (give --sec-per-iter or --timing-from for GPU-hours)")]
+    T = max(per_gen) if per_gen else 0
+    for t in sorted(per_gen):
+        name = "G0 (M0)" if t == 0 else ("final model" if t == T and t == ctx.plan.generations + 1 else f"G{t}")
+        lines.append(f"#   {name}: {trainings[t]} training(s), {per_gen[t]:,} iterations"
+                     + (f", {per_gen[t] * sec_per_iter / 3600:.1f} GPU-hours" if sec_per_iter else ""))
+    return lines
+
+
+def print_commands(ctx: RunContext, steps: Sequence[Step], sec_per_iter: Optional[float] = None) -> None:
+    print("\n".join(budget_lines(ctx, steps, sec_per_iter) + command_lines(ctx, steps)))

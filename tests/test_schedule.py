@@ -318,3 +318,59 @@ def test_step_rejects_unsafe_ids_and_bad_init():
     with pytest.raises(ValueError):
         Step(id="x", kind="monitor", generation=1)
     assert FuseGroup(("a",), ()).cases == ("a",)
+
+
+# --- faithful ATSO options ------------------------------------------------------------------
+
+def test_combined_model_per_generation_is_scored_on_e_and_is_the_final_model_at_t():
+    plan, split, steps = make("atso", generations=3, test_model="combined")
+    by_id = steps_by_id(steps)
+    trained = {s.model for s in of_kind(steps, "train")}
+    assert {"g1_comb", "g2_comb"} <= trained and "g3_comb" not in trained  # at T it is the final model
+    for t in (1, 2):
+        for v in VIEWS:
+            s = by_id[f"g{t}/train/g{t}_comb/{v}"]
+            assert s.train_cases == tuple(sorted(REFERENCE)) and s.labels == LabelSet(f"R_g{t}")
+            assert s.init == "scratch" and s.training_role == "combined"
+        ev = by_id[f"g{t}/evaluate/g{t}_comb/E"]
+        assert [(c.generation, c.column) for c in ev.report_cells] == [(t, "test")]
+    final_ev = by_id["final/evaluate/final/E"]
+    assert [(c.generation, c.column) for c in final_ev.report_cells] == [(3, "test"), (4, "final")]
+    # no ensemble vote, and the subset models predict R only
+    assert not [s for s in steps if "ens" in s.id]
+    assert not [s for s in of_kind(steps, "predict") if s.model.startswith("g1_h") and s.output.part == "E"]
+    assert check_fold_swap(steps, split) == [] and order_problems(steps) == []
+    # the ingest of R_g1 made for g1_comb is reused by generation 2 (one producer per artefact)
+    assert "g1/ingest/R_g1/axial" in by_id and "g2/ingest/R_g1/axial" not in by_id
+
+
+def test_ensemble_is_the_default_and_keeps_todays_step_ids():
+    _, _, steps = make("atso", generations=2)
+    ids = {s.id for s in steps}
+    assert {"g1/fuse/g1_ens/E", "g2/evaluate/g2_ens/E", "g2/ingest/R_g1/axial", "final/ingest/R_g2/axial"} <= ids
+
+
+@pytest.mark.parametrize("final_labels, expected", [("last", "R_g3"), ("previous", "R_g2")])
+def test_final_model_label_set(final_labels, expected):
+    _, _, steps = make("atso", generations=3, final_labels=final_labels)
+    finals = [s for s in of_kind(steps, "train") if s.model == "final"]
+    assert {s.labels for s in finals} == {LabelSet(expected)}
+
+
+def test_even_votes_keep_probabilities_and_odd_votes_do_not():
+    _, _, steps = make("atso", generations=1)  # 2 subset models x 3 views on E = 6 voters
+    by_id = steps_by_id(steps)
+    assert by_id["g1/predict/g1_h1/axial/E"].save_probabilities  # read by the 6-voter ensemble
+    assert not by_id["g1/predict/g1_h1/axial/R"].save_probabilities  # R_j: 3 views of one model
+    assert not by_id["g0/predict/M0/axial/E"].save_probabilities
+    _, _, two_views = make("stso", generations=1, views=["axial", "sagittal"])
+    assert all(s.save_probabilities for s in of_kind(two_views, "predict"))
+
+
+def test_mean_fusion_keeps_every_probability():
+    plan = plan_from_dict({"name": "m", "sources": ["Dataset980_A"], "dataset_id": 981, "dataset_name": "T",
+                           "labeled": LABELED, "reference": REFERENCE, "test": TEST, "method": "stso",
+                           "generations": 1, "fusion": "mean"})
+    steps = build_schedule(plan, reference_subsets(plan))
+    assert all(s.save_probabilities for s in of_kind(steps, "predict"))
+    assert {s.fusion for s in of_kind(steps, "fuse")} == {"mean"}

@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion (default: %(default)s)")
     ex.add_argument("--dry-run", action="store_true", help="print every command (nnU-Net's own for training and "
                                                           "prediction) in order, run nothing")
+    ex.add_argument("--sec-per-iter", type=float, metavar="S",
+                    help="with --dry-run: seconds per training iteration on your GPU, to print GPU-hours per "
+                         "generation and in total")
+    ex.add_argument("--timing-from", type=Path, metavar="DIR",
+                    help="with --dry-run: read seconds per iteration from nnU-Net's training logs below DIR "
+                         "(a run folder or model folder of an earlier run on the same GPU)")
     ex.add_argument("--overwrite", action="store_true", help="delete this run's previous outputs and start over")
     add_alias(ex, "--fresh", "--overwrite", "overwrite", flag=True)
     ex.add_argument("--step", metavar="ID", help="run one step of the schedule (see --dry-run), e.g. from your own "
@@ -132,9 +138,20 @@ def _run(args) -> int:
     device = "cuda" if (args.gpus or args.executor == "slurm") else "cpu"
     executor = None if args.dry_run else make_executor_from_args(args, run_dir, plan)
     logger.info("run folder: %s", run_dir)
+    sec_per_iter = args.sec_per_iter
+    if args.timing_from is not None:
+        from atso_nnunet.dryrun import seconds_per_iteration
+
+        sec_per_iter = seconds_per_iteration(args.timing_from)
+        if sec_per_iter is None:
+            raise InputError(f"--timing-from {args.timing_from}: no nnU-Net training_log_*.txt with 'Epoch time' "
+                             "lines below it; give --sec-per-iter instead")
+        logger.info("%.3g s per training iteration, from the nnU-Net logs below %s", sec_per_iter, args.timing_from)
+    if sec_per_iter is not None and sec_per_iter <= 0:
+        raise InputError(f"--sec-per-iter: must be > 0, got {sec_per_iter}")
     options = DriverOptions(run_dir=run_dir, paths=paths, executor=executor, device=device,
                             num_processes=args.num_processes, dry_run=args.dry_run, fresh=args.overwrite,
-                            only_step=args.step)
+                            only_step=args.step, sec_per_iter=sec_per_iter)
     try:
         report = run_experiment(plan, options)
     except KeyboardInterrupt:

@@ -126,6 +126,17 @@ def _source_ending(source: Path) -> str:
     return ending if isinstance(ending, str) and ending else layout.FILE_ENDING
 
 
+def available_cases(source_dirs: Sequence[os.PathLike]) -> set:
+    """Case ids with an image in any of the (existing) source folders."""
+    out = set()
+    for source in (Path(s) for s in source_dirs):
+        if source.is_dir():
+            ending = _source_ending(source)
+            for image_dir, _ in SOURCE_FOLDERS:
+                out.update(layout.case_ids_in(source / image_dir, ending=ending))
+    return out
+
+
 def find_cases(source_dirs: Sequence[os.PathLike], case_ids: Sequence[str]) -> Dict[str, CaseFiles]:
     """Find cases across source datasets.
 

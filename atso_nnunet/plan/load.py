@@ -218,6 +218,15 @@ def _case_problems(v: Mapping[str, Any]) -> List[str]:
                 out.append(f"{a}/{b}: {len(both)} case(s) in both {a} and {b}: {', '.join(both)}")
     if "labeled" in sets and not sets["labeled"]:
         out.append("labeled: the labeled set S is empty; M0 needs labeled cases")
+    optional = set(v.get("may_be_absent") or ())
+    if optional:
+        labeled = sorted(optional & set(sets.get("labeled", ())))
+        if labeled:
+            out.append(f"may_be_absent: labeled case(s) {', '.join(labeled)} cannot be optional: every labeled case "
+                       "must exist (draw the labeled set from cases every release has)")
+        stray = sorted(optional - set(sets.get("reference", ())) - set(sets.get("test", ())) - set(labeled))
+        if stray:
+            out.append(f"may_be_absent: case(s) {', '.join(stray)} are in neither reference nor test")
     if "reference" in sets:
         n_ref = len(set(sets["reference"]))
         k = v.get("subsets")
