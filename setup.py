@@ -35,6 +35,7 @@ setup(
             "atso_nnunet_make_plan=atso_nnunet.cli.make_plan:main",
             "atso_nnunet_segment=atso_nnunet.cli.segment:main",
             "atso_nnunet_check=atso_nnunet.cli.check:main",
+            "atso_nnunet_compare=atso_nnunet.cli.compare:main",
         ]
     },
 )

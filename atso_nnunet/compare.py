@@ -60,6 +60,7 @@ class ComparisonOptions:
         executor: executor for every run (default: local).
         device: ``cpu`` or ``cuda``.
         num_processes: processes for preprocessing and ingestion.
+        command: the command line that reproduces the comparison (written into its tables).
     """
 
     out_dir: Path
@@ -71,6 +72,7 @@ class ComparisonOptions:
     executor: object = None
     device: str = "cpu"
     num_processes: int = 2
+    command: str = ""
 
 
 def labeled_draw(pool: Sequence[str], n: int, seed: int) -> List[str]:
@@ -213,5 +215,5 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
             logger.info("=== seed %d, method %s: %s", s, m, run_dir)
             run_experiment(p, opts)
             records.append(RunRecord(s, m, run_dir, read_json(run_dir / "report.json"), list(p.labeled)))
-            comparison_report.write_comparison(records, out, plan_name=plan.name)
+            comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
     return records

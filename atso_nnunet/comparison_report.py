@@ -202,7 +202,8 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
     ax.set_xlabel("generation")
     ax.set_ylabel("test DSC (%)")
     ax.set_title("M_t on E, mean ± sd over seeds")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax = axes[1]
     names = [k for k, d in summary["paired_differences"].items() if d["n"]]
@@ -228,7 +229,8 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
     ax.set_xlabel("label-free monitor (%)")
     ax.set_ylabel("pseudo-label DSC on R (%)")
     ax.set_title("do the monitors track the truth?")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.suptitle(plan_name, fontsize=10)
     fig.tight_layout()

@@ -1,0 +1,86 @@
+"""``atso_nnunet_compare``: methods x seeds over one plan, with the labeled-only and oracle lines.
+
+    atso_nnunet_compare -d synthetic -f bench_10pct --views axial --out bench/10pct
+    atso_nnunet_compare --plan my_plan.json --methods supervised stso atso --seeds 0 1 2 --gpus 0,1,2,3
+
+Every (seed, method) is an ordinary resumable run folder ``<out>/seed<s>/<method>``; rerun the
+same command to continue. Seed s draws its own labeled set from the plan's training pool (the
+test set never changes), splits R with seed s and seeds every training with s; the labeled-only
+run of a seed trains M0 once for every method of that seed. The tables and the figure
+(``<out>/comparison.{md,csv,json,png}``) are rewritten after every run.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, add_views_option, nnunet_paths, plain, run_cli
+from atso_nnunet.errors import InputError
+
+logger = logging.getLogger("atso_nnunet.compare")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from atso_nnunet.methods import method_names
+
+    p = argparse.ArgumentParser(prog="atso_nnunet_compare", description=plain(__doc__),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("experiment plan")
+    src.add_argument("-d", "--dataset", help="plan folder, e.g. synthetic, NIH")
+    src.add_argument("-f", "--split", help="plan file in that folder, e.g. bench_10pct")
+    src.add_argument("--plan", type=Path, help="path of a plan JSON file (instead of -d/-f)")
+    cmp_ = p.add_argument_group("comparison")
+    cmp_.add_argument("--methods", nargs="+", default=["supervised", "self", "stso", "atso", "oracle"],
+                      metavar="METHOD", help=f"methods to compare, of {', '.join(method_names())} "
+                                             "(default: %(default)s; supervised = labeled-only is always run)")
+    cmp_.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S",
+                      help="seeds: labeled draw, reference split and training seed (default: 0 1 2)")
+    cmp_.add_argument("--generations", type=int, help="generations of the semi-supervised methods (default: the plan's)")
+    add_views_option(cmp_, None, "views to train (default: the plan's)")
+    cmp_.add_argument("--out", type=Path, required=True, help="folder of the comparison and its run folders")
+    ex = p.add_argument_group("execution")
+    add_nnunet_dir_option(ex)
+    ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, one job at a time)")
+    ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
+    ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion "
+                                                                 "(default: %(default)s)")
+    add_verbose_option(p)
+    return p
+
+
+def _run(args) -> int:
+    from atso_nnunet.compare import ComparisonOptions, run_comparison
+    from atso_nnunet.execution import make_executor
+    from atso_nnunet.methods import get_method
+    from atso_nnunet.plan import find_plan, load_plan, resolve_case_rule
+
+    if args.plan is not None and (args.dataset or args.split):
+        raise InputError("give either --plan FILE or -d DATASET -f SPLIT, not both")
+    if args.plan is None and not (args.dataset and args.split):
+        raise InputError("name the plan: -d DATASET -f SPLIT (e.g. -d synthetic -f bench_10pct) or --plan FILE")
+    plan = load_plan(args.plan if args.plan is not None else find_plan(args.dataset, args.split))
+    for m in args.methods:
+        get_method(m)
+    paths = nnunet_paths(args.nnunet_dir)
+    plan = resolve_case_rule(plan, paths)
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    options = ComparisonOptions(out_dir=args.out, paths=paths, methods=args.methods, seeds=args.seeds,
+                                generations=args.generations, views=args.views,
+                                executor=make_executor("local", gpus=gpus, retries=args.retries),
+                                device="cuda" if gpus else "cpu", num_processes=args.num_processes,
+                                command=shlex.join(["atso_nnunet_compare", *sys.argv[1:]]))
+    run_comparison(plan, options)
+    print((args.out / "comparison.md").read_text())
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(build_parser(), _run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""The comparison's bookkeeping on tiny runs with a fake nnU-Net: seeds, shared M0, the oracle's
+refusal without ground truth, deferred test scores, and tables equal to the run folders' scores."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from atso_nnunet import driver, runners
+from atso_nnunet.compare import ComparisonOptions, labeled_draw, plan_for_seed, run_comparison
+from atso_nnunet.errors import InputError
+from atso_nnunet.io import read_json
+from atso_nnunet.plan import plan_from_dict
+
+from conftest import write_tiny_dataset
+from fake_nnunet import FakeNnUNetExecutor
+
+POOL = [f"tiny_{i:03d}" for i in range(7)]
+
+
+def _plan(**over):
+    data = {"name": "cmp", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "Cmp",
+            "labeled": POOL[:3], "reference": POOL[3:], "test": ["tiny_007", "tiny_008"], "method": "atso",
+            "generations": 1, "views": ["axial"]}
+    data.update(over)
+    return plan_from_dict(data)
+
+
+@pytest.fixture
+def fake_prepare(monkeypatch):
+    """prepare = sources + experiment dataset only (no nnU-Net planning); ingestion recorded; test
+    labels read only when scoring E (recorded with the time they were read)."""
+    from atso_nnunet.data.materialize import find_cases, materialize
+
+    events = []
+
+    def prepare(ctx, network):
+        sources = driver.ensure_sources(ctx.plan, ctx.paths)
+        find_cases(sources, [*ctx.plan.labeled, *ctx.plan.reference, *ctx.plan.test])
+        materialize(ctx.dataset_dir, sources, ctx.plan.labeled, ctx.plan.reference, ctx.plan.test)
+        problems = driver.get_method(ctx.plan.method).dataset_problems(ctx.dataset_dir, ctx.plan)
+        if problems:
+            raise InputError("; ".join(problems))
+
+    real_evaluate = runners.PLUGIN_RUNNERS["evaluate"]
+
+    def evaluate(ctx, step):
+        events.append(("score", step.role, f"{ctx.run.root.parent.name}/{ctx.run.root.name}"))
+        return real_evaluate(ctx, step)
+
+    monkeypatch.setattr(driver, "prepare", prepare)
+    monkeypatch.setitem(runners.PLUGIN_RUNNERS, "ingest", lambda ctx, step: events.append(("ingest",)) or {})
+    monkeypatch.setitem(runners.PLUGIN_RUNNERS, "evaluate", evaluate)
+    return events
+
+
+def _options(tmp_path, nnunet_paths, executor, **kw):
+    return ComparisonOptions(out_dir=tmp_path / "cmp", paths=nnunet_paths, executor=executor, **kw)
+
+
+def test_seeds_draw_different_labeled_sets_and_keep_the_test_set():
+    plan = _plan()
+    draws = {s: plan_for_seed(plan, s, "atso") for s in (0, 1, 2)}
+    assert len({p.labeled for p in draws.values()}) == 3
+    for s, p in draws.items():
+        assert set(p.labeled) | set(p.reference) == set(POOL) and p.test == plan.test
+        assert p.training.seed == s and p.seed == s and p.dataset_id == 991 + s
+        assert list(p.labeled) == labeled_draw(POOL, 3, s)
+    assert plan_for_seed(plan, 0, "supervised").generations == 0
+    assert plan_for_seed(plan, 0, "oracle").generations == 1
+
+
+def test_comparison_shares_m0_within_a_seed_and_tables_match_the_runs(tmp_path, nnunet_paths, fake_prepare):
+    write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
+    ex = FakeNnUNetExecutor()
+    records = run_comparison(_plan(), _options(tmp_path, nnunet_paths, ex, seeds=[0, 1],
+                                               methods=["supervised", "stso", "atso", "oracle"]))
+    assert {(r.seed, r.method) for r in records} == {(s, m) for s in (0, 1)
+                                                     for m in ("supervised", "stso", "atso", "oracle")}
+    # M0 trained once per seed (by the labeled-only run), never across seeds
+    m0 = [n for n in ex.ran if n.startswith("g0__train__M0")]
+    assert len(m0) == 2
+    for s in (0, 1):
+        shared = tmp_path / "cmp" / f"seed{s}" / "supervised"
+        for m in ("stso", "atso", "oracle"):
+            run = tmp_path / "cmp" / f"seed{s}" / m
+            marker = read_json(run / "state" / "g0" / "train" / "M0" / "axial.done")
+            assert marker["shared_from"] == str(shared)
+            assert (run / "models" / "M0").resolve() == (shared / "models" / "M0").resolve()
+    # the table's numbers are the run folders' own scores
+    summary = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    for r in records:
+        rep = json.loads((r.run_dir / "report.json").read_text())
+        final = rep["final"]["test_dsc_mean"] if rep["final"]["test_dsc_mean"] is not None else \
+            rep["generations"][-1]["test_dsc"]
+        assert summary["final"]["per_seed"][r.method][str(r.seed)] == pytest.approx(final)
+    d = summary["paired_differences"]["atso-stso"]
+    assert d["per_seed"][0] == pytest.approx(summary["final"]["per_seed"]["atso"]["0"]
+                                             - summary["final"]["per_seed"]["stso"]["0"])
+    assert (tmp_path / "cmp" / "comparison.md").is_file() and (tmp_path / "cmp" / "comparison.png").is_file()
+    # no score on E before a run's trainings and pseudo-labels were done: in each run the test
+    # scores come after every other scoring of R
+    for run in (f"seed{s}/{m}" for s in (0, 1) for m in ("supervised", "stso", "atso", "oracle")):
+        roles = [e[1] for e in fake_prepare if e[0] == "score" and e[2] == run]
+        if "test_eval" in roles:
+            first_test = roles.index("test_eval")
+            assert all(r == "test_eval" for r in roles[first_test:]), (run, roles)
+    # a rerun does nothing
+    ex2 = FakeNnUNetExecutor()
+    run_comparison(_plan(), _options(tmp_path, nnunet_paths, ex2, seeds=[0, 1],
+                                     methods=["supervised", "stso", "atso", "oracle"]))
+    assert ex2.ran == []
+
+
+def test_changed_plan_does_not_reuse_m0(tmp_path, nnunet_paths, fake_prepare):
+    write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
+    from atso_nnunet.compare import adopt_generation_zero, generation_zero_key
+
+    a, b = plan_for_seed(_plan(), 0, "stso"), plan_for_seed(_plan(training={"num_epochs": 5}), 0, "stso")
+    assert generation_zero_key(a) != generation_zero_key(b)
+    assert generation_zero_key(a) == generation_zero_key(plan_for_seed(_plan(), 0, "atso"))
+    assert generation_zero_key(a) != generation_zero_key(plan_for_seed(_plan(), 1, "stso"))
+
+
+def test_oracle_is_refused_without_reference_ground_truth(tmp_path, nnunet_paths, fake_prepare):
+    ds = write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
+    shutil.rmtree(ds / "labelsRef")
+    ex = FakeNnUNetExecutor()
+    opts = driver.DriverOptions(run_dir=tmp_path / "run", paths=nnunet_paths, executor=ex)
+    with pytest.raises(InputError, match="method 'oracle' trains on the reference set's true labels"):
+        driver.run_experiment(_plan(method="oracle"), opts)
+    assert ex.ran == []  # refused before any training
+
+
+def test_seed_draws_need_a_labeled_pool(tmp_path, nnunet_paths, fake_prepare):
+    """Seeds redraw S from S + R, so R needs ground truth: a clear error names the cases."""
+    ds = write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
+    shutil.rmtree(ds / "labelsRef")
+    with pytest.raises(InputError, match="without a label file"):
+        run_comparison(_plan(), _options(tmp_path, nnunet_paths, FakeNnUNetExecutor(), seeds=[1],
+                                         methods=["supervised"]))
