@@ -34,11 +34,9 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -50,17 +48,6 @@ from atso_nnunet.errors import InputError
 from atso_nnunet.io import Geometry, write_array, write_json
 
 logger = logging.getLogger(__name__)
-
-DOMAINS = ("A", "B")
-GENERATOR_VERSION = 1
-
-# Per-domain defaults of the options a user may leave unset.
-DOMAIN_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "A": {"shape": (160, 160, 64), "spacing": (0.8, 0.8, 2.5), "noise_sigma": 12.0, "hu_offset": 0.0,
-          "lesions": False},
-    "B": {"shape": (160, 160, 32), "spacing": (0.8, 0.8, 5.0), "noise_sigma": 22.0, "hu_offset": 30.0,
-          "lesions": True},
-}
 
 # Mean tissue HU per contrast phase (A: portal venous, B: pancreatic / late arterial).
 _TISSUE_HU: Dict[str, Dict[str, float]] = {
@@ -77,217 +64,12 @@ _DOMAIN_CODE = {"A": 1, "B": 2}
 _DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Options of the synthetic CT generator; ``None`` fields take the domain's default.
-
-    Attributes:
-        domain: ``"A"`` (NIH-like, venous, no lesions) or ``"B"`` (MSD-like, arterial, lesions).
-        shape: volume size (x, y, z) in voxels; default (160, 160, 64) for A, (160, 160, 32) for
-            B (thicker slices over the same length). At least 16 x 16 x 4.
-        spacing: voxel size (x, y, z) in mm; default (0.8, 0.8, 2.5) for A, (0.8, 0.8, 5.0) for B.
-        seed: base seed (>= 0); case ``i`` draws from ``np.random.default_rng([seed, i, domain])``.
-        noise_sigma: standard deviation of the image noise in HU; default 12 (A), 22 (B).
-        hu_offset: scanner calibration offset added to every voxel, HU; default 0 (A), 30 (B).
-        lesions: put 1-2 hypodense lesions (label 2) inside the organ; default False (A), True (B).
-    """
-
-    domain: str = "A"
-    shape: Optional[Tuple[int, int, int]] = None
-    spacing: Optional[Tuple[float, float, float]] = None
-    seed: int = 0
-    noise_sigma: Optional[float] = None
-    hu_offset: Optional[float] = None
-    lesions: Optional[bool] = None
-
-    def __post_init__(self) -> None:
-        if self.domain not in DOMAINS:
-            raise InputError(f"SyntheticConfig.domain must be one of {list(DOMAINS)}, got {self.domain!r}")
-        defaults = DOMAIN_DEFAULTS[self.domain]
-        for name in ("shape", "spacing", "noise_sigma", "hu_offset", "lesions"):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, defaults[name])
-
-        shape = _triple(self.shape, "shape")
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in shape):
-            raise InputError(f"SyntheticConfig.shape must be three integers (x, y, z), got {self.shape!r}")
-        if shape[0] < 16 or shape[1] < 16 or shape[2] < 4:
-            raise InputError(f"SyntheticConfig.shape (x, y, z) must be at least (16, 16, 4), got {tuple(shape)}")
-        object.__setattr__(self, "shape", tuple(int(v) for v in shape))
-
-        spacing = _triple(self.spacing, "spacing")
-        if not all(_is_number(v) and 0 < float(v) < 100 for v in spacing):
-            raise InputError(f"SyntheticConfig.spacing must be three numbers in (0, 100) mm, got {self.spacing!r}")
-        object.__setattr__(self, "spacing", tuple(float(v) for v in spacing))
-
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
-            raise InputError(f"SyntheticConfig.seed must be an integer >= 0, got {self.seed!r}")
-        object.__setattr__(self, "seed", int(self.seed))
-        if not _is_number(self.noise_sigma) or not 0 <= float(self.noise_sigma) <= 500:
-            raise InputError(f"SyntheticConfig.noise_sigma must be a number in [0, 500] HU, got {self.noise_sigma!r}")
-        object.__setattr__(self, "noise_sigma", float(self.noise_sigma))
-        if not _is_number(self.hu_offset) or not -500 <= float(self.hu_offset) <= 500:
-            raise InputError(f"SyntheticConfig.hu_offset must be a number in [-500, 500] HU, got {self.hu_offset!r}")
-        object.__setattr__(self, "hu_offset", float(self.hu_offset))
-        if not isinstance(self.lesions, (bool, np.bool_)):
-            raise InputError(f"SyntheticConfig.lesions must be true or false, got {self.lesions!r}")
-        object.__setattr__(self, "lesions", bool(self.lesions))
-
-    @property
-    def labels(self) -> Dict[str, int]:
-        """nnU-Net ``labels`` of the cases this configuration generates."""
-        labels = {"background": 0, "pancreas": 1}
-        if self.lesions:
-            labels["tumour"] = 2
-        return labels
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The resolved options as plain JSON types."""
-        d = asdict(self)
-        d["shape"], d["spacing"] = list(self.shape), list(self.spacing)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SyntheticConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise an InputError naming them."""
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError(f"unknown SyntheticConfig option(s) {unknown}; known: {sorted(known)}")
-        kwargs = dict(d)
-        for k in ("shape", "spacing"):
-            if isinstance(kwargs.get(k), list):
-                kwargs[k] = tuple(kwargs[k])
-        return cls(**kwargs)
+from atso_nnunet.data.synthetic_config import (  # noqa: E402, F401  (re-exported)
+    DOMAIN_DEFAULTS, DOMAINS, GENERATOR_VERSION, SyntheticConfig, _is_number, _triple)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _triple(value: Any, name: str) -> tuple:
-    try:
-        values = tuple(value)
-    except TypeError:
-        values = ()
-    if len(values) != 3:
-        raise InputError(f"SyntheticConfig.{name} must have three values (x, y, z), got {value!r}")
-    return values
-
-
-# ----------------------------------------------------------------------------------------------
-# Geometry helpers (normalised coordinates)
-
-
-@dataclass
-class _Grid:
-    """Voxel-centre coordinates in normalised units, broadcastable to (z, y, x)."""
-
-    shape_zyx: Tuple[int, int, int]
-    spacing_xyz: Tuple[float, float, float]
-    half: float                      # mm per normalised unit
-    x: np.ndarray = field(repr=False)
-    y: np.ndarray = field(repr=False)
-    z: np.ndarray = field(repr=False)
-
-    @classmethod
-    def of(cls, shape_xyz: Tuple[int, int, int], spacing_xyz: Tuple[float, float, float]) -> "_Grid":
-        half = shape_xyz[0] * spacing_xyz[0] / 2.0
-        axes = [((np.arange(n) + 0.5) * s - n * s / 2.0) / half for n, s in zip(shape_xyz, spacing_xyz)]
-        x, y, z = (a.astype(np.float32) for a in axes)
-        return cls(tuple(reversed(shape_xyz)), spacing_xyz, half, x[None, None, :], y[None, :, None], z[:, None, None])
-
-    @property
-    def z_half(self) -> float:
-        """Half the z extent in normalised units."""
-        return self.shape_zyx[0] * self.spacing_xyz[2] / 2.0 / self.half
-
-    def box(self, lo: np.ndarray, hi: np.ndarray) -> Tuple[slice, slice, slice]:
-        """Index slices (z, y, x) of the voxels whose centres may lie in [lo, hi] (x, y, z)."""
-        out = []
-        for axis, coords in ((2, self.z), (1, self.y), (0, self.x)):
-            c = coords.ravel()
-            i0 = int(np.searchsorted(c, lo[axis], side="left"))
-            i1 = int(np.searchsorted(c, hi[axis], side="right"))
-            out.append(slice(max(i0 - 1, 0), min(i1 + 1, c.size)))
-        return tuple(out)
-
-    def sub(self, box: Tuple[slice, slice, slice]):
-        """Coordinates (x, y, z) restricted to ``box``."""
-        return self.x[:, :, box[2]], self.y[:, box[1], :], self.z[box[0], :, :]
-
-
-def _ellipsoid(grid: _Grid, center, semi, rough: Optional[np.ndarray] = None) -> np.ndarray:
-    """Boolean mask of an axis-aligned ellipsoid (normalised units); ``rough`` bends its surface."""
-    r2 = (((grid.x - center[0]) / semi[0]) ** 2 + ((grid.y - center[1]) / semi[1]) ** 2
-          + ((grid.z - center[2]) / semi[2]) ** 2)
-    if rough is not None:
-        r2 = r2 + rough
-    return r2 <= 1.0
-
-
-def _cylinder(grid: _Grid, center_xy, semi_xy, z_range=(-np.inf, np.inf)) -> np.ndarray:
-    """Boolean mask of a z-aligned elliptic cylinder between ``z_range``."""
-    disk = ((grid.x - center_xy[0]) / semi_xy[0]) ** 2 + ((grid.y - center_xy[1]) / semi_xy[1]) ** 2 <= 1.0
-    zin = (grid.z >= z_range[0]) & (grid.z <= z_range[1])
-    return disk & zin
-
-
-def _bezier(ctrl: np.ndarray, n: int = 17) -> np.ndarray:
-    """``n`` points (n, 3) on the cubic Bezier curve with control points ``ctrl`` (4, 3)."""
-    t = np.linspace(0.0, 1.0, n)[:, None]
-    return ((1 - t) ** 3 * ctrl[0] + 3 * (1 - t) ** 2 * t * ctrl[1] + 3 * (1 - t) * t ** 2 * ctrl[2]
-            + t ** 3 * ctrl[3])
-
-
-def _tube_distance(grid: _Grid, points: np.ndarray, reach: float):
-    """Distance to a polyline and its curve parameter, in the box ``reach`` around it.
-
-    Returns:
-        (box, dist, t): index slices (z, y, x), distance (normalised units) and the parameter in
-        [0, 1] of the nearest curve point, both shaped like the box.
-    """
-    box = grid.box(points.min(axis=0) - reach, points.max(axis=0) + reach)
-    x, y, z = grid.sub(box)
-    shape = (z.shape[0], y.shape[1], x.shape[2])
-    best = np.full(shape, np.inf, np.float32)
-    tpar = np.zeros(shape, np.float32)
-    n_seg = len(points) - 1
-    for k in range(n_seg):
-        a, ab = points[k], points[k + 1] - points[k]
-        dx, dy, dz = x - a[0], y - a[1], z - a[2]
-        s = np.clip((dx * ab[0] + dy * ab[1] + dz * ab[2]) / max(float(ab @ ab), 1e-12), 0.0, 1.0)
-        d2 = (dx - s * ab[0]) ** 2 + (dy - s * ab[1]) ** 2 + (dz - s * ab[2]) ** 2
-        closer = d2 < best
-        best = np.where(closer, d2, best)
-        tpar = np.where(closer, (k + s) / n_seg, tpar)
-    return box, np.sqrt(best), tpar
-
-
-def _smooth_noise(rng: np.random.Generator, shape_zyx, spacing_norm_zyx, cell: float) -> np.ndarray:
-    """Low-frequency noise (unit variance) with correlation length ``cell`` (normalised units).
-
-    White noise on a coarse lattice (one node per ``cell``) is interpolated with Gaussian weights,
-    one axis at a time (separable products): smooth blobs at a fraction of the cost of
-    ``ndimage.zoom``.
-    """
-    coarse = [max(2, int(math.ceil(n * s / cell)) + 1) for n, s in zip(shape_zyx, spacing_norm_zyx)]
-    field_ = rng.standard_normal(coarse).astype(np.float32)
-    wz, wy, wx = (_interpolation_weights(n, c) for n, c in zip(shape_zyx, coarse))
-    # einsum without ``optimize`` runs numpy's own single-threaded loops: no BLAS threads fighting
-    # for the cores, and the same sums on every BLAS build.
-    field_ = np.einsum("zc,cba->zba", wz, field_)
-    field_ = np.einsum("yb,zba->zya", wy, field_)
-    field_ = np.einsum("xa,zya->zyx", wx, field_)
-    std = float(field_.std())
-    return field_ / std if std > 0 else field_
-
-
-def _interpolation_weights(n: int, c: int, width: float = 0.6) -> np.ndarray:
-    """(n, c) Gaussian interpolation weights from ``c`` lattice nodes to ``n`` voxel centres."""
-    pos = (np.arange(n) + 0.5) * (c - 1) / n
-    w = np.exp(-0.5 * ((pos[:, None] - np.arange(c)[None, :]) / width) ** 2)
-    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+from atso_nnunet.data.synthetic_shapes import (  # noqa: E402  (the generator's shapes)
+    _bezier, _cylinder, _ellipsoid, _Grid, _interpolation_weights, _smooth_noise, _tube_distance)  # noqa: F401
 
 
 # ----------------------------------------------------------------------------------------------
