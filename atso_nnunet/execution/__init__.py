@@ -24,7 +24,8 @@ __all__ = ["EXECUTOR_KINDS", "CommandJob", "Executor", "Job", "JobResult", "Loca
 
 
 def make_executor(kind: str, gpus: Optional[Sequence[str]] = None, slurm: Optional[SlurmConfig] = None,
-                  retries: Optional[int] = None, max_parallel: Optional[int] = None) -> Executor:
+                  retries: Optional[int] = None, max_parallel: Optional[int] = None,
+                  warm_workers: Optional[bool] = None) -> Executor:
     """Build the executor named ``kind``.
 
     Args:
@@ -34,13 +35,19 @@ def make_executor(kind: str, gpus: Optional[Sequence[str]] = None, slurm: Option
         retries: resubmissions of a failed job; ``None``: 1 for ``"local"``,
             ``slurm.retries`` for ``"slurm"`` (a value given here overrides it).
         max_parallel: local only: jobs at a time (default: number of GPUs, or 1).
+        warm_workers: local only: run nnU-Net's commands in warm workers
+            (:mod:`atso_nnunet.execution.warm`); ``None``: unless ``ATSO_WARM_WORKERS=0``.
 
     Raises:
         InputError: unknown ``kind``, missing ``slurm`` configuration, or an invalid option.
     """
     try:
         if kind == "local":
-            return LocalExecutor(gpus=gpus, max_parallel=max_parallel, retries=1 if retries is None else retries)
+            from atso_nnunet.execution.warm import warm_workers_enabled
+
+            warm = warm_workers_enabled() if warm_workers is None else warm_workers
+            return LocalExecutor(gpus=gpus, max_parallel=max_parallel, retries=1 if retries is None else retries,
+                                 warm=warm)
         if kind == "slurm":
             if not isinstance(slurm, SlurmConfig):
                 raise InputError("executor 'slurm' needs a SlurmConfig (option 'slurm'), got "

@@ -17,10 +17,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import IO, Deque, Dict, Iterator, List, Optional, Sequence
+from typing import IO, Deque, Dict, Iterator, List, Optional, Sequence, Union
 
 from atso_nnunet.execution.jobs import (Executor, Job, JobResult, attempt_header, check_batch,
                                         check_retries, raise_failures)
+from atso_nnunet.execution.warm import WarmPool
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,19 @@ class LocalExecutor(Executor):
         retries: how many times a failed job is run again (with its ``resume_argv`` if any).
         poll_interval: seconds between two checks of the running children.
         kill_grace_s: on an interrupt, seconds between SIGTERM and SIGKILL of the children.
+        warm: run nnU-Net's console commands in warm workers (:mod:`atso_nnunet.execution.warm`,
+            one per parallel slot) instead of fresh interpreters; a :class:`WarmPool` to use
+            that one. Other commands always run as plain subprocesses.
+        threads_per_job: warm workers only: cap on each job's torch threads (``None``: nnU-Net's
+            own choice, all CPUs).
 
     Raises:
         ValueError: an option is invalid (the message names it).
     """
 
     def __init__(self, gpus: Optional[Sequence[str]] = None, max_parallel: Optional[int] = None,
-                 retries: int = 1, poll_interval: float = 0.05, kill_grace_s: float = 10.0) -> None:
+                 retries: int = 1, poll_interval: float = 0.05, kill_grace_s: float = 10.0,
+                 warm: Union[bool, WarmPool] = False, threads_per_job: Optional[int] = None) -> None:
         self.gpus: List[str] = [str(g) for g in (gpus or [])]
         if len(set(self.gpus)) != len(self.gpus) or any(not g.strip() or "," in g for g in self.gpus):
             raise ValueError(f"gpus must be distinct single GPU ids (e.g. ['0', '1']), got {list(gpus or [])!r}")
@@ -71,10 +78,19 @@ class LocalExecutor(Executor):
         self.retries = check_retries(retries)
         self.poll_interval = float(poll_interval)
         self.kill_grace_s = float(kill_grace_s)
+        if isinstance(warm, WarmPool):
+            self.warm: Optional[WarmPool] = warm
+        else:
+            self.warm = WarmPool(max_parallel, threads=threads_per_job) if warm else None
 
     def __repr__(self) -> str:
         return (f"LocalExecutor(gpus={self.gpus!r}, max_parallel={self.max_parallel}, "
-                f"retries={self.retries})")
+                f"retries={self.retries}, warm={self.warm!r})")
+
+    def close(self) -> None:
+        """Stop the warm workers, if any (also done when the executor is garbage-collected)."""
+        if self.warm is not None:
+            self.warm.close()
 
     def run_batch(self, jobs: Sequence[Job]) -> List[JobResult]:
         """Run ``jobs`` concurrently within the GPU slots; see :meth:`Executor.run_batch`.
@@ -150,17 +166,20 @@ class LocalExecutor(Executor):
         log = open(job.log_path, "ab")  # noqa: SIM115 - closed when the child is reaped
         log.write(attempt_header(attempt).encode())
         log.flush()
-        logger.info("job %s: attempt %d started%s: %s", job.name, attempt,
-                    "" if slot is None else f" on GPU {slot}", " ".join(argv))
-        try:
-            proc = subprocess.Popen(argv, cwd=job.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
-        except OSError as e:
-            # A missing executable counts as a failed attempt (exit code 127, like a shell).
-            log.write(f"cannot start {argv[0]!r}: {e}\n".encode())
-            log.flush()
-            proc = _NotStarted()
+        proc = None if self.warm is None else self.warm.start(argv, env, job.cwd, log)
+        logger.info("job %s: attempt %d started%s%s: %s", job.name, attempt,
+                    "" if slot is None else f" on GPU {slot}", "" if proc is None else " (warm worker)",
+                    " ".join(argv))
+        if proc is None:
+            try:
+                proc = subprocess.Popen(argv, cwd=job.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
+            except OSError as e:
+                # A missing executable counts as a failed attempt (exit code 127, like a shell).
+                log.write(f"cannot start {argv[0]!r}: {e}\n".encode())
+                log.flush()
+                proc = _NotStarted()
         return _Running(job, proc, log, slot, attempt, time.monotonic())
 
     @contextlib.contextmanager
