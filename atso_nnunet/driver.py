@@ -36,6 +36,7 @@ from atso_nnunet.methods import get_method
 from atso_nnunet.plan import (ExperimentPlan, plan_changes, reference_subsets, resolved, source_dir,
                               validate_against_dataset)
 from atso_nnunet.paths import NnUNetPaths
+from atso_nnunet.progress import Eta
 from atso_nnunet.rundir import RunDir, RunLock
 from atso_nnunet import runners
 from atso_nnunet.runners import PLUGIN_RUNNERS, RunContext
@@ -183,19 +184,21 @@ def _fmt(seconds: float) -> str:
 
 
 class _Progress:
-    """One log line per finished step: count, duration, elapsed time, what comes next."""
+    """One log line per finished step: count, duration, elapsed time, ETA, what comes next."""
 
-    def __init__(self, steps: Sequence[Step], done: Callable[[str], bool]):
+    def __init__(self, steps: Sequence[Step], done: Callable[[str], bool], parallel: int = 1):
         self.total = len(steps)
         self.order = [s.id for s in steps]
         self.done = done
         self.t0 = time.time()
+        self.eta = Eta(steps, parallel=parallel, done=done)
 
     def finished(self, step_id: str, seconds: float) -> None:
+        self.eta.finished(step_id, seconds)
         n = sum(1 for s in self.order if self.done(s))
         nxt = next((s for s in self.order if not self.done(s)), None)
-        logger.info("[%d/%d] %s done in %.1f s (elapsed %s)%s", n, self.total, step_id, seconds,
-                    _fmt(time.time() - self.t0), f"; next: {nxt}" if nxt else "")
+        logger.info("[%d/%d] %s done in %.1f s (elapsed %s; %s)%s", n, self.total, step_id, seconds,
+                    _fmt(time.time() - self.t0), self.eta.describe(step_id), f"; next: {nxt}" if nxt else "")
 
 
 def _run_batch(ctx: RunContext, batch: Sequence[Step], executor: Executor, progress: _Progress) -> None:
@@ -348,7 +351,7 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
             from atso_nnunet.execution import make_executor
 
             executor = make_executor("local")
-        progress = _Progress(steps, run.is_done)
+        progress = _Progress(steps, run.is_done, parallel=getattr(executor, "max_parallel", 1))
         if options.only_step:
             return _run_only(ctx, steps, options.only_step, executor, progress)
         logger.info("%d steps, %d already done", len(steps), sum(run.is_done(s.id) for s in steps))

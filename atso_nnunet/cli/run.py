@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where nnU-Net jobs run: this machine or SLURM job arrays (default: %(default)s)")
     ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, one job at a time)")
     ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
+    ex.add_argument("--no-warm-workers", dest="warm_workers", action="store_false", default=None,
+                    help="local: start every nnU-Net command as a fresh subprocess instead of forking it from a "
+                         "worker that imported torch and nnU-Net once (also: ATSO_WARM_WORKERS=0)")
     ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion (default: %(default)s)")
     ex.add_argument("--dry-run", action="store_true", help="print every command (nnU-Net's own for training and "
                                                           "prediction) in order, run nothing")
@@ -124,7 +127,7 @@ def make_executor_from_args(args, run_dir: Path, plan=None):
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if args.executor == "slurm":
         return make_executor("slurm", slurm=slurm_config(args, plan, run_dir), retries=args.retries)
-    return make_executor("local", gpus=gpus, retries=args.retries)
+    return make_executor("local", gpus=gpus, retries=args.retries, warm_workers=args.warm_workers)
 
 
 def _run(args) -> int:
