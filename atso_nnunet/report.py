@@ -1,4 +1,5 @@
-"""Per-generation reports of a run: ``report.md``, ``report.csv``, ``report.json``, ``report.png``.
+"""Per-generation reports of a run: ``report.md``, ``report.csv``, ``report.json``, ``report.png``, and
+``report_logs.md`` (the log of every nnU-Net command).
 
 The layout follows Tables 1 and 4 of the ATSO paper: accuracy of the updated pseudo-labels on
 the reference set R and of the generation's model M_t on the test set E, and for ATSO the
@@ -25,6 +26,8 @@ from typing import Callable, Dict, List, Optional
 from atso_nnunet.io import atomic_path, write_json, write_text
 
 logger = logging.getLogger(__name__)
+
+LOGS_FILE = "report_logs.md"
 
 
 @dataclass
@@ -65,7 +68,7 @@ class RunReport:
         generations: one record per finished generation, in order.
         final: figures of the final model on E (``test_dsc_mean``, ``test_dsc_global``), or ``None``.
         how_evaluated: sentence on how M_t is evaluated per generation.
-        logs: step id -> log file, linked from ``report.md``.
+        logs: step id -> log file, listed in ``report_logs.md`` (linked from ``report.md``).
     """
 
     method: str
@@ -118,10 +121,12 @@ def render_markdown(report: RunReport) -> str:
     if report.how_evaluated:
         out.write(report.how_evaluated + "\n\n")
     out.write("## Accuracy per generation (Table 1 layout)\n\n")
-    out.write(f"| Generation | @R (pseudo-labels) | @E ({report.metric}) | @E mean | @E global |\n|---|---|---|---|---|\n")
+    out.write(f"@E: DSC of M_t on the test set, mean over cases and global (all cases as one volume); "
+              f"the plan's headline metric is **{report.metric}**.\n\n")
+    out.write("| Generation | @R (pseudo-labels) | @E mean | @E global |\n|---|---|---|---|\n")
     for g in report.generations:
-        out.write(f"| G{g.generation} | {_pct(g.reference_dsc)} | {_pct(g.test_dsc)} | "
-                  f"{_pct(g.test_dsc_mean)} | {_pct(g.test_dsc_global)} |\n")
+        out.write(f"| G{g.generation} | {_pct(g.reference_dsc)} | {_pct(_test_dsc(report, g, 'mean'))} | "
+                  f"{_pct(_test_dsc(report, g, 'global'))} |\n")
     hk = _half_model_keys(report)
     if hk:
         out.write("\n## Half-models on the reference subsets (Table 4 layout)\n\n")
@@ -146,9 +151,22 @@ def render_markdown(report: RunReport) -> str:
         out.write(f"- test DSC (mean over cases): {_pct(report.final.get('test_dsc_mean'))}\n")
         out.write(f"- test DSC (global): {_pct(report.final.get('test_dsc_global'))}\n")
     if report.logs:
-        out.write("\n## Logs\n\n")
-        for step, path in report.logs.items():
-            out.write(f"- `{step}`: [{path}]({path})\n")
+        out.write(f"\nLogs of the {len(report.logs)} nnU-Net commands: [{LOGS_FILE}]({LOGS_FILE}).\n")
+    return out.getvalue()
+
+
+def _test_dsc(report: RunReport, g: GenerationRecord, metric: str) -> Optional[float]:
+    """Test DSC of a generation by ``metric``; the headline value stands in where the other is unset."""
+    value = g.test_dsc_mean if metric == "mean" else g.test_dsc_global
+    return g.test_dsc if value is None and metric == report.metric else value
+
+
+def render_logs(report: RunReport) -> str:
+    """``report_logs.md``: one line per nnU-Net command (step id -> its log, relative to the run folder)."""
+    out = io.StringIO()
+    out.write(f"# {report.plan_name}: {report.method}, logs of the nnU-Net commands\n\n")
+    for step, path in report.logs.items():
+        out.write(f"- `{step}`: [{path}]({path})\n")
     return out.getvalue()
 
 
@@ -213,7 +231,8 @@ def plot(report: RunReport, path: Path) -> Optional[Path]:
 
 
 def write_report(report: RunReport, run_dir: Path, with_plot: bool = True) -> Dict[str, Path]:
-    """Write the report files into ``run_dir`` (atomically) and return their paths.
+    """Write the report files into ``run_dir`` (atomically) and return their paths: ``report.md``,
+    ``.csv``, ``.json``, ``.png`` (if there is anything to plot) and ``report_logs.md`` (if any logs).
 
     ``with_plot=False`` leaves ``report.png`` as it is (drawing it costs about a second).
     """
@@ -223,6 +242,8 @@ def write_report(report: RunReport, run_dir: Path, with_plot: bool = True) -> Di
         "csv": write_text(render_csv(report), run_dir / "report.csv"),
         "json": write_json(report.to_json(), run_dir / "report.json"),
     }
+    if report.logs:
+        files["logs"] = write_text(render_logs(report), run_dir / LOGS_FILE)
     png = plot(report, run_dir / "report.png") if with_plot else None
     if png is not None:
         files["png"] = png

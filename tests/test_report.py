@@ -16,12 +16,15 @@ def _report():
         ],
         final={"test_dsc_mean": 0.8, "test_dsc_global": 0.81},
         how_evaluated="M_t on E: majority vote of both half-models x 3 views.",
+        logs={"g0/train/M0/axial": "logs/g0/train/M0/axial.log"},
     )
 
 
 def test_markdown_has_table1_and_table4_rows():
     md = render_markdown(_report())
-    assert "| G0 | 71.41 | 72.62 | 72.62 | 73.00 |" in md
+    assert "| Generation | @R (pseudo-labels) | @E mean | @E global |" in md  # one column per figure
+    assert "| G0 | 71.41 | 72.62 | 73.00 |" in md
+    assert "| G1 | 75.69 | 78.82 | – |" in md  # the headline value fills its own column
     # Table 4 row of G1 with the four half-model cells, updated R_t and M_t @ E
     assert "| G1 | 72.30 | 75.61 | 75.76 | 75.57 | 75.69 | 78.82 |" in md
     # unknown entries render as a dash
@@ -31,7 +34,11 @@ def test_markdown_has_table1_and_table4_rows():
 
 def test_write_report_files(tmp_path):
     files = write_report(_report(), tmp_path)
-    assert set(files) == {"md", "csv", "json", "png"}
+    assert set(files) == {"md", "csv", "json", "png", "logs"}
+    md = (tmp_path / "report.md").read_text()
+    assert "logs/g0" not in md and "[report_logs.md](report_logs.md)" in md  # logs listed apart
+    assert "- `g0/train/M0/axial`: [logs/g0/train/M0/axial.log](logs/g0/train/M0/axial.log)" in \
+        (tmp_path / "report_logs.md").read_text()
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["method"] == "atso"
     assert [g["generation"] for g in data["generations"]] == [0, 1]
