@@ -285,3 +285,22 @@ def test_warm_workers_switch(monkeypatch):
         assert not warm_workers_enabled({"ATSO_WARM_WORKERS": off})
     assert make_executor("local", warm_workers=False).warm is None
     assert make_executor("local", warm_workers=True).warm is not None
+
+
+def test_cpu_jobs_and_thread_cap(monkeypatch):
+    from atso_nnunet.errors import InputError
+    from atso_nnunet.execution.warm import default_cpu_jobs
+
+    monkeypatch.delenv("ATSO_CPU_JOBS", raising=False)
+    two = make_executor("local", warm_workers=True, cpu_jobs=2)
+    assert two.max_parallel == 2 and two.warm.size == 2 and two.warm.threads == max(1, os.cpu_count() // 2)
+    one = make_executor("local", warm_workers=True, cpu_jobs=1)
+    assert one.max_parallel == 1 and one.warm.threads is None  # one job: nnU-Net's own thread count
+    assert make_executor("local", warm_workers=False).max_parallel == default_cpu_jobs(False) == 1
+    gpus = make_executor("local", gpus=["0", "1"], warm_workers=True, cpu_jobs=2)
+    assert gpus.max_parallel == 2 and gpus.warm.threads is None  # CPU slots apply without GPUs only
+    monkeypatch.setenv("ATSO_CPU_JOBS", "3")
+    assert make_executor("local", warm_workers=True).max_parallel == 3
+    monkeypatch.setenv("ATSO_CPU_JOBS", "zero")
+    with pytest.raises(InputError, match="ATSO_CPU_JOBS"):
+        make_executor("local")

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--no-warm-workers", dest="warm_workers", action="store_false", default=None,
                     help="local: start every nnU-Net command as a fresh subprocess instead of forking it from a "
                          "worker that imported torch and nnU-Net once (also: ATSO_WARM_WORKERS=0)")
+    ex.add_argument("--cpu-jobs", type=int, default=None, metavar="N",
+                    help="local without --gpus: nnU-Net jobs at a time, each with CPUs/N torch threads (default: "
+                         "ATSO_CPU_JOBS, else 1; the thread cap needs warm workers)")
     ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion (default: %(default)s)")
     ex.add_argument("--dry-run", action="store_true", help="print every command (nnU-Net's own for training and "
                                                           "prediction) in order, run nothing")
@@ -127,7 +130,8 @@ def make_executor_from_args(args, run_dir: Path, plan=None):
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if args.executor == "slurm":
         return make_executor("slurm", slurm=slurm_config(args, plan, run_dir), retries=args.retries)
-    return make_executor("local", gpus=gpus, retries=args.retries, warm_workers=args.warm_workers)
+    return make_executor("local", gpus=gpus, retries=args.retries, warm_workers=args.warm_workers,
+                         cpu_jobs=args.cpu_jobs)
 
 
 def _run(args) -> int:

@@ -25,7 +25,7 @@ __all__ = ["EXECUTOR_KINDS", "CommandJob", "Executor", "Job", "JobResult", "Loca
 
 def make_executor(kind: str, gpus: Optional[Sequence[str]] = None, slurm: Optional[SlurmConfig] = None,
                   retries: Optional[int] = None, max_parallel: Optional[int] = None,
-                  warm_workers: Optional[bool] = None) -> Executor:
+                  warm_workers: Optional[bool] = None, cpu_jobs: Optional[int] = None) -> Executor:
     """Build the executor named ``kind``.
 
     Args:
@@ -37,17 +37,25 @@ def make_executor(kind: str, gpus: Optional[Sequence[str]] = None, slurm: Option
         max_parallel: local only: jobs at a time (default: number of GPUs, or 1).
         warm_workers: local only: run nnU-Net's commands in warm workers
             (:mod:`atso_nnunet.execution.warm`); ``None``: unless ``ATSO_WARM_WORKERS=0``.
+        cpu_jobs: local without GPUs: nnU-Net jobs at a time, each with ``cpus // cpu_jobs`` torch
+            threads (a cap that needs warm workers; plain nnU-Net takes every CPU per job).
+            ``None``: :func:`~atso_nnunet.execution.warm.default_cpu_jobs`.
 
     Raises:
         InputError: unknown ``kind``, missing ``slurm`` configuration, or an invalid option.
     """
     try:
         if kind == "local":
-            from atso_nnunet.execution.warm import warm_workers_enabled
+            from atso_nnunet.execution.warm import cpu_threads_per_job, default_cpu_jobs, warm_workers_enabled
 
             warm = warm_workers_enabled() if warm_workers is None else warm_workers
+            threads = None
+            if not gpus:
+                cpu_jobs = default_cpu_jobs(warm) if cpu_jobs is None else cpu_jobs
+                threads = cpu_threads_per_job(cpu_jobs)
+                max_parallel = cpu_jobs if max_parallel is None else max_parallel
             return LocalExecutor(gpus=gpus, max_parallel=max_parallel, retries=1 if retries is None else retries,
-                                 warm=warm)
+                                 warm=warm, threads_per_job=threads)
         if kind == "slurm":
             if not isinstance(slurm, SlurmConfig):
                 raise InputError("executor 'slurm' needs a SlurmConfig (option 'slurm'), got "

@@ -37,12 +37,39 @@ logger = logging.getLogger(__name__)
 WARM_ENV_VAR = "ATSO_WARM_WORKERS"
 # Console scripts run warm by default: nnU-Net's (what the driver runs).
 WARM_DISTRIBUTIONS = ("nnunetv2",)
+# Jobs at a time on a CPU with warm workers (measured in docs/benchmarks.md, "CPU slots").
+DEFAULT_CPU_JOBS_WARM = 1
 
 
 def warm_workers_enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
     """False if ``ATSO_WARM_WORKERS`` is ``0``, ``false``, ``no`` or ``off``; True otherwise."""
     value = (os.environ if environ is None else environ).get(WARM_ENV_VAR, "1")
     return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+CPU_JOBS_ENV_VAR = "ATSO_CPU_JOBS"
+
+
+def default_cpu_jobs(warm: bool, environ: Optional[Mapping[str, str]] = None) -> int:
+    """nnU-Net jobs at a time on a machine without GPUs: ``ATSO_CPU_JOBS`` if set, else
+    :data:`DEFAULT_CPU_JOBS_WARM` with warm workers (which cap each job's threads) and 1 without."""
+    value = (os.environ if environ is None else environ).get(CPU_JOBS_ENV_VAR)
+    if value:
+        try:
+            jobs = int(value)
+        except ValueError:
+            jobs = 0
+        if jobs < 1:
+            raise ValueError(f"{CPU_JOBS_ENV_VAR} must be an integer >= 1, got {value!r}")
+        return jobs
+    return min(DEFAULT_CPU_JOBS_WARM, os.cpu_count() or 1) if warm else 1
+
+
+def cpu_threads_per_job(cpu_jobs: int) -> Optional[int]:
+    """Torch threads per job when ``cpu_jobs`` share the CPUs (``None`` for one job: nnU-Net's choice)."""
+    if isinstance(cpu_jobs, bool) or not isinstance(cpu_jobs, int) or cpu_jobs < 1:
+        raise ValueError(f"cpu_jobs must be an integer >= 1, got {cpu_jobs!r}")
+    return None if cpu_jobs == 1 else max(1, (os.cpu_count() or 1) // cpu_jobs)
 
 
 def console_entry_points(distributions: Sequence[str] = WARM_DISTRIBUTIONS) -> Dict[str, str]:

@@ -1,0 +1,301 @@
+"""Benchmark of the local fast path: warm workers vs plain subprocesses, CPU slots, driver overhead.
+
+Sub-commands (each prints its figures; ``--markdown`` for tables to paste into docs/benchmarks.md):
+
+``threads``  two of the demo's trainings (M0, axial and coronal) on a prepared demo dataset, run
+             (a) one after the other with nnU-Net's default torch threads (all CPUs) and
+             (b) both at once with one torch thread each; warm workers in both cases.
+``startup``  per-call start-up of ``nnUNetv2_train`` / ``nnUNetv2_predict`` on the prepared dataset,
+             warm and plain: a training that stops right after start-up (``--val`` on a model
+             folder without checkpoint: imports, trainer lookup, trainer set-up, then exit 1) and a
+             prediction of an empty folder (imports, model and trainer loaded, nothing to do).
+``demo``     the whole demo (``atso_nnunet_run -d synthetic -f 10pct``) in fresh folders, timed,
+             then the figures of its run folder (as ``figures``).
+``figures``  figures of finished run folders: run wall, sum of job walls, time with at least one
+             job running, driver overhead, and the start-up share estimated from ``startup``'s
+             per-call figures.
+
+The machine load (``/proc/loadavg``) is printed before and after each measurement: on a shared
+machine, say how loaded it was.
+
+Usage:
+    python scripts/bench_fastpath.py threads --work /tmp/fp
+    python scripts/bench_fastpath.py startup --work /tmp/fp --repeat 3
+    python scripts/bench_fastpath.py demo --work /tmp/fp --mode warm     # or plain
+    python scripts/bench_fastpath.py figures /tmp/fp/demo_warm/run /tmp/fp/demo_plain/run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from atso_nnunet.errors import StepFailedError
+from atso_nnunet.execution import Job, LocalExecutor
+from atso_nnunet.execution.warm import WarmPool
+
+PLAN = ("synthetic", "10pct")
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _ctx(nnunet_dir: Path, run_dir: Path):
+    """RunContext and schedule of the demo plan over a prepared nnU-Net folder (as the driver builds them)."""
+    from atso_nnunet import steps as steps_mod
+    from atso_nnunet.cli.common import nnunet_paths
+    from atso_nnunet.experiment import find_plan, load_plan, reference_subsets
+    from atso_nnunet.rundir import RunDir
+    from atso_nnunet.schedule import build_schedule
+
+    plan = load_plan(find_plan(*PLAN))
+    paths = nnunet_paths(nnunet_dir)
+    ctx = steps_mod.RunContext(plan, paths, RunDir(run_dir), paths.raw / f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}",
+                               device="cpu", num_processes=1, schedule=steps_mod.check_schedule(plan.schedule))
+    return ctx, build_schedule(plan, reference_subsets(plan))
+
+
+def prepare(work: Path) -> Path:
+    """The demo's dataset planned and preprocessed under ``work/nn`` (once)."""
+    nn = work / "nn"
+    if not (work / "prep" / "state" / "prepare.done").is_file():
+        subprocess.run([str(Path(sys.executable).parent / "atso_nnunet_run"), "-d", PLAN[0], "-f", PLAN[1],
+                        "--nnunet-dir", str(nn), "--run-dir", str(work / "prep"), "--step", "prepare"], check=True)
+    return nn
+
+
+def _executor(mode: str, slots: int, threads: Optional[int]) -> LocalExecutor:
+    if mode == "warm":
+        return LocalExecutor(max_parallel=slots, retries=0, warm=WarmPool(slots, threads=threads))
+    return LocalExecutor(max_parallel=slots, retries=0)
+
+
+def cmd_threads(args) -> int:
+    from atso_nnunet import steps as steps_mod
+
+    nn = prepare(args.work)
+    views = ["axial", "coronal"]
+    rows = []
+    for trial in range(args.repeat):
+        for label, slots, threads in (("2 jobs one after the other, all CPUs each", 1, None),
+                                      ("2 jobs at once, 1 thread each", 2, 1))[::(1 if trial % 2 == 0 else -1)]:
+            run_dir = args.work / f"threads_{slots}_{trial}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            ctx, steps = _ctx(nn, run_dir)
+            jobs = [steps_mod.train_job(ctx, s) for s in steps if s.kind == "train" and s.model == "M0" and s.view in views]
+            executor = _executor("warm", slots, threads)
+            before = load()
+            executor.run_batch(jobs[:1])  # warm-up: the worker imports (not timed); also one training
+            t0 = time.monotonic()
+            results = executor.run_batch(jobs[1:] + [_rename(j) for j in jobs[:1]])
+            wall = time.monotonic() - t0
+            executor.close()
+            rows.append((label, trial, wall, [round(r.wall_s, 1) for r in results], before, load()))
+            print(f"{label}: {wall:.1f} s (jobs {[round(r.wall_s, 1) for r in results]}; load {before} -> {load()})",
+                  flush=True)
+    if args.markdown:
+        print("\n| schedule | trial | wall of 2 trainings (s) | job walls (s) | load before -> after |\n|---|---:|---:|---|---|")
+        for label, trial, wall, walls, before, after in rows:
+            print(f"| {label} | {trial + 1} | {wall:.1f} | {walls} | {before} -> {after} |")
+    return 0
+
+
+def _rename(job: Job) -> Job:
+    """The same training again into a fresh model folder (the first one was the warm-up)."""
+    from dataclasses import replace
+
+    env = dict(job.env)
+    results = Path(env["nnUNet_results"])
+    env["nnUNet_results"] = str(results.parent.parent / (results.parent.name + "_again") / results.name)
+    return replace(job, name=job.name + "_again", env=env, log_path=job.log_path.with_name(job.log_path.stem + "_again.log"),
+                   argv=[a for a in job.argv if a != "--c"])
+
+
+def cmd_startup(args) -> int:
+    from atso_nnunet import steps as steps_mod
+
+    nn = prepare(args.work)
+    run_dir = args.work / "startup"
+    ctx, steps = _ctx(nn, run_dir)
+    m0 = next(s for s in steps if s.kind == "train" and s.model == "M0" and s.view == "axial")
+    if not (ctx.model_folder("M0", "axial", "ATSOTrainer") / "checkpoint_final.pth").is_file():
+        LocalExecutor(retries=0).run_batch([steps_mod.train_job(ctx, m0)])
+    pred_steps = [s for s in steps if s.kind == "predict" and s.model == "M0" and s.view == "axial"]
+    empty = args.work / "empty_input"
+    empty.mkdir(parents=True, exist_ok=True)
+    figures: Dict[str, Dict[str, List[float]]] = {}
+    for mode in ("warm", "plain"):
+        executor = _executor(mode, 1, None)
+        if mode == "warm":
+            executor.run_batch([_noop_predict(ctx, pred_steps, empty, "warmup")])  # the worker's import: not per call
+        for i in range(args.repeat):
+            train = _startup_train(ctx, steps, f"{mode}{i}")
+            pred = _noop_predict(ctx, pred_steps, empty, f"{mode}{i}")
+            for kind, job in (("train", train), ("predict", pred)):
+                t0 = time.monotonic()
+                try:
+                    executor.run_batch([job])
+                except StepFailedError:  # the training probe exits 1 by design
+                    pass
+                wall = time.monotonic() - t0
+                figures.setdefault(mode, {}).setdefault(kind, []).append(wall)
+            print(f"{mode} #{i + 1}: train {figures[mode]['train'][-1]:.2f} s, predict {figures[mode]['predict'][-1]:.2f} s "
+                  f"(load {load()})", flush=True)
+        executor.close()
+    out = {mode: {kind: statistics.median(v) for kind, v in kinds.items()} for mode, kinds in figures.items()}
+    out["load"] = load()
+    (args.work / "startup.json").write_text(json.dumps({"median_s": out, "all_s": figures}, indent=1))
+    print(json.dumps(out))
+    if args.markdown:
+        print("\n| per call (median of %d) | warm (s) | plain (s) |\n|---|---:|---:|" % args.repeat)
+        for kind in ("train", "predict"):
+            print(f"| `nnUNetv2_{kind}` start-up | {out['warm'][kind]:.2f} | {out['plain'][kind]:.2f} |")
+    return 0
+
+
+def _startup_train(ctx, steps, tag: str) -> Job:
+    from atso_nnunet import steps as steps_mod
+    from dataclasses import replace
+
+    step = next(s for s in steps if s.kind == "train" and s.model == "M0" and s.view == "coronal")
+    job = steps_mod.train_job(ctx, step)
+    # --val on a model folder without a checkpoint: nnU-Net imports, looks the trainer up, sets it up, then
+    # fails to load checkpoint_final.pth (exit 1). That is a training's start-up, without its work.
+    return replace(job, name=f"startup_train_{tag}", argv=[a for a in job.argv if a != "--c"] + ["--val"],
+                   log_path=ctx.run.root / "logs" / f"startup_train_{tag}.log")
+
+
+def _noop_predict(ctx, pred_steps, empty: Path, tag: str) -> Job:
+    from atso_nnunet import steps as steps_mod
+    from dataclasses import replace
+
+    job = steps_mod.predict_job(ctx, pred_steps, link=False)
+    argv = list(job.argv)
+    argv[argv.index("-i") + 1] = str(empty)
+    argv[argv.index("-o") + 1] = str(ctx.run.root / "empty_out" / tag)
+    return replace(job, name=f"startup_predict_{tag}", argv=argv,
+                   log_path=ctx.run.root / "logs" / f"startup_predict_{tag}.log")
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+_TS = r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3})"
+_FINISHED = re.compile(_TS + r" INFO atso_nnunet\.execution\.local: job (\S+): attempt \d+ finished with exit code "
+                       r"(-?\d+) after ([\d.]+) s")
+_READY = re.compile(_TS + r" INFO atso_nnunet\.execution\.warm: warm worker \d+ ready after ([\d.]+) s")
+_ANY = re.compile(_TS + r" ")
+
+
+def _ts(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def run_figures(run_dir: Path, startup: Optional[dict] = None) -> dict:
+    """Figures of a finished run folder from its ``run.log`` (the last driver session in it)."""
+    lines = (run_dir / "run.log").read_text().splitlines()
+    starts = [i for i, line in enumerate(lines) if "atso_nnunet.driver: run folder:" in line]
+    lines = lines[starts[-1]:] if starts else lines
+    stamps = [_ts(m.group(1)) for m in map(_ANY.match, lines) if m]
+    jobs: List[Tuple[float, float, str]] = []
+    for line in lines:
+        m = _FINISHED.match(line)
+        if m:
+            end, wall = _ts(m.group(1)), float(m.group(4))
+            jobs.append((end - wall, end, m.group(2)))
+    ready = [float(m.group(2)) for m in map(_READY.match, lines) if m]
+    wall = stamps[-1] - stamps[0]
+    busy, cur_start, cur_end = 0.0, None, None
+    for s, e, _ in sorted(jobs):
+        if cur_end is None or s > cur_end:
+            if cur_end is not None:
+                busy += cur_end - cur_start
+            cur_start, cur_end = s, e
+        else:
+            cur_end = max(cur_end, e)
+    if cur_end is not None:
+        busy += cur_end - cur_start
+    n_train = sum(1 for _, _, name in jobs if "__train__" in name)
+    n_pred = len(jobs) - n_train
+    out = {"run_dir": str(run_dir), "run_wall_s": round(wall, 1), "jobs": len(jobs), "train_jobs": n_train,
+           "predict_jobs": n_pred, "sum_job_walls_s": round(sum(e - s for s, e, _ in jobs), 1),
+           "time_with_a_job_running_s": round(busy, 1), "warm_worker_ready_s": ready}
+    out["run_wall_over_sum_job_walls"] = round(wall / out["sum_job_walls_s"], 3) if jobs else None
+    out["run_wall_over_busy_time"] = round(wall / busy, 3) if busy else None
+    if startup is not None:
+        mode = "warm" if ready else "plain"
+        per_call = startup["median_s"][mode]
+        total = n_train * per_call["train"] + n_pred * per_call["predict"] + (max(ready) if ready else 0.0)
+        out["startup_mode"] = mode
+        out["startup_estimate_s"] = round(total, 1)
+        out["startup_share"] = round(total / wall, 3)
+    dsc = json.loads((run_dir / "report.json").read_text()).get("final", {}) if (run_dir / "report.json").is_file() else {}
+    out["final_test_dsc_mean"] = dsc.get("test_dsc_mean")
+    return out
+
+
+def cmd_figures(args) -> int:
+    startup = json.loads(args.startup.read_text()) if args.startup and args.startup.is_file() else None
+    for run_dir in args.run_dirs:
+        print(json.dumps(run_figures(run_dir, startup)))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    where = args.work / f"demo_{args.mode}{args.tag}"
+    shutil.rmtree(where, ignore_errors=True)
+    cmd = [str(Path(sys.executable).parent / "atso_nnunet_run"), "-d", PLAN[0], "-f", PLAN[1],
+           "--nnunet-dir", str(where / "nn"), "--run-dir", str(where / "run")]
+    if args.mode == "plain":
+        cmd.append("--no-warm-workers")
+    cmd += args.extra
+    print(f"$ {' '.join(cmd)}\nload before: {load()}", flush=True)
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.monotonic() - t0
+    print(f"exit {res.returncode}; wall {wall:.1f} s ({wall / 60:.1f} min); load after: {load()}", flush=True)
+    if res.returncode != 0:
+        print(res.stderr[-3000:])
+        return res.returncode
+    startup = json.loads(args.startup.read_text()) if args.startup and args.startup.is_file() else None
+    figures = run_figures(where / "run", startup)
+    figures["command_wall_s"] = round(wall, 1)
+    print(json.dumps(figures))
+    (where / "figures.json").write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("threads", "startup", "demo"):
+        p = sub.add_parser(name)
+        p.add_argument("--work", type=Path, required=True, help="scratch folder")
+        p.add_argument("--markdown", action="store_true")
+        if name in ("threads", "startup"):
+            p.add_argument("--repeat", type=int, default=1)
+        if name == "demo":
+            p.add_argument("--mode", choices=("warm", "plain"), required=True)
+            p.add_argument("--tag", default="")
+            p.add_argument("--startup", type=Path, help="startup.json written by the startup command")
+            p.add_argument("extra", nargs="*", help="further atso_nnunet_run options (after --)")
+    p = sub.add_parser("figures")
+    p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument("--startup", type=Path)
+    args = parser.parse_args(argv)
+    if hasattr(args, "work"):
+        args.work = args.work.resolve()
+    return {"threads": cmd_threads, "startup": cmd_startup, "demo": cmd_demo, "figures": cmd_figures}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
