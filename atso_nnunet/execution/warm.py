@@ -108,6 +108,14 @@ def entry_point_for(argv: Sequence[str], env: Mapping[str, str], scripts: Mappin
         return None
 
 
+# The worker's program. A forked child returns from main() with its job and runs it here, at the top
+# level, so that an uncaught exception ends it as it would end the console script.
+WORKER_PROGRAM = ("from atso_nnunet.execution.warm_worker import main\n"
+                  "job = main()\n"
+                  "if job is not None:\n"
+                  "    job.run()\n")
+
+
 class WarmProcess:
     """A job running in a warm worker's child; the parts of :class:`subprocess.Popen` the local
     executor uses (``pid``, ``returncode``, ``poll``, ``wait``)."""
@@ -145,8 +153,7 @@ class WarmWorker:
         out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "atso_nnunet.execution.warm_worker", str(theirs.fileno()),
-                 ",".join(preload)], pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                [sys.executable, "-c", WORKER_PROGRAM, str(theirs.fileno()), ",".join(preload)], pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             theirs.close()

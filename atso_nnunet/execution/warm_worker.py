@@ -1,8 +1,8 @@
 """The warm worker process: imports torch and nnU-Net once, then forks one child per job.
 
 Started by :class:`~atso_nnunet.execution.warm.WarmPool` as
-``python -m atso_nnunet.execution.warm_worker FD`` where FD is its end of a ``SOCK_SEQPACKET``
-socket pair. Protocol (one JSON object per message; the driver's side is
+``python -c WORKER_PROGRAM FD MODULES`` (:data:`~atso_nnunet.execution.warm.WORKER_PROGRAM`), where
+FD is its end of a ``SOCK_SEQPACKET`` socket pair and MODULES the comma-separated modules to import. Protocol (one JSON object per message; the driver's side is
 :class:`~atso_nnunet.execution.warm.WarmWorker`):
 
 - worker -> driver ``{"op": "ready", "seconds": ..., "cuda_touched": bool}`` once the imports are done;
@@ -22,8 +22,8 @@ default signal handlers and mask, stdin ``/dev/null``, stdout and stderr to the 
 job's environment *replacing* the worker's, its working directory, ``sys.argv``, a ``__main__``
 module that is the console script (what ``spawn`` pools re-import), modules that read the
 environment at import time re-read it (:func:`refresh_import_time_settings`), fresh random seeds,
-and the exit code of ``sys.exit(entry())``: the entry point runs at the top of this module, so an
-uncaught exception prints its traceback and exits 1, exactly like the console script.
+and the exit code of ``sys.exit(entry())``: the entry point runs at the top level of the worker's
+program, so an uncaught exception prints its traceback and exits 1, exactly like the console script.
 """
 from __future__ import annotations
 
@@ -272,8 +272,3 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[ChildJob]:
     preload_modules = [m for m in args[1].split(",") if m] if len(args) > 1 else list(DEFAULT_PRELOAD)
     return serve(sock, preload_modules)
 
-
-if __name__ == "__main__":
-    _job = main()
-    if _job is not None:
-        _job.run()
