@@ -81,47 +81,60 @@ def _executor(mode: str, slots: int, threads: Optional[int]) -> LocalExecutor:
 
 
 def cmd_threads(args) -> int:
+    from dataclasses import replace
+
     from atso_nnunet import steps as steps_mod
 
     nn = prepare(args.work)
     views = ["axial", "coronal"]
     rows = []
+    configs = (("2 jobs one after the other, all CPUs each", 1, None), ("2 jobs at once, 1 thread each", 2, 1))
     for trial in range(args.repeat):
-        for label, slots, threads in (("2 jobs one after the other, all CPUs each", 1, None),
-                                      ("2 jobs at once, 1 thread each", 2, 1))[::(1 if trial % 2 == 0 else -1)]:
+        for label, slots, threads in configs[::(1 if trial % 2 == 0 else -1)]:
             run_dir = args.work / f"threads_{slots}_{trial}"
             shutil.rmtree(run_dir, ignore_errors=True)
             ctx, steps = _ctx(nn, run_dir)
             jobs = [steps_mod.train_job(ctx, s) for s in steps if s.kind == "train" and s.model == "M0" and s.view in views]
-            executor = _executor("warm", slots, threads)
+            jobs = [replace(j, env={**j.env, "ATSO_NUM_EPOCHS": str(args.epochs)}) for j in jobs]
+            pool = WarmPool(slots, threads=threads)
+            pool.warm_up(run_dir / "logs")
+            for worker in pool.workers:  # the workers' imports are not timed
+                worker.wait_ready(1800)
             before = load()
-            executor.run_batch(jobs[:1])  # warm-up: the worker imports (not timed); also one training
             t0 = time.monotonic()
-            results = executor.run_batch(jobs[1:] + [_rename(j) for j in jobs[:1]])
+            procs = []
+            pending = list(jobs)
+            walls, cpus = [], []
+            while pending or procs:
+                while pending and len(procs) < slots:
+                    job = pending.pop(0)
+                    job.log_path.parent.mkdir(parents=True, exist_ok=True)
+                    log = open(job.log_path, "ab")
+                    procs.append((pool.start(job.argv, job.child_env(), job.cwd, log), log, time.monotonic()))
+                time.sleep(0.05)
+                for item in [p for p in procs if p[0].poll() is not None]:
+                    proc, log, started = item
+                    procs.remove(item)
+                    log.close()
+                    if proc.returncode != 0:
+                        raise SystemExit(f"training failed ({proc.returncode}); see {run_dir / 'logs'}")
+                    walls.append(round(time.monotonic() - started, 1))
+                    cpus.append(round(proc.cpu_s, 1))
             wall = time.monotonic() - t0
-            executor.close()
-            rows.append((label, trial, wall, [round(r.wall_s, 1) for r in results], before, load()))
-            print(f"{label}: {wall:.1f} s (jobs {[round(r.wall_s, 1) for r in results]}; load {before} -> {load()})",
-                  flush=True)
+            pool.close()
+            rows.append((label, trial, wall, walls, cpus, before, load()))
+            print(f"{label}: {wall:.1f} s (job walls {walls}, job CPU s {cpus}; load {before} -> {load()})", flush=True)
     if args.markdown:
-        print("\n| schedule | trial | wall of 2 trainings (s) | job walls (s) | load before -> after |\n|---|---:|---:|---|---|")
-        for label, trial, wall, walls, before, after in rows:
-            print(f"| {label} | {trial + 1} | {wall:.1f} | {walls} | {before} -> {after} |")
+        print("\n| schedule | trial | wall, 2 trainings (s) | job walls (s) | job CPU (s) | load before -> after |\n"
+              "|---|---:|---:|---|---|---|")
+        for label, trial, wall, walls, cpus, before, after in rows:
+            print(f"| {label} | {trial + 1} | {wall:.1f} | {walls} | {cpus} | {before} -> {after} |")
     return 0
 
 
-def _rename(job: Job) -> Job:
-    """The same training again into a fresh model folder (the first one was the warm-up)."""
+def cmd_startup(args) -> int:
     from dataclasses import replace
 
-    env = dict(job.env)
-    results = Path(env["nnUNet_results"])
-    env["nnUNet_results"] = str(results.parent.parent / (results.parent.name + "_again") / results.name)
-    return replace(job, name=job.name + "_again", env=env, log_path=job.log_path.with_name(job.log_path.stem + "_again.log"),
-                   argv=[a for a in job.argv if a != "--c"])
-
-
-def cmd_startup(args) -> int:
     from atso_nnunet import steps as steps_mod
 
     nn = prepare(args.work)
@@ -129,7 +142,8 @@ def cmd_startup(args) -> int:
     ctx, steps = _ctx(nn, run_dir)
     m0 = next(s for s in steps if s.kind == "train" and s.model == "M0" and s.view == "axial")
     if not (ctx.model_folder("M0", "axial", "ATSOTrainer") / "checkpoint_final.pth").is_file():
-        LocalExecutor(retries=0).run_batch([steps_mod.train_job(ctx, m0)])
+        job = steps_mod.train_job(ctx, m0)  # one short epoch: the prediction only needs a model to load
+        LocalExecutor(retries=0).run_batch([replace(job, env={**job.env, "ATSO_NUM_EPOCHS": "1"})])
     pred_steps = [s for s in steps if s.kind == "predict" and s.model == "M0" and s.view == "axial"]
     empty = args.work / "empty_input"
     empty.mkdir(parents=True, exist_ok=True)
@@ -283,6 +297,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--markdown", action="store_true")
         if name in ("threads", "startup"):
             p.add_argument("--repeat", type=int, default=1)
+        if name == "threads":
+            p.add_argument("--epochs", type=int, default=1, help="epochs of 50 iterations per training")
         if name == "demo":
             p.add_argument("--mode", choices=("warm", "plain"), required=True)
             p.add_argument("--tag", default="")

@@ -125,6 +125,7 @@ class WarmProcess:
         self.pid = pid
         self.args = list(argv)
         self.returncode: Optional[int] = None
+        self.cpu_s: Optional[float] = None  # user + system CPU seconds of the job's process, once it exited
 
     def poll(self) -> Optional[int]:
         if self.returncode is None:
@@ -211,6 +212,7 @@ class WarmWorker:
                 self.ready = True
                 logger.info("warm worker %s ready after %.1f s", self.proc.pid, time.monotonic() - self.started_at)
         elif op == "exited" and self.job is not None and message.get("pid") == self.job.pid:
+            self.job.cpu_s = message.get("cpu_s")
             self.job.returncode = int(message["returncode"])
         elif op == "error":
             self._break(str(message.get("error")))

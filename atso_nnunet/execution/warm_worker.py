@@ -9,8 +9,8 @@ FD is its end of a ``SOCK_SEQPACKET`` socket pair and MODULES the comma-separate
 - driver -> worker ``{"op": "run", "argv": [...], "entry": "module:attr", "env": {...}, "cwd": ...,
   "threads": n or null}`` with the job's log file descriptor attached (``SCM_RIGHTS``);
 - worker -> driver ``{"op": "started", "pid": N}`` once the child leads its own session;
-- worker -> driver ``{"op": "exited", "pid": N, "returncode": rc}`` (``rc`` as ``Popen`` reports it:
-  negative = killed by that signal).
+- worker -> driver ``{"op": "exited", "pid": N, "returncode": rc, "cpu_s": s}`` (``rc`` as ``Popen``
+  reports it: negative = killed by that signal; ``cpu_s``: the child's user + system CPU time).
 
 End of file on the socket stops the worker. The worker dies with the driver (``PR_SET_PDEATHSIG``,
 set by the driver when it starts it) and every child dies with the worker, so a killed driver
@@ -262,8 +262,9 @@ def serve(sock: socket.socket, preload_modules: Sequence[str]) -> Optional[Child
         os.read(read_end, 1)  # empty if the child died before its setsid
         os.close(read_end)
         send(sock, {"op": "started", "pid": pid})
-        _, status = os.waitpid(pid, 0)
-        send(sock, {"op": "exited", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
+        _, status, usage = os.wait4(pid, 0)
+        send(sock, {"op": "exited", "pid": pid, "returncode": os.waitstatus_to_exitcode(status),
+                    "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)})
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[ChildJob]:
