@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "worker that imported torch and nnU-Net once (also: ATSO_WARM_WORKERS=0)")
     ex.add_argument("--cpu-jobs", type=int, default=None, metavar="N",
                     help="local without --gpus: nnU-Net jobs at a time, each with CPUs/N torch threads (default: "
-                         "ATSO_CPU_JOBS, else 1; the thread cap needs warm workers)")
+                         "ATSO_CPU_JOBS, else 2 with warm workers and 1 without; the thread cap needs warm workers)")
     ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion (default: %(default)s)")
     ex.add_argument("--dry-run", action="store_true", help="print every command (nnU-Net's own for training and "
                                                           "prediction) in order, run nothing")

@@ -38,7 +38,9 @@ WARM_ENV_VAR = "ATSO_WARM_WORKERS"
 # Console scripts run warm by default: nnU-Net's (what the driver runs).
 WARM_DISTRIBUTIONS = ("nnunetv2",)
 # Jobs at a time on a CPU with warm workers (measured in docs/benchmarks.md, "CPU slots").
-DEFAULT_CPU_JOBS_WARM = 1
+DEFAULT_CPU_JOBS_WARM = 2
+# A fork of a worker takes well under a second; a loaded machine can stretch that a lot.
+START_TIMEOUT_S = 120.0
 
 
 def warm_workers_enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
@@ -239,9 +241,9 @@ class WarmWorker:
             self._break(f"cannot send the job: {e}")
             return None
         while self.broken is None:
-            readable, _, _ = select.select([self.sock], [], [], 30.0)
+            readable, _, _ = select.select([self.sock], [], [], START_TIMEOUT_S)
             if not readable:
-                self._break("no answer to a job within 30 s")
+                self._break(f"no answer to a job within {START_TIMEOUT_S:.0f} s")
                 return None
             try:
                 reply, fds = protocol.receive(self.sock)
