@@ -208,6 +208,7 @@ _FINISHED = re.compile(_TS + r" INFO atso_nnunet\.execution\.local: job (\S+): a
                        r"(-?\d+) after ([\d.]+) s")
 _READY = re.compile(_TS + r" INFO atso_nnunet\.execution\.warm: warm worker \d+ ready after ([\d.]+) s")
 _ANY = re.compile(_TS + r" ")
+_STEP = re.compile(_TS + r" INFO atso_nnunet\.driver: \[\d+/\d+\] (\S+) done in")
 
 
 def _ts(text: str) -> float:
@@ -228,6 +229,14 @@ def run_figures(run_dir: Path, startup: Optional[dict] = None) -> dict:
             jobs.append((end - wall, end, m.group(2)))
     ready = [float(m.group(2)) for m in map(_READY.match, lines) if m]
     wall = stamps[-1] - stamps[0]
+    phases: Dict[str, float] = {}  # seconds from the start to the last finished step of each phase
+    for line in lines:
+        m = _ANY.match(line)
+        if m and "planning and preprocessing ready" in line:
+            phases["prepare"] = round(_ts(m.group(1)) - stamps[0], 1)
+        step = _STEP.match(line)
+        if step:
+            phases[step.group(2).split("/", 1)[0]] = round(_ts(step.group(1)) - stamps[0], 1)
     busy, cur_start, cur_end = 0.0, None, None
     for s, e, _ in sorted(jobs):
         if cur_end is None or s > cur_end:
@@ -242,9 +251,11 @@ def run_figures(run_dir: Path, startup: Optional[dict] = None) -> dict:
     n_pred = len(jobs) - n_train
     out = {"run_dir": str(run_dir), "run_wall_s": round(wall, 1), "jobs": len(jobs), "train_jobs": n_train,
            "predict_jobs": n_pred, "sum_job_walls_s": round(sum(e - s for s, e, _ in jobs), 1),
-           "time_with_a_job_running_s": round(busy, 1), "warm_worker_ready_s": ready}
+           "time_with_a_job_running_s": round(busy, 1), "warm_worker_ready_s": ready, "phase_end_s": phases}
     out["run_wall_over_sum_job_walls"] = round(wall / out["sum_job_walls_s"], 3) if jobs else None
     out["run_wall_over_busy_time"] = round(wall / busy, 3) if busy else None
+    if busy and "prepare" in phases:  # the driver's share once the data are prepared
+        out["after_prepare_wall_over_busy_time"] = round((wall - phases["prepare"]) / busy, 3)
     if startup is not None:
         mode = "warm" if ready else "plain"
         per_call = startup["median_s"][mode]
@@ -274,12 +285,15 @@ def cmd_demo(args) -> int:
     cmd += args.extra
     print(f"$ {' '.join(cmd)}\nload before: {load()}", flush=True)
     t0 = time.monotonic()
-    res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rc = proc.wait(timeout=args.time_limit)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the driver stops its jobs; rerunning the command would continue
+        rc = proc.wait()
+        print(f"stopped after the time limit of {args.time_limit} s", flush=True)
     wall = time.monotonic() - t0
-    print(f"exit {res.returncode}; wall {wall:.1f} s ({wall / 60:.1f} min); load after: {load()}", flush=True)
-    if res.returncode != 0:
-        print(res.stderr[-3000:])
-        return res.returncode
+    print(f"exit {rc}; wall {wall:.1f} s ({wall / 60:.1f} min); load after: {load()}", flush=True)
     startup = json.loads(args.startup.read_text()) if args.startup and args.startup.is_file() else None
     figures = run_figures(where / "run", startup)
     figures["command_wall_s"] = round(wall, 1)
@@ -303,6 +317,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             p.add_argument("--mode", choices=("warm", "plain"), required=True)
             p.add_argument("--tag", default="")
             p.add_argument("--startup", type=Path, help="startup.json written by the startup command")
+            p.add_argument("--time-limit", type=float, default=None, help="stop the run after this many seconds")
             p.add_argument("extra", nargs="*", help="further atso_nnunet_run options (after --)")
     p = sub.add_parser("figures")
     p.add_argument("run_dirs", type=Path, nargs="+")
