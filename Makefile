@@ -26,5 +26,8 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow"
 
+# --num-processes 1: the demo's cases are tiny; spawned workers would each pay an nnU-Net import
+# (pseudo-label ingestion: docs/benchmarks.md). Local runs use warm workers and, without a GPU,
+# 2 jobs at a time with 1 torch thread each (see README); DEMO_ARGS=--no-warm-workers for plain subprocesses.
 demo: $(STAMP)
-	$(VENV)/bin/atso_nnunet_run -d synthetic -f 10pct --nnunet-dir $(DEMO_DIR)/nnunet --run-dir $(DEMO_DIR)/run $(DEMO_ARGS)
+	$(VENV)/bin/atso_nnunet_run -d synthetic -f 10pct --nnunet-dir $(DEMO_DIR)/nnunet --run-dir $(DEMO_DIR)/run --num-processes 1 $(DEMO_ARGS)

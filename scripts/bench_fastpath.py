@@ -279,7 +279,7 @@ def cmd_demo(args) -> int:
     where = args.work / f"demo_{args.mode}{args.tag}"
     shutil.rmtree(where, ignore_errors=True)
     cmd = [str(Path(sys.executable).parent / "atso_nnunet_run"), "-d", PLAN[0], "-f", PLAN[1],
-           "--nnunet-dir", str(where / "nn"), "--run-dir", str(where / "run")]
+           "--nnunet-dir", str(where / "nn"), "--run-dir", str(where / "run"), "--num-processes", "1"]  # as `make demo`
     if args.mode == "plain":
         cmd.append("--no-warm-workers")
     cmd += args.extra
