@@ -7,7 +7,7 @@ from atso_nnunet.schedule import Step
 TRAIN = [Step(id=f"g0/train/M0/{v}", kind="train", generation=0, model="M0", view=v, init="scratch") for v in ("a", "b", "c")]
 PREDICT = [Step(id=f"g0/predict/M0/{v}/{x}", kind="predict", generation=0, model="M0", view=v,
                 inputs=(f"g0/train/M0/{v}",)) for v in ("a", "b", "c") for x in ("R", "E")]
-FUSE = [Step(id="g0/fuse/R_g0", kind="fuse", generation=0, inputs=tuple(s.id for s in PREDICT))]
+FUSE = [Step(id="g0/fuse/R_g0", kind="fuse", generation=0, fusion="vote", inputs=tuple(s.id for s in PREDICT))]
 STEPS = TRAIN + PREDICT + FUSE
 
 
