@@ -52,16 +52,14 @@ def load() -> str:
 
 def _ctx(nnunet_dir: Path, run_dir: Path):
     """RunContext and schedule of the demo plan over a prepared nnU-Net folder (as the driver builds them)."""
-    from atso_nnunet import steps as steps_mod
     from atso_nnunet.cli.common import nnunet_paths
-    from atso_nnunet.experiment import find_plan, load_plan, reference_subsets
-    from atso_nnunet.rundir import RunDir
+    from atso_nnunet.driver import DriverOptions, make_context
+    from atso_nnunet.plan import find_plan, load_plan, reference_subsets
     from atso_nnunet.schedule import build_schedule
 
     plan = load_plan(find_plan(*PLAN))
-    paths = nnunet_paths(nnunet_dir)
-    ctx = steps_mod.RunContext(plan, paths, RunDir(run_dir), paths.raw / f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}",
-                               device="cpu", num_processes=1, schedule=steps_mod.check_schedule(plan.schedule))
+    ctx = make_context(plan, DriverOptions(run_dir=run_dir, paths=nnunet_paths(nnunet_dir), device="cpu",
+                                           num_processes=1))
     return ctx, build_schedule(plan, reference_subsets(plan))
 
 
@@ -83,7 +81,7 @@ def _executor(mode: str, slots: int, threads: Optional[int]) -> LocalExecutor:
 def cmd_threads(args) -> int:
     from dataclasses import replace
 
-    from atso_nnunet import steps as steps_mod
+    from atso_nnunet import runners as steps_mod
 
     nn = prepare(args.work)
     views = ["axial", "coronal"]
@@ -135,13 +133,13 @@ def cmd_threads(args) -> int:
 def cmd_startup(args) -> int:
     from dataclasses import replace
 
-    from atso_nnunet import steps as steps_mod
+    from atso_nnunet import runners as steps_mod
 
     nn = prepare(args.work)
     run_dir = args.work / "startup"
     ctx, steps = _ctx(nn, run_dir)
     m0 = next(s for s in steps if s.kind == "train" and s.model == "M0" and s.view == "axial")
-    if not (ctx.model_folder("M0", "axial", "ATSOTrainer") / "checkpoint_final.pth").is_file():
+    if not steps_mod.outputs_present(ctx, m0):
         job = steps_mod.train_job(ctx, m0)  # one short epoch: the prediction only needs a model to load
         LocalExecutor(retries=0).run_batch([replace(job, env={**job.env, "ATSO_NUM_EPOCHS": "1"})])
     pred_steps = [s for s in steps if s.kind == "predict" and s.model == "M0" and s.view == "axial"]
@@ -178,7 +176,7 @@ def cmd_startup(args) -> int:
 
 
 def _startup_train(ctx, steps, tag: str) -> Job:
-    from atso_nnunet import steps as steps_mod
+    from atso_nnunet import runners as steps_mod
     from dataclasses import replace
 
     step = next(s for s in steps if s.kind == "train" and s.model == "M0" and s.view == "coronal")
@@ -190,7 +188,7 @@ def _startup_train(ctx, steps, tag: str) -> Job:
 
 
 def _noop_predict(ctx, pred_steps, empty: Path, tag: str) -> Job:
-    from atso_nnunet import steps as steps_mod
+    from atso_nnunet import runners as steps_mod
     from dataclasses import replace
 
     job = steps_mod.predict_job(ctx, pred_steps, link=False)
