@@ -304,3 +304,17 @@ def test_cpu_jobs_and_thread_cap(monkeypatch):
     monkeypatch.setenv("ATSO_CPU_JOBS", "zero")
     with pytest.raises(InputError, match="ATSO_CPU_JOBS"):
         make_executor("local")
+
+
+def test_dry_run_commands_identical_with_and_without_warm_workers(tmp_path, capsys):
+    """Warm workers change how a command starts, never which command: --dry-run prints the same."""
+    from atso_nnunet.cli.run import main
+
+    outputs = []
+    for flags in ([], ["--no-warm-workers"], ["--cpu-jobs", "1"]):
+        args = ["-d", "synthetic", "-f", "10pct", "--nnunet-dir", str(tmp_path / "nn"),
+                "--run-dir", str(tmp_path / "run"), "--dry-run", *flags]
+        assert main(args) == 0
+        outputs.append(capsys.readouterr().out)
+    assert "nnUNetv2_train" in outputs[0] and "nnUNetv2_predict" in outputs[0]
+    assert outputs[0] == outputs[1] == outputs[2]
