@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_nnunet_dir_option(ex)
     ex.add_argument("--executor", choices=("local", "slurm"), default="local",
                     help="where nnU-Net jobs run: this machine or SLURM job arrays (default: %(default)s)")
-    ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, one job at a time)")
+    ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, see --cpu-jobs)")
     ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
     ex.add_argument("--no-warm-workers", dest="warm_workers", action="store_false", default=None,
                     help="local: start every nnU-Net command as a fresh subprocess instead of forking it from a "

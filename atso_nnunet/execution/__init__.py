@@ -10,12 +10,15 @@ Use :func:`make_executor` to build one from command-line options.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Optional, Sequence
 
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution.jobs import Executor, Job, JobResult
 from atso_nnunet.execution.local import LocalExecutor
 from atso_nnunet.execution.slurm import CommandJob, SlurmConfig, SlurmExecutor, render_submission
+
+logger = logging.getLogger(__name__)
 
 EXECUTOR_KINDS = ("local", "slurm")
 
@@ -54,6 +57,9 @@ def make_executor(kind: str, gpus: Optional[Sequence[str]] = None, slurm: Option
                 cpu_jobs = default_cpu_jobs(warm) if cpu_jobs is None else cpu_jobs
                 threads = cpu_threads_per_job(cpu_jobs)
                 max_parallel = cpu_jobs if max_parallel is None else max_parallel
+                if cpu_jobs > 1 and not warm:
+                    logger.warning("%d CPU jobs at a time without warm workers: nnU-Net gives each job a thread "
+                                   "per CPU, so the jobs share the cores", cpu_jobs)
             return LocalExecutor(gpus=gpus, max_parallel=max_parallel, retries=1 if retries is None else retries,
                                  warm=warm, threads_per_job=threads)
         if kind == "slurm":
