@@ -8,6 +8,11 @@ labeled domain A cases, unlabeled reference and test cases from domain B (MSD-li
 thicker slices, calibration offset, lesions labelled 2), scored with the global DSC and the MSD
 label mapping {2: 1}. Sizes and the network / training overrides are chosen so that
 ``make demo`` (10pct, 2 generations, 3 views) fits in 15 minutes on a 2-core CPU.
+
+Benchmark plans (bench_10pct, bench_transfer): the regime calibrated in docs/calibration.md with
+labeled-only and oracle runs only (scripts/calibrate_regime.py builds its plans with
+:func:`bench_plan`): more cases, a larger test set and a schedule long enough for the oracle to
+converge. The demo plans above are left as they are.
 """
 from __future__ import annotations
 
@@ -99,12 +104,125 @@ def transfer_plan() -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# Benchmark regime (docs/calibration.md). Calibrated with labeled-only and oracle runs only.
+
+BENCH_N_CASES = 28           # per domain: 8 test + 20 training cases
+BENCH_N_TEST = 8
+BENCH_SHAPE_A, BENCH_SPACING_A = SHAPE_A, SPACING_A
+BENCH_SHAPE_B, BENCH_SPACING_B = SHAPE_B, SPACING_B
+BENCH_SOURCE_A, BENCH_SOURCE_B = "Dataset985_SynthBenchA", "Dataset986_SynthBenchB"
+# 100 epochs x 50 iterations = 5,000 iterations per training, the demo's learning-rate settings.
+BENCH_SCHEDULE = {**SCHEDULE, "num_epochs": 100}
+
+
+def bench_generator(domain: str = "A", n_cases: int = BENCH_N_CASES, seed: int = 0, shape=None, spacing=None,
+                    noise_sigma=None) -> dict:
+    """Generator options of a benchmark source (``plan["synthetic"][source]``)."""
+    spec = {"domain": domain, "n_cases": n_cases, "seed": seed,
+            "shape": list(shape or (BENCH_SHAPE_A if domain == "A" else BENCH_SHAPE_B)),
+            "spacing": list(spacing or (BENCH_SPACING_A if domain == "A" else BENCH_SPACING_B))}
+    if noise_sigma is not None:
+        spec["noise_sigma"] = float(noise_sigma)
+    return spec
+
+
+def bench_split(n_cases: int = BENCH_N_CASES, n_test: int = BENCH_N_TEST, prefix: str = "synA"):
+    """(test, train): the first ``n_test`` sorted ids are the test set E, the rest training."""
+    cases = ids(prefix, n_cases)
+    return cases[:n_test], cases[n_test:]
+
+
+def bench_labeled(train, n_labeled: int, seed: int = 0) -> list:
+    """The first ``n_labeled`` of a seeded permutation of ``train``, sorted: 2 inside 4 inside 8."""
+    order = np.random.default_rng(seed).permutation(sorted(train)).tolist()
+    return sorted(order[:n_labeled])
+
+
+def bench_plan(n_labeled, dataset_id: int, dataset_name: str, seed: int = 0, generator=None, schedule=None,
+               source: str = BENCH_SOURCE_A, n_test: int = BENCH_N_TEST, note: str = "") -> dict:
+    """A domain-A benchmark plan: ``n_labeled`` labeled cases (``"all"``: the oracle's S + R).
+
+    The oracle has every training case labeled with its true label and an empty reference set;
+    it is run with method ``supervised``, as labeled-only is.
+    """
+    generator = dict(generator or bench_generator())
+    test, train = bench_split(generator["n_cases"], n_test, f"syn{generator['domain']}")
+    labeled = sorted(train) if n_labeled == "all" else bench_labeled(train, n_labeled, seed)
+    return {
+        "name": f"synthetic benchmark, {len(labeled)} of {len(train)} training cases labeled (domain A)",
+        "note": note,
+        "sources": [source],
+        "dataset_id": dataset_id,
+        "dataset_name": dataset_name,
+        "convert_hint": "generated automatically on first use (atso_nnunet_synth)",
+        "labeled": labeled,
+        "reference": [c for c in train if c not in labeled],
+        "test": test,
+        **method_settings(seed),
+        "generations": 3,
+        "metric": "mean",
+        "eval_label_map": {},
+        "network": NETWORK,
+        "schedule": dict(schedule or BENCH_SCHEDULE),
+        "synthetic": {source: generator},
+        # The oracle has no unlabeled cases, so only method supervised is valid for it.
+        **({"method": "supervised", "generations": 0} if n_labeled == "all" else {}),
+    }
+
+
+BENCH_NOTE = ("Benchmark regime calibrated with labeled-only and oracle runs only (docs/calibration.md, "
+              "scripts/calibrate_regime.py; no semi-supervised method was looked at).")
+
+
+def bench_10pct_plan() -> dict:
+    """Domain A, 2 of 20 training cases labeled (10%), 8 test cases, the calibrated schedule."""
+    test, train = bench_split()
+    plan = bench_plan(2, 987, "SynthBench10pct", note=(
+        f"{BENCH_NOTE} {BENCH_N_CASES} domain-A cases: the first {BENCH_N_TEST} sorted are the test set E, "
+        f"of the other {len(train)} training cases 2 are labeled (10%), the first 2 of "
+        "np.random.default_rng(0).permutation(train), sorted; the rest is the reference set. Views and method "
+        "are defaults: the calibration ran axial only (--views axial). Written by scripts/make_synthetic_plans.py."))
+    plan["name"] = "synthetic benchmark 10% labeled (domain A)"
+    return plan
+
+
+def bench_transfer_plan() -> dict:
+    """Labeled: the 20 domain-A training cases; unlabeled R and test E from domain B."""
+    gen_a, gen_b = bench_generator("A"), bench_generator("B")
+    test_b, ref_b = bench_split(prefix="synB")
+    _, train_a = bench_split()
+    return {
+        "name": "synthetic benchmark transfer A -> B",
+        "note": f"{BENCH_NOTE} Same generator sizes and schedule as bench_10pct.json. Labeled: the "
+                f"{len(train_a)} domain-A training cases of bench_10pct (its S + R, with labels); unlabeled reference "
+                f"and test cases from domain B (MSD-like: arterial phase, thicker slices, +30 HU calibration offset, "
+                f"hypodense lesions labelled 2): the first {BENCH_N_TEST} sorted B cases are the test set. Scored with "
+                "the global DSC, lesion counted as organ {2: 1}. Written by scripts/make_synthetic_plans.py.",
+        "sources": [BENCH_SOURCE_A, BENCH_SOURCE_B],
+        "dataset_id": 988,
+        "dataset_name": "SynthBenchTransfer",
+        "convert_hint": "generated automatically on first use (atso_nnunet_synth)",
+        "labeled": train_a,
+        "reference": ref_b,
+        "test": test_b,
+        **method_settings(0),
+        "generations": 3,
+        "metric": "global",
+        "eval_label_map": {"2": 1},
+        "network": NETWORK,
+        "schedule": dict(BENCH_SCHEDULE),
+        "synthetic": {BENCH_SOURCE_A: gen_a, BENCH_SOURCE_B: gen_b},
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "plans" / "synthetic")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    plans = {"10pct": semi_plan(10, 2, 981), "20pct": semi_plan(20, 3, 982), "transfer": transfer_plan()}
+    plans = {"10pct": semi_plan(10, 2, 981), "20pct": semi_plan(20, 3, 982), "transfer": transfer_plan(),
+             "bench_10pct": bench_10pct_plan(), "bench_transfer": bench_transfer_plan()}
     for name, plan in plans.items():
         (args.out / f"{name}.json").write_text(json.dumps(plan, indent=2) + "\n")
     return 0

@@ -1,0 +1,183 @@
+"""Calibrate the synthetic benchmark regime with labeled-only and oracle runs only.
+
+    nice -n 5 .venv/bin/python scripts/calibrate_regime.py --work /work/calib_runs [--epochs 100]
+
+Each configuration is an ordinary run folder of the real driver (``atso_nnunet_run --plan <plan>
+--method supervised --views axial --run-dir ...``), one training at a time:
+
+- ``lo<k>``: labeled-only, ``k`` labeled domain-A training cases (the first ``k`` of one seeded
+  permutation, so 2 lie inside 4 inside 8), the rest of the training cases as (unused) reference;
+- ``oracle``: every training case labeled with its true label (S + R), no reference set;
+- ``@2N``: the same at twice the iterations (convergence check); ``#r<i>``: a repeat of the same
+  plan in another run folder (training is not bit-deterministic: run-to-run spread).
+
+No semi-supervised method is run or read here: the regime is fixed before methods are compared.
+Rerunning the same command skips the configurations already in the results file and lets the
+driver continue an unfinished run folder. Results go to ``<out>/<tag>/results.csv`` and
+``results.json`` after every configuration; run folders stay under ``--work``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+logger = logging.getLogger("calibrate_regime")
+
+# Order matters: the regime's two conditions first (gap at N, oracle at 2N), then the curve, repeats.
+DEFAULT_CONFIGS = ("lo2", "oracle", "oracle@2N", "lo4", "lo8", "lo2@2N", "lo2#r1", "oracle#r1",
+                   "lo2#r2", "oracle#r2")
+FIELDS = ("config", "labeled", "n_labeled", "iterations", "repeat", "test_dsc", "ref_dsc", "train_s", "wall_s",
+          "finished_utc", "run_dir", "plan")
+
+
+def _synthetic_plans():
+    spec = importlib.util.spec_from_file_location("make_synthetic_plans", REPO / "scripts" / "make_synthetic_plans.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_config(name: str):
+    """``lo2@2N#r1`` -> (labeled count or "all", iteration multiplier, repeat)."""
+    base, _, rep = name.partition("#r")
+    base, _, mult = base.partition("@")
+    n_labeled = "all" if base == "oracle" else int(base[2:]) if base.startswith("lo") else None
+    if n_labeled is None or (mult and not mult.endswith("N")):
+        raise ValueError(f"configuration {name!r}: expected lo<k> or oracle, optional @<m>N, optional #r<i>")
+    return n_labeled, int(mult[:-1] or 1) if mult else 1, int(rep or 0)
+
+
+def build_plan(msp, args, name: str) -> dict:
+    n_labeled, mult, _ = parse_config(name)
+    generator = msp.bench_generator("A", n_cases=args.n_cases, seed=args.data_seed, shape=args.shape,
+                                    spacing=args.spacing, noise_sigma=args.noise_sigma)
+    schedule = {**msp.BENCH_SCHEDULE, "num_epochs": args.epochs * mult, "num_iterations_per_epoch": args.iters}
+    # One experiment dataset per labeled set: repeats and the 2N runs reuse its preprocessing.
+    key = "all" if n_labeled == "all" else f"{n_labeled}"
+    dataset_id = args.dataset_id_base + (99 if n_labeled == "all" else n_labeled)
+    source = f"Dataset{args.dataset_id_base:03d}_Calib{args.tag}Src"
+    plan = msp.bench_plan(n_labeled, dataset_id, f"Calib{args.tag}L{key}", seed=args.label_seed,
+                          generator=generator, schedule=schedule, source=source, n_test=args.n_test,
+                          note=f"calibration configuration {name} (scripts/calibrate_regime.py, tag {args.tag})")
+    return plan
+
+
+def read_scores(run_dir: Path):
+    """M0's scores in percent: (mean test DSC, mean reference DSC or None, per-case test DSCs)."""
+    report = json.loads((run_dir / "report.json").read_text())
+    g0 = next(g for g in report["generations"] if g["generation"] == 0)
+    if g0.get("test_dsc") is None:
+        raise RuntimeError(f"no test score in {run_dir / 'report.json'}")
+    ref = g0.get("reference_dsc")
+    cases = json.loads((run_dir / "eval" / "M0" / "E.json").read_text())["details"]["cases"]
+    per_case = {c["case"]: round(100 * c["dsc"]["1"], 2) for c in cases}
+    return 100 * g0["test_dsc"], None if ref is None else 100 * ref, per_case
+
+
+def train_seconds(run_dir: Path):
+    """Wall seconds of the training step(s), from the driver's completion markers."""
+    total = 0.0
+    for marker in run_dir.rglob("*.done"):
+        if "/train/" in str(marker) or "train" in marker.name:
+            try:
+                total += float(json.loads(marker.read_text()).get("seconds", 0.0))
+            except (ValueError, OSError):
+                pass
+    return round(total, 1) if total else None
+
+
+def load_results(path: Path) -> list:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def save_results(rows: list, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    tmp.replace(out / "results.json")
+    with open(out / "results.csv.tmp", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: row.get(k) for k in FIELDS})
+    (out / "results.csv.tmp").replace(out / "results.csv")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, default=Path("/work/calib_runs"), help="run folders (not committed)")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "calibration", help="results (committed)")
+    p.add_argument("--tag", default="r0", help="regime tag: folder names and dataset names (letters, digits)")
+    p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), help="default: %(default)s")
+    p.add_argument("--epochs", type=int, default=100, help="epochs at schedule N (default %(default)s)")
+    p.add_argument("--iters", type=int, default=50, help="iterations per epoch (default %(default)s)")
+    p.add_argument("--n-cases", type=int, default=28, help="domain-A cases (default %(default)s)")
+    p.add_argument("--n-test", type=int, default=8, help="test cases, the first sorted ids (default %(default)s)")
+    p.add_argument("--shape", type=int, nargs=3, default=None, help="x y z voxels (default: the demo's)")
+    p.add_argument("--spacing", type=float, nargs=3, default=None, help="x y z mm (default: the demo's)")
+    p.add_argument("--noise-sigma", type=float, default=None, help="image noise, HU (default: the domain's)")
+    p.add_argument("--data-seed", type=int, default=0, help="generator seed")
+    p.add_argument("--label-seed", type=int, default=0, help="seed of the labeled draw")
+    p.add_argument("--dataset-id-base", type=int, default=900, help="source id; experiment ids base + k, base + 99")
+    p.add_argument("--dry-run", action="store_true", help="write the plans and print the commands only")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    msp = _synthetic_plans()
+    work = args.work.resolve() / args.tag
+    out = args.out / args.tag
+    nnunet_dir, plan_dir = work / "nnunet", work / "plans"
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.json"
+    rows = load_results(results_file)
+    done = {r["config"] for r in rows}
+    exe = Path(sys.executable).parent / "atso_nnunet_run"
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+    for name in args.configs:
+        n_labeled, mult, rep = parse_config(name)
+        if name in done:
+            logger.info("%s: already done, skipped", name)
+            continue
+        plan = build_plan(msp, args, name)
+        plan_file = plan_dir / f"{name.replace('@', '_').replace('#', '_')}.json"
+        plan_file.write_text(json.dumps(plan, indent=2) + "\n")
+        run_dir = work / "runs" / plan_file.stem
+        cmd = [str(exe), "--plan", str(plan_file), "--method", "supervised", "--views", "axial",
+               "--run-dir", str(run_dir), "--nnunet-dir", str(nnunet_dir)]
+        logger.info("%s: %s", name, " ".join(cmd))
+        if args.dry_run:
+            continue
+        t0 = time.time()
+        with open(work / f"{plan_file.stem}.log", "a") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        wall = time.time() - t0
+        if rc != 0:
+            logger.error("%s failed (exit %d); see %s", name, rc, work / f"{plan_file.stem}.log")
+            continue
+        test, ref, per_case = read_scores(run_dir)
+        iters = plan["schedule"]["num_epochs"] * plan["schedule"]["num_iterations_per_epoch"]
+        row = {"config": name, "labeled": "oracle" if n_labeled == "all" else "labeled-only",
+               "n_labeled": len(plan["labeled"]), "iterations": iters, "repeat": rep,
+               "test_dsc": round(test, 2), "ref_dsc": None if ref is None else round(ref, 2),
+               "train_s": train_seconds(run_dir), "wall_s": round(wall, 1),
+               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "run_dir": str(run_dir), "plan": str(plan_file), "test_dsc_per_case": per_case}
+        rows.append(row)
+        save_results(rows, out)
+        logger.info("%s: test DSC %.2f, reference DSC %s, %.0f s", name, test, row["ref_dsc"], wall)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
