@@ -1,0 +1,65 @@
+"""The shipped synthetic plans are reproduced by scripts/make_synthetic_plans.py; the benchmark plans
+follow the calibrated regime (docs/calibration.md)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from atso_nnunet.experiment import load_plan
+
+REPO = Path(__file__).resolve().parents[1]
+PLANS = REPO / "plans" / "synthetic"
+SHIPPED = ("10pct.json", "20pct.json", "transfer.json", "bench_10pct.json", "bench_transfer.json")
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("make_synthetic_plans", REPO / "scripts" / "make_synthetic_plans.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generator_reproduces_shipped_plans(script, tmp_path):
+    assert script.main(["--out", str(tmp_path)]) == 0
+    for name in SHIPPED:
+        assert (tmp_path / name).read_text() == (PLANS / name).read_text(), f"{name} differs: re-run the script"
+        load_plan(PLANS / name)  # valid under atso_nnunet.experiment
+
+
+def test_bench_10pct_split():
+    plan = json.loads((PLANS / "bench_10pct.json").read_text())
+    labeled, reference, test = (set(plan[k]) for k in ("labeled", "reference", "test"))
+    n = plan["synthetic"][plan["sources"][0]]["n_cases"]
+    assert len(labeled | reference | test) == n and not (labeled & reference or labeled & test or reference & test)
+    assert len(labeled) / len(labeled | reference) == pytest.approx(0.1)
+    assert plan["test"] == sorted(plan["test"]) and plan["test"][0].endswith("_0000")
+    assert (plan["method"], plan["generations"], plan["views"]) == ("atso", 3, ["axial", "coronal", "sagittal"])
+    assert "docs/calibration.md" in plan["note"]
+
+
+def test_bench_transfer_uses_the_same_regime():
+    semi = json.loads((PLANS / "bench_10pct.json").read_text())
+    plan = json.loads((PLANS / "bench_transfer.json").read_text())
+    assert set(plan["labeled"]) == set(semi["labeled"]) | set(semi["reference"])
+    assert all(c.startswith("synB_") for c in plan["reference"] + plan["test"])
+    assert plan["schedule"] == semi["schedule"] and plan["network"] == semi["network"]
+    assert (plan["metric"], plan["eval_label_map"]) == ("global", {"2": 1})
+    assert "docs/calibration.md" in plan["note"]
+
+
+def test_calibration_labeled_sets_are_nested(script):
+    _, train = script.bench_split()
+    two, four, eight = (set(script.bench_labeled(train, k)) for k in (2, 4, 8))
+    assert len(two) == 2 and two < four < eight
+    assert sorted(two) == json.loads((PLANS / "bench_10pct.json").read_text())["labeled"]
+
+
+def test_oracle_plan_is_supervised_without_reference(script, tmp_path):
+    plan = script.bench_plan("all", 999, "Oracle")
+    assert plan["reference"] == [] and (plan["method"], plan["generations"]) == ("supervised", 0)
+    (tmp_path / "oracle.json").write_text(json.dumps(plan))
+    assert len(load_plan(tmp_path / "oracle.json").labeled) == len(script.bench_split()[1])
