@@ -111,6 +111,93 @@ def save_results(rows: list, out: Path) -> None:
     (out / "results.csv.tmp").replace(out / "results.csv")
 
 
+def _stats(values):
+    import statistics
+
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return round(mean, 2), None if sd is None else round(sd, 2)
+
+
+def summarize(rows: list, out: Path) -> dict:
+    """``summary.md`` / ``summary.json`` (learning curve, the regime's two conditions) and ``learning_curve.png``."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["labeled"], r["n_labeled"], r["iterations"]), []).append(r)
+    table = []
+    for (kind, n, iters), rs in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][0] == "oracle", kv[0][1])):
+        vals = [r["test_dsc"] for r in rs]
+        mean, sd = _stats(vals)
+        train = [r["train_s"] for r in rs if r.get("train_s")]
+        table.append({"kind": kind, "n_labeled": n, "iterations": iters, "runs": len(vals), "test_dsc_mean": mean,
+                      "test_dsc_sd": sd, "test_dsc_runs": vals,
+                      "train_s_mean": round(sum(train) / len(train), 1) if train else None,
+                      "configs": [r["config"] for r in rs]})
+    iters_n = min((t["iterations"] for t in table), default=None)
+
+    def mean_of(kind, n=None, mult=1):
+        hit = [t for t in table if t["kind"] == kind and (n is None or t["n_labeled"] == n)
+               and iters_n and t["iterations"] == mult * iters_n]
+        return hit[0]["test_dsc_mean"] if hit else None
+
+    oracle_n, oracle_2n, lo2_n = mean_of("oracle"), mean_of("oracle", mult=2), mean_of("labeled-only", 2)
+    gap = None if oracle_n is None or lo2_n is None else round(oracle_n - lo2_n, 2)
+    gain = None if oracle_n is None or oracle_2n is None else round(oracle_2n - oracle_n, 2)
+    summary = {"iterations_N": iters_n, "table": table,
+               "gap_oracle_minus_lo2_at_N": gap, "gap_condition_met": None if gap is None else gap >= 15,
+               "oracle_gain_2N_minus_N": gain, "convergence_condition_met": None if gain is None else gain < 1}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = ["| runs of | labeled | iterations | runs | test DSC mean | sd | each run | training (s) |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for t in table:
+        sd = "" if t["test_dsc_sd"] is None else f"{t['test_dsc_sd']:.1f}"
+        lines.append(f"| {t['kind']} | {t['n_labeled']} | {t['iterations']} | {t['runs']} | {t['test_dsc_mean']:.1f} | "
+                     f"{sd} | {', '.join(f'{v:.1f}' for v in t['test_dsc_runs'])} | {t['train_s_mean'] or ''} |")
+    lines += ["", f"Oracle - labeled-only(2) at N: {gap} DSC points (condition >= 15: "
+                  f"{summary['gap_condition_met']}); oracle 2N - N: {gain} (condition < 1: "
+                  f"{summary['convergence_condition_met']})."]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    plot(table, out / "learning_curve.png")
+    return summary
+
+
+def plot(table: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not table:
+        return
+    iters = sorted({t["iterations"] for t in table})
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=100)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    for i, it in enumerate(iters):
+        c = colors[i % len(colors)]
+        pts = sorted((t for t in table if t["iterations"] == it), key=lambda t: t["n_labeled"])
+        lo = [t for t in pts if t["kind"] == "labeled-only"]
+        if lo:
+            ax.plot([t["n_labeled"] for t in lo], [t["test_dsc_mean"] for t in lo], "o-", color=c,
+                    label=f"labeled-only, {it} it")
+        for t in pts:
+            ax.scatter([t["n_labeled"]] * len(t["test_dsc_runs"]), t["test_dsc_runs"], s=10, color=c, alpha=0.5)
+        for t in (t for t in pts if t["kind"] == "oracle"):
+            ax.axhline(t["test_dsc_mean"], color=c, ls="--", lw=1, label=f"oracle ({t['n_labeled']} cases), {it} it")
+            ax.plot([t["n_labeled"]], [t["test_dsc_mean"]], "s", color=c)
+    ax.set_xscale("log", base=2)
+    ns = sorted({t["n_labeled"] for t in table})
+    ax.set_xticks(ns)
+    ax.set_xticklabels([str(n) for n in ns])
+    ax.set_xlabel("labeled training cases")
+    ax.set_ylabel("test DSC (%), mean over E")
+    ax.set_title("Synthetic domain A, axial, labeled-only vs oracle", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/work/calib_runs"), help="run folders (not committed)")
@@ -128,6 +215,7 @@ def main(argv=None) -> int:
     p.add_argument("--label-seed", type=int, default=0, help="seed of the labeled draw")
     p.add_argument("--dataset-id-base", type=int, default=900, help="source id; experiment ids base + k, base + 99")
     p.add_argument("--dry-run", action="store_true", help="write the plans and print the commands only")
+    p.add_argument("--summarize", action="store_true", help="only rewrite the summary and plot from the results")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
@@ -140,6 +228,9 @@ def main(argv=None) -> int:
     rows = load_results(results_file)
     done = {r["config"] for r in rows}
     exe = Path(sys.executable).parent / "atso_nnunet_run"
+    if args.summarize:
+        summarize(rows, out)
+        return 0
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
@@ -175,6 +266,7 @@ def main(argv=None) -> int:
                "run_dir": str(run_dir), "plan": str(plan_file), "test_dsc_per_case": per_case}
         rows.append(row)
         save_results(rows, out)
+        summarize(rows, out)
         logger.info("%s: test DSC %.2f, reference DSC %s, %.0f s", name, test, row["ref_dsc"], wall)
     return 0
 
