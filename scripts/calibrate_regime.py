@@ -75,20 +75,21 @@ def _synthetic_plans():
 
 
 def parse_config(name: str):
-    """``lo2@2N#r1`` -> (labeled count or "all", iteration multiplier, repeat)."""
+    """``lo2@2N#r1`` -> (labeled count or "all", iteration multiplier, repeat); ``@0.5N`` is allowed."""
     base, _, rep = name.partition("#r")
     base, _, mult = base.partition("@")
-    n_labeled = "all" if base == "oracle" else int(base[2:]) if base.startswith("lo") else None
+    n_labeled = "all" if base == "oracle" else int(base[2:]) if base.startswith("lo") and base[2:].isdigit() else None
     if n_labeled is None or (mult and not mult.endswith("N")):
         raise ValueError(f"configuration {name!r}: expected lo<k> or oracle, optional @<m>N, optional #r<i>")
-    return n_labeled, int(mult[:-1] or 1) if mult else 1, int(rep or 0)
+    factor = float(mult[:-1] or 1) if mult else 1.0
+    return n_labeled, int(factor) if factor.is_integer() else factor, int(rep or 0)
 
 
 def build_plan(msp, args, name: str) -> dict:
     n_labeled, mult, _ = parse_config(name)
     generator = msp.bench_generator("A", n_cases=args.n_cases, seed=args.data_seed, shape=args.shape,
                                     spacing=args.spacing, noise_sigma=args.noise_sigma)
-    schedule = {**msp.BENCH_SCHEDULE, "num_epochs": args.epochs * mult, "num_iterations_per_epoch": args.iters}
+    schedule = {**msp.BENCH_SCHEDULE, "num_epochs": round(args.epochs * mult), "num_iterations_per_epoch": args.iters}
     # One experiment dataset per labeled set: repeats and the 2N runs reuse its preprocessing.
     key = "all" if n_labeled == "all" else f"{n_labeled}"
     dataset_id = args.dataset_id_base + (99 if n_labeled == "all" else n_labeled)
@@ -148,7 +149,7 @@ def _stats(values):
     return round(mean, 2), None if sd is None else round(sd, 2)
 
 
-def summarize(rows: list, out: Path) -> dict:
+def summarize(rows: list, out: Path, iters_n: int) -> dict:
     """``summary.md`` / ``summary.json`` (learning curve, the regime's two conditions) and ``learning_curve.png``."""
     groups = {}
     for r in rows:
@@ -162,11 +163,9 @@ def summarize(rows: list, out: Path) -> dict:
                       "test_dsc_sd": sd, "test_dsc_runs": vals,
                       "train_s_mean": round(sum(train) / len(train), 1) if train else None,
                       "configs": [r["config"] for r in rs]})
-    iters_n = min((t["iterations"] for t in table), default=None)
-
     def mean_of(kind, n=None, mult=1):
         hit = [t for t in table if t["kind"] == kind and (n is None or t["n_labeled"] == n)
-               and iters_n and t["iterations"] == mult * iters_n]
+               and t["iterations"] == mult * iters_n]
         return hit[0]["test_dsc_mean"] if hit else None
 
     oracle_n, oracle_2n, lo2_n = mean_of("oracle"), mean_of("oracle", mult=2), mean_of("labeled-only", 2)
@@ -260,7 +259,7 @@ def main(argv=None) -> int:
     done = {r["config"] for r in rows}
     exe = Path(sys.executable).parent / "atso_nnunet_run"
     if args.summarize:
-        summarize(rows, out)
+        summarize(rows, out, args.epochs * args.iters)
         return 0
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     out.mkdir(parents=True, exist_ok=True)
@@ -298,7 +297,7 @@ def main(argv=None) -> int:
                "run_dir": str(run_dir), "plan": str(plan_file), "test_dsc_per_case": per_case}
         rows.append(row)
         save_results(rows, out)
-        summarize(rows, out)
+        summarize(rows, out, args.epochs * args.iters)
         logger.info("%s: test DSC %.2f, reference DSC %s, %.0f s", name, test, row["ref_dsc"], wall)
     return 0
 
