@@ -288,7 +288,8 @@ def main(argv=None) -> int:
             logger.error("%s failed (exit %d); see %s", name, rc, work / f"{plan_file.stem}.log")
             continue
         test, ref, per_case = read_scores(run_dir)
-        iters = plan["schedule"]["num_epochs"] * plan["schedule"]["num_iterations_per_epoch"]
+        training = plan.get("training") or plan["schedule"]
+        iters = training["num_epochs"] * training["num_iterations_per_epoch"]
         row = {"config": name, "labeled": "oracle" if n_labeled == "all" else "labeled-only",
                "n_labeled": len(plan["labeled"]), "iterations": iters, "repeat": rep,
                "test_dsc": round(test, 2), "ref_dsc": None if ref is None else round(ref, 2),

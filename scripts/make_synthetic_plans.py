@@ -164,7 +164,7 @@ def bench_plan(n_labeled, dataset_id: int, dataset_name: str, seed: int = 0, gen
         "metric": "mean",
         "eval_label_map": {},
         "network": NETWORK,
-        "schedule": dict(schedule or BENCH_SCHEDULE),
+        "training": dict(schedule or BENCH_SCHEDULE),
         "synthetic": {source: generator},
         # The oracle has no unlabeled cases, so only method supervised is valid for it.
         **({"method": "supervised", "generations": 0} if n_labeled == "all" else {}),
@@ -211,7 +211,7 @@ def bench_transfer_plan() -> dict:
         "metric": "global",
         "eval_label_map": {"2": 1},
         "network": NETWORK,
-        "schedule": dict(BENCH_SCHEDULE),
+        "training": dict(BENCH_SCHEDULE),
         "synthetic": {BENCH_SOURCE_A: gen_a, BENCH_SOURCE_B: gen_b},
     }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from atso_nnunet.experiment import load_plan
+from atso_nnunet.plan import load_plan
 
 REPO = Path(__file__).resolve().parents[1]
 PLANS = REPO / "plans" / "synthetic"
@@ -46,7 +46,7 @@ def test_bench_transfer_uses_the_same_regime():
     plan = json.loads((PLANS / "bench_transfer.json").read_text())
     assert set(plan["labeled"]) == set(semi["labeled"]) | set(semi["reference"])
     assert all(c.startswith("synB_") for c in plan["reference"] + plan["test"])
-    assert plan["schedule"] == semi["schedule"] and plan["network"] == semi["network"]
+    assert plan["training"] == semi["training"] and plan["network"] == semi["network"]
     assert (plan["metric"], plan["eval_label_map"]) == ("global", {"2": 1})
     assert "docs/calibration.md" in plan["note"]
 
