@@ -107,7 +107,8 @@ def read_scores(run_dir: Path):
     if g0.get("test_dsc") is None:
         raise RuntimeError(f"no test score in {run_dir / 'report.json'}")
     ref = g0.get("reference_dsc")
-    cases = json.loads((run_dir / "eval" / "M0" / "E.json").read_text())["details"]["cases"]
+    scores = run_dir / "eval" / "M0" / "E.json"
+    cases = json.loads(scores.read_text())["details"]["cases"] if scores.is_file() else []
     per_case = {c["case"]: round(100 * c["dsc"]["1"], 2) for c in cases}
     return 100 * g0["test_dsc"], None if ref is None else 100 * ref, per_case
 
