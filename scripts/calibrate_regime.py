@@ -172,7 +172,15 @@ def summarize(rows: list, out: Path, iters_n: int) -> dict:
     oracle_n, oracle_2n, lo2_n = mean_of("oracle"), mean_of("oracle", mult=2), mean_of("labeled-only", 2)
     gap = None if oracle_n is None or lo2_n is None else round(oracle_n - lo2_n, 2)
     gain = None if oracle_n is None or oracle_2n is None else round(oracle_2n - oracle_n, 2)
-    summary = {"iterations_N": iters_n, "table": table,
+    # Test-case sampling error of the gap: per-case oracle - labeled-only(2) differences, first runs at N.
+    first = {r["config"]: r for r in rows}
+    a, b = first.get("oracle", {}).get("test_dsc_per_case"), first.get("lo2", {}).get("test_dsc_per_case")
+    gap_cases = None
+    if a and b and set(a) == set(b) and len(a) > 1:
+        mean, sd = _stats([a[c] - b[c] for c in sorted(a)])
+        gap_cases = {"n_cases": len(a), "mean": mean, "sd": sd, "se": round(sd / len(a) ** 0.5, 2),
+                     "min": round(min(a[c] - b[c] for c in a), 2)}
+    summary = {"iterations_N": iters_n, "table": table, "gap_per_test_case": gap_cases,
                "gap_oracle_minus_lo2_at_N": gap, "gap_condition_met": None if gap is None else gap >= 15,
                "oracle_gain_2N_minus_N": gain, "convergence_condition_met": None if gain is None else gain < 1}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -185,6 +193,10 @@ def summarize(rows: list, out: Path, iters_n: int) -> dict:
     lines += ["", f"Oracle - labeled-only(2) at N: {gap} DSC points (condition >= 15: "
                   f"{summary['gap_condition_met']}); oracle 2N - N: {gain} (condition < 1: "
                   f"{summary['convergence_condition_met']})."]
+    if gap_cases:
+        lines.append(f"Per test case (first runs at N), oracle - labeled-only(2): mean {gap_cases['mean']:.1f}, "
+                     f"sd {gap_cases['sd']:.1f}, standard error {gap_cases['se']:.1f} over {gap_cases['n_cases']} "
+                     f"cases, smallest {gap_cases['min']:.1f}.")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     plot(table, out / "learning_curve.png")
     return summary
