@@ -148,7 +148,8 @@ class SlurmConfig:
             raise ValueError(f"SlurmConfig.poll_interval_s must be > 0 seconds, got {self.poll_interval_s!r}")
         if self.signal_delay_s >= self.time_min * 60:
             raise ValueError(f"SlurmConfig.signal_delay_s ({self.signal_delay_s} s) must be shorter than "
-                             f"SlurmConfig.time_min ({self.time_min} min)")
+                             f"SlurmConfig.time_min ({self.time_min} min), or the job is told to stop as soon "
+                             "as it starts (--slurm-signal-delay-s, --slurm-time-min)")
         if isinstance(self.extra_sbatch_lines, str) or not all(isinstance(x, str) for x in self.extra_sbatch_lines):
             raise ValueError("SlurmConfig.extra_sbatch_lines must be a list of shell lines (strings), "
                              f"got {self.extra_sbatch_lines!r}")
