@@ -216,6 +216,7 @@ class CommandJob(submitit.helpers.Checkpointable):
         with open(log_path, "ab") as log:
             log.write(attempt_header(self.attempt).encode())
             log.write(_slurm_origin(env).encode())
+            log.write(f"=== command: {shlex.join(self.argv)} ===\n".encode())
             log.flush()
             self._proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
