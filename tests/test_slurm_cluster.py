@@ -72,3 +72,14 @@ def test_squeue_of_a_forgotten_single_id_is_empty(monkeypatch):
     monkeypatch.setattr(sc, "_run", lambda argv, timeout=60: (1, "", "Unable to contact slurm controller"))
     with pytest.raises(sc.ClusterQueryError, match="controller"):
         sc.query_states(["99"])
+
+
+def test_early_warning_is_reported(monkeypatch, caplog, tmp_path):
+    from atso_nnunet.execution import SlurmExecutor
+
+    assert sc.earliest_warning_s(SlurmConfig(time_min=1, signal_delay_s=20)) == -20
+    assert sc.earliest_warning_s(SlurmConfig(time_min=60, signal_delay_s=120)) == 3420
+    monkeypatch.setattr(sc, "_run", lambda argv, timeout=60: (0, "cpu*|up|(null)|2|20000\n", ""))
+    SlurmExecutor(SlurmConfig(time_min=2, signal_delay_s=20, gpus_per_job=0, cpus_per_task=1, mem_gb=1,
+                              log_folder=tmp_path)).check_cluster()
+    assert "may tell a task to stop 40 s after it starts" in caplog.text

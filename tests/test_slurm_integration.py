@@ -215,10 +215,12 @@ def test_full_run_through_job_arrays_with_the_driver_killed_and_restarted(cluste
 def test_time_out_requeue_and_continue(cluster, shared):
     """A training longer than its time limit: USR2 before the limit, requeued by submitit, continued
     with --c from its checkpoint, one SLURM job for the step throughout, never two at once."""
-    training = dict(TINY_TRAINING, num_epochs=25, num_iterations_per_epoch=6, save_every=1)
-    plan = _plan(shared, "timeout", method="supervised", schedule=training)
-    cmd = _driver(shared, plan, "timeout", "--slurm-time-min", "1", "--slurm-signal-delay-s", "20",
-                  "--slurm-max-requeues", "6")
+    # About 100 s of training after about 20 s of start-up. With a 2 min limit and a 20 s delay SLURM
+    # warns between 40 and 70 s before the limit (it checks every 30 s): at least one requeue.
+    training = dict(TINY_TRAINING, num_epochs=16, num_iterations_per_epoch=5, save_every=1)
+    plan = _plan(shared, "timeout", method="supervised", generations=0, schedule=training)
+    cmd = _driver(shared, plan, "timeout", "--slurm-time-min", "2", "--slurm-signal-delay-s", "20",
+                  "--slurm-max-requeues", "4")
     t0 = time.time()
     with QueueWatch("atso:timeout:") as watch:
         res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=1500)
@@ -241,7 +243,7 @@ def test_time_out_requeue_and_continue(cluster, shared):
 
 
 def test_cancelled_task_is_retried(cluster, shared):
-    plan = _plan(shared, "cancel", method="supervised")
+    plan = _plan(shared, "cancel", method="supervised", generations=0)
     cmd = _driver(shared, plan, "cancel", "--slurm-time-min", "10", "--retries", "1", "--step", "g0/train/M0/axial")
     with QueueWatch("atso:cancel:") as watch:
         proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -257,7 +259,7 @@ def test_cancelled_task_is_retried(cluster, shared):
 
 
 def test_cancelled_task_without_retries_left_stops_with_the_step_and_its_log(cluster, shared):
-    plan = _plan(shared, "exhausted", method="supervised")
+    plan = _plan(shared, "exhausted", method="supervised", generations=0)
     cmd = _driver(shared, plan, "exhausted", "--slurm-time-min", "10", "--retries", "0",
                   "--step", "g0/train/M0/axial")
     with QueueWatch("atso:exhausted:") as watch:
@@ -274,7 +276,7 @@ def test_cancelled_task_without_retries_left_stops_with_the_step_and_its_log(clu
 def test_driver_as_a_slurm_job_gives_children_their_own_allocation(cluster, shared):
     """``sbatch --wrap <driver>``, as teams do: the training task sees its own SLURM_* and no
     CUDA_VISIBLE_DEVICES of the driver's job."""
-    plan = _plan(shared, "asjob", method="supervised")
+    plan = _plan(shared, "asjob", method="supervised", generations=0)
     cmd = _driver(shared, plan, "asjob", "--slurm-time-min", "10", "--step", "g0/train/M0/axial")
     out = shared / "asjob.driver.out"
     env = dict(_env(), CUDA_VISIBLE_DEVICES="7")  # what a GPU driver job would hold

@@ -440,6 +440,13 @@ class SlurmExecutor(Executor):
             part = slurm_cluster.check_resources(self.config, slurm_cluster.partitions())
             logger.info("SLURM partition %s: %d CPUs, %d MB per node at most, GRES %s", part.name, part.max_cpus,
                         part.max_mem_mb, ", ".join(part.gres))
+            early = slurm_cluster.earliest_warning_s(self.config)
+            if early < 60:
+                logger.warning("with a %d min time limit and a %d s signal delay, SLURM may tell a task to stop "
+                               "%d s after it starts (it checks time limits every 30 s); an nnU-Net training "
+                               "needs about 20 s to start and saves its checkpoint every save_every epochs: "
+                               "a longer --slurm-time-min or a shorter --slurm-signal-delay-s lets it progress",
+                               self.config.time_min, self.config.signal_delay_s, max(0, early))
 
     def resource_env(self) -> Dict[str, str]:
         """Variables that follow the resources of a task: ``nnUNet_n_proc_DA`` from the CPUs per task

@@ -281,6 +281,16 @@ def check_resources(config, known: Mapping[str, Partition]) -> Partition:
     return part
 
 
+# slurmctld looks at time limits every 30 s and sends the --signal warning once the end is within
+# the delay plus that period, so a task may be warned up to 60 s before ``limit - delay``.
+SIGNAL_EARLY_S = 60
+
+
+def earliest_warning_s(config) -> int:
+    """Seconds after its start at which a task may already get the USR2 warning (can be <= 0)."""
+    return config.time_min * 60 - config.signal_delay_s - SIGNAL_EARLY_S
+
+
 def rename_jobs(names: Mapping[str, str]) -> List[str]:
     """Give array tasks their own names (``scontrol update JobId=15_0 JobName=...``).
 
