@@ -28,6 +28,9 @@ from conftest import write_tiny_dataset
 pytestmark = pytest.mark.slurm_cluster
 
 POLL_S = "2"
+# Ended jobs stay in squeue for MinJobAge (300 s): run names unique to this session keep an earlier
+# session's jobs out of the counts.
+TAG = f"{os.getpid() % 100000}"
 # The tasks run below the other work of a shared machine (the batch script renices itself).
 NICE = "renice -n 10 -p $$ >/dev/null"
 TINY_TRAINING = {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1,
@@ -169,10 +172,10 @@ def test_full_run_through_job_arrays_with_the_driver_killed_and_restarted(cluste
     """A tiny ATSO run through sbatch job arrays; the driver is SIGKILLed while the array of the two
     half-model trainings runs and started again: it reattaches, nothing is submitted twice."""
     plan = _plan(shared, "full")
-    cmd = _driver(shared, plan, "full", "--slurm-time-min", "15")
-    run = shared / "full"
+    cmd = _driver(shared, plan, f"full-{TAG}", "--slurm-time-min", "15")
+    run = shared / f"full-{TAG}"
     t0 = time.time()
-    with QueueWatch("atso:full:") as watch:
+    with QueueWatch(f"atso:full-{TAG}:") as watch:
         with open(shared / "full.driver1.log", "w") as out:
             first = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -219,19 +222,19 @@ def test_time_out_requeue_and_continue(cluster, shared):
     # warns between 40 and 70 s before the limit (it checks every 30 s): at least one requeue.
     training = dict(TINY_TRAINING, num_epochs=16, num_iterations_per_epoch=5, save_every=1)
     plan = _plan(shared, "timeout", method="supervised", generations=0, schedule=training)
-    cmd = _driver(shared, plan, "timeout", "--slurm-time-min", "2", "--slurm-signal-delay-s", "20",
+    cmd = _driver(shared, plan, f"timeout-{TAG}", "--slurm-time-min", "2", "--slurm-signal-delay-s", "20",
                   "--slurm-max-requeues", "4")
     t0 = time.time()
-    with QueueWatch("atso:timeout:") as watch:
+    with QueueWatch(f"atso:timeout-{TAG}:") as watch:
         res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=1500)
     wall = time.time() - t0
     assert res.returncode == 0, res.stderr[-4000:]
     ids = _assert_one_job_per_step(watch, ["g0/train/M0/axial"])
-    task = ids["atso:timeout:g0/train/M0/axial"]
+    task = ids[f"atso:timeout-{TAG}:g0/train/M0/axial"]
     info = _scontrol(task)
     restarts = int(info.get("Restarts", "0"))
     assert restarts >= 1, info
-    sections = _log_sections(shared / "timeout" / "logs" / "g0" / "train" / "M0" / "axial.log")
+    sections = _log_sections(shared / f"timeout-{TAG}" / "logs" / "g0" / "train" / "M0" / "axial.log")
     assert len(sections) == restarts + 1
     assert all("requeued to resume" in s for s in sections[:-1])
     commands = [next(line for line in s.splitlines() if line.startswith("=== command: ")) for s in sections]
@@ -244,40 +247,40 @@ def test_time_out_requeue_and_continue(cluster, shared):
 
 def test_cancelled_task_is_retried(cluster, shared):
     plan = _plan(shared, "cancel", method="supervised", generations=0)
-    cmd = _driver(shared, plan, "cancel", "--slurm-time-min", "10", "--retries", "1", "--step", "g0/train/M0/axial")
-    with QueueWatch("atso:cancel:") as watch:
+    cmd = _driver(shared, plan, f"cancel-{TAG}", "--slurm-time-min", "10", "--retries", "1", "--step", "g0/train/M0/axial")
+    with QueueWatch(f"atso:cancel-{TAG}:") as watch:
         proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         task = watch.wait_running(":g0/train/M0/axial", proc=proc)
         _sh("scancel", task)
         out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
     assert "resubmitting (1 of 1)" in out
-    ids = watch.step_names()["atso:cancel:g0/train/M0/axial"]
+    ids = watch.step_names()[f"atso:cancel-{TAG}:g0/train/M0/axial"]
     assert len(ids) == 2 and task in ids  # the cancelled job and its one retry
-    assert watch.max_active["atso:cancel:g0/train/M0/axial"] == 1  # never both at once
-    assert list((shared / "cancel" / "models" / "M0").rglob("checkpoint_final.pth"))
+    assert watch.max_active[f"atso:cancel-{TAG}:g0/train/M0/axial"] == 1  # never both at once
+    assert list((shared / f"cancel-{TAG}" / "models" / "M0").rglob("checkpoint_final.pth"))
 
 
 def test_cancelled_task_without_retries_left_stops_with_the_step_and_its_log(cluster, shared):
     plan = _plan(shared, "exhausted", method="supervised", generations=0)
-    cmd = _driver(shared, plan, "exhausted", "--slurm-time-min", "10", "--retries", "0",
+    cmd = _driver(shared, plan, f"exhausted-{TAG}", "--slurm-time-min", "10", "--retries", "0",
                   "--step", "g0/train/M0/axial")
-    with QueueWatch("atso:exhausted:") as watch:
+    with QueueWatch(f"atso:exhausted-{TAG}:") as watch:
         proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         task = watch.wait_running(":g0/train/M0/axial", proc=proc)
         _sh("scancel", task)
         out, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0
-    log = shared / "exhausted" / "logs" / "g0" / "train" / "M0" / "axial.log"
+    log = shared / f"exhausted-{TAG}" / "logs" / "g0" / "train" / "M0" / "axial.log"
     assert "step g0/train/M0/axial" in out and str(log) in out and "CANCELLED" in out, out[-3000:]
-    assert watch.step_names()["atso:exhausted:g0/train/M0/axial"] == {task}
+    assert watch.step_names()[f"atso:exhausted-{TAG}:g0/train/M0/axial"] == {task}
 
 
 def test_driver_as_a_slurm_job_gives_children_their_own_allocation(cluster, shared):
     """``sbatch --wrap <driver>``, as teams do: the training task sees its own SLURM_* and no
     CUDA_VISIBLE_DEVICES of the driver's job."""
     plan = _plan(shared, "asjob", method="supervised", generations=0)
-    cmd = _driver(shared, plan, "asjob", "--slurm-time-min", "10", "--step", "g0/train/M0/axial")
+    cmd = _driver(shared, plan, f"asjob-{TAG}", "--slurm-time-min", "10", "--step", "g0/train/M0/axial")
     out = shared / "asjob.driver.out"
     env = dict(_env(), CUDA_VISIBLE_DEVICES="7")  # what a GPU driver job would hold
     submitted = subprocess.run(["sbatch", "--parsable", "--job-name=atso-driver", "-c", "1", "--mem=3G",
@@ -292,7 +295,7 @@ def test_driver_as_a_slurm_job_gives_children_their_own_allocation(cluster, shar
         time.sleep(2)
     info = _scontrol(driver_id)
     assert info.get("JobState") == "COMPLETED" and info.get("ExitCode") == "0:0", (info, out.read_text()[-3000:])
-    header = next(line for line in (shared / "asjob" / "logs" / "g0" / "train" / "M0" / "axial.log")
+    header = next(line for line in (shared / f"asjob-{TAG}" / "logs" / "g0" / "train" / "M0" / "axial.log")
                   .read_text().splitlines() if line.startswith("=== SLURM job "))
     child_id = re.search(r"job id (\d+)", header).group(1)
     assert child_id != driver_id
