@@ -390,3 +390,27 @@ def test_slurm_job_names_and_data_loader_workers(tmp_path, monkeypatch):
     assert slurm_mod.data_loader_workers(1) == 0
     monkeypatch.setenv("nnUNet_n_proc_DA", "6")  # the user's own choice wins
     assert ex.resource_env() == {}
+
+
+def test_slurm_live_task_of_a_step_is_adopted_not_submitted_again(tmp_path, monkeypatch):
+    """A task of the step still queued under its name (e.g. submitted just before the driver was
+    killed, before jobs.json was written) is adopted: no second job for the same step."""
+    config = SlurmConfig(log_folder=tmp_path / "slurm", job_name_prefix="atso:r", poll_interval_s=0.01)
+    ex = SlurmExecutor(config)
+    folder = tmp_path / "slurm" / "b" / "submitit"
+    folder.mkdir(parents=True)
+
+    def fake_run(argv, timeout=60):
+        if argv[0] == "squeue" and any(a.startswith("--name=") for a in argv):
+            return 0, "31_0|PENDING|atso:r:g1/train/h1/axial\n", ""
+        if argv[:3] == ["scontrol", "show", "job"]:
+            return 0, f"JobId=32 ArrayJobId=31 StdOut={folder}/31_0_0_log.out", ""
+        raise AssertionError(f"unexpected command {argv}")
+
+    monkeypatch.setattr(slurm_mod.slurm_cluster, "_run", fake_run)
+    monkeypatch.setattr(ex, "_make_executor", lambda batch: pytest.fail("submitted a second job"))
+    job = Job(name="g1__train__h1__axial", argv=["true"], log_path=tmp_path / "logs" / "axial.log")
+    tracked, state = {}, {}
+    ex._submit("b", [(job, 1, 1)], tracked, state, tmp_path / "slurm" / "b" / "jobs.json")
+    assert tracked[job.name].handle.job_id == "31_0" and state[job.name]["job_id"] == "31_0"
+    assert (tmp_path / "logs" / "axial.slurm-31_0.out").is_symlink()
