@@ -69,7 +69,7 @@ write_slurm_conf() {
     local acct="AccountingStorageType=accounting_storage/none"
     if [ "$accounting" = 1 ]; then
         acct="AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
+AccountingStorageHost=$HOST
 JobAcctGatherType=jobacct_gather/none"
     fi
     mkdir -p /etc/slurm
@@ -123,31 +123,31 @@ start_munge() {
 start_accounting() {
     local mysqld
     mysqld=$(command -v mariadbd || command -v mysqld)
+    local sock=/run/mysqld/mysqld.sock
+    [ -S $sock ] && die "a MariaDB/MySQL server already runs ($sock): stop it, or start without --accounting"
     install -d -o mysql -g mysql "$DIR/mysql" /run/mysqld
     if [ ! -d "$DIR/mysql/mysql" ]; then
-        mariadb-install-db --user=mysql --datadir="$DIR/mysql" --auth-root-authentication-method=socket \
-            --skip-test-db >"$DIR/log/mariadb-install.out" 2>&1
+        mariadb-install-db --no-defaults --user=mysql --datadir="$DIR/mysql" \
+            --auth-root-authentication-method=socket --skip-test-db >"$DIR/log/mariadb-install.out" 2>&1
     fi
-    start mariadb "$mysqld" --user=mysql --datadir="$DIR/mysql" --socket="$DIR/mysql.sock" \
-        --skip-networking=0 --bind-address=127.0.0.1 --port=3306 --pid-file="$DIR/mysql.pid" \
-        --log-error="$DIR/log/mariadb.log"
-    wait_for 60 mariadb mariadb --socket="$DIR/mysql.sock" -e "select 1"
-    mariadb --socket="$DIR/mysql.sock" -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+    start mariadb "$mysqld" --no-defaults --user=mysql --datadir="$DIR/mysql" --socket=$sock \
+        --skip-networking --pid-file="$DIR/mysql.pid" --log-error="$DIR/log/mariadb.log"
+    wait_for 60 mariadb mariadb --socket=$sock -e "select 1"
+    mariadb --socket=$sock -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
         CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'atso-test';
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
     cat > "$DBD_CONF" <<EOF
 $MARK
 AuthType=auth/munge
-DbdHost=localhost
+DbdHost=$HOST
 SlurmUser=root
 PidFile=$DIR/slurmdbd.pid
 LogFile=$DIR/log/slurmdbd.log
 StorageType=accounting_storage/mysql
 StorageHost=localhost
-StoragePort=3306
+StorageLoc=slurm_acct_db
 StorageUser=slurm
 StoragePass=atso-test
-StorageLoc=slurm_acct_db
 EOF
     chmod 600 "$DBD_CONF"
     start slurmdbd slurmdbd -D
