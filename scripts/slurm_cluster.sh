@@ -124,15 +124,18 @@ start_accounting() {
     local mysqld
     mysqld=$(command -v mariadbd || command -v mysqld)
     local sock=/run/mysqld/mysqld.sock
-    [ -S $sock ] && die "a MariaDB/MySQL server already runs ($sock): stop it, or start without --accounting"
+    if [ -S $sock ]; then
+        mariadb-admin --socket=$sock ping >/dev/null 2>&1 && die "a MariaDB/MySQL server already runs ($sock): stop it, or start without --accounting"
+        rm -f $sock
+    fi
     install -d -o mysql -g mysql "$DIR/mysql" /run/mysqld
     if [ ! -d "$DIR/mysql/mysql" ]; then
         mariadb-install-db --no-defaults --user=mysql --datadir="$DIR/mysql" \
             --auth-root-authentication-method=socket --skip-test-db >"$DIR/log/mariadb-install.out" 2>&1
     fi
     start mariadb "$mysqld" --no-defaults --user=mysql --datadir="$DIR/mysql" --socket=$sock \
-        --skip-networking --pid-file="$DIR/mysql.pid" --log-error="$DIR/log/mariadb.log"
-    wait_for 60 mariadb mariadb --socket=$sock -e "select 1"
+        --skip-networking --pid-file="$DIR/mysql/mariadbd.pid" --log-error="$DIR/mysql/error.log"
+    wait_for 60 mariadb mariadb --socket=$sock -e "select 1" || { tail -n 20 "$DIR/mysql/error.log" >&2; exit 1; }
     mariadb --socket=$sock -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
         CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'atso-test';
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
