@@ -154,6 +154,24 @@ def _scontrol(job_id: str) -> Dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
+def sacct_ids(prefix: str) -> Dict[str, Set[str]]:
+    """Job ids per step name from the accounting database (every job, however short-lived)."""
+    out = _sh("sacct", "--allocations", "--noheader", "--parsable2", "--starttime=now-3hours",
+              "--format=JobID,JobName")
+    ids: Dict[str, Set[str]] = defaultdict(set)
+    for line in out.splitlines():
+        job_id, _, name = line.partition("|")
+        if name.startswith(prefix) and "/" in name:
+            ids[name].add(job_id)
+    return dict(ids)
+
+
+def _check_accounting(cluster, watch: QueueWatch) -> None:
+    """With accounting, sacct must list the same jobs per step as squeue showed."""
+    if cluster["accounting"]:
+        assert sacct_ids(watch.prefix) == watch.step_names()
+
+
 def _assert_one_job_per_step(watch: QueueWatch, steps: List[str]) -> Dict[str, str]:
     names = watch.step_names()
     for step in steps:
@@ -202,6 +220,7 @@ def test_full_run_through_job_arrays_with_the_driver_killed_and_restarted(cluste
     steps = ["g0/train/M0/axial", "M0/axial/predict_ER", "g1/train/g1_h1/axial", "g1/train/g1_h2/axial",
              "g1_h1/axial/predict_ER", "g1_h2/axial/predict_ER", "final/train/final/axial", "final/axial/predict_E"]
     ids = _assert_one_job_per_step(watch, steps)
+    _check_accounting(cluster, watch)
     # one array per batch of nnU-Net jobs (6 batches), none submitted again by the second driver
     assert len(watch.arrays) == 6, sorted(watch.arrays)
     assert len(ids) == len(steps)
@@ -244,6 +263,7 @@ def test_time_out_requeue_and_continue(cluster, shared):
     assert proc.returncode == 0, out[-4000:]
     assert raised is not None, "the training was never requeued"
     ids = _assert_one_job_per_step(watch, ["g0/train/M0/axial"])
+    _check_accounting(cluster, watch)
     assert ids[f"atso:timeout-{TAG}:g0/train/M0/axial"] == task
     info = _scontrol(task)
     restarts = int(info.get("Restarts", "0"))
@@ -272,6 +292,7 @@ def test_cancelled_task_is_retried(cluster, shared):
     ids = watch.step_names()[f"atso:cancel-{TAG}:g0/train/M0/axial"]
     assert len(ids) == 2 and task in ids  # the cancelled job and its one retry
     assert watch.max_active[f"atso:cancel-{TAG}:g0/train/M0/axial"] == 1  # never both at once
+    _check_accounting(cluster, watch)
     assert list((shared / f"cancel-{TAG}" / "models" / "M0").rglob("checkpoint_final.pth"))
 
 
@@ -288,6 +309,7 @@ def test_cancelled_task_without_retries_left_stops_with_the_step_and_its_log(clu
     log = shared / f"exhausted-{TAG}" / "logs" / "g0" / "train" / "M0" / "axial.log"
     assert "step g0/train/M0/axial" in out and str(log) in out and "CANCELLED" in out, out[-3000:]
     assert watch.step_names()[f"atso:exhausted-{TAG}:g0/train/M0/axial"] == {task}
+    _check_accounting(cluster, watch)
 
 
 def test_driver_as_a_slurm_job_gives_children_their_own_allocation(cluster, shared):
