@@ -69,14 +69,15 @@ write_slurm_conf() {
     local acct="AccountingStorageType=accounting_storage/none"
     if [ "$accounting" = 1 ]; then
         acct="AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=$HOST
+AccountingStorageHost=127.0.0.1
 JobAcctGatherType=jobacct_gather/none"
     fi
     mkdir -p /etc/slurm
     cat > "$CONF" <<EOF
 $MARK
 ClusterName=atso
-SlurmctldHost=$HOST
+# everything on the loopback: no name resolution or network needed
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 # containers and CI machines often lack a writable cgroup hierarchy
@@ -100,7 +101,7 @@ MpiDefault=none
 # how long ended jobs stay visible to squeue / scontrol (the driver reads states from there without sacct)
 MinJobAge=300
 KillWait=10
-NodeName=$HOST CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=cpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 }
@@ -143,6 +144,7 @@ start_accounting() {
 $MARK
 AuthType=auth/munge
 DbdHost=$HOST
+DbdAddr=127.0.0.1
 SlurmUser=root
 PidFile=$DIR/slurmdbd.pid
 LogFile=$DIR/log/slurmdbd.log
