@@ -66,7 +66,7 @@ def _plan(root: Path, name: str, **over) -> Path:
         "name": "tiny", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "TinyExp",
         "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
         "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": 1, "views": ["axial"],
-        "network": {"batch_size": 2, "max_features": 16, "n_stages": 3}, "schedule": dict(TINY_TRAINING),
+        "network": {"batch_size": 2, "max_features": 16, "n_stages": 3}, "training": dict(TINY_TRAINING),
     }
     plan.update(over)
     path = root / f"{name}.plan.json"
@@ -244,7 +244,7 @@ def test_time_out_requeue_and_continue(cluster, shared):
     finishes in the next attempt instead of many more.
     """
     training = dict(TINY_TRAINING, num_epochs=30, num_iterations_per_epoch=5, save_every=1)
-    plan = _plan(shared, "timeout", method="supervised", generations=0, schedule=training)
+    plan = _plan(shared, "timeout", method="supervised", generations=0, training=training)
     cmd = _driver(shared, plan, f"timeout-{TAG}", "--slurm-time-min", "2", "--slurm-signal-delay-s", "20",
                   "--slurm-max-requeues", "4")
     t0 = time.time()
