@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 DEMO_DIR ?= demo_work
 DEMO_ARGS ?=
 
-.PHONY: install test test-all demo clean-demo
+.PHONY: install test test-all test-slurm demo clean-demo
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,6 +25,14 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow"
+
+# The SLURM executor against a real single-node cluster (root; Debian packages installed if missing).
+# A cluster that already answers is used as it is; one started here is stopped afterwards.
+SLURM_TEST_ARGS ?= -v -s
+test-slurm: $(STAMP)
+	@if sinfo --noheader >/dev/null 2>&1; then started=0; else scripts/slurm_cluster.sh up || exit 1; started=1; fi; \
+	$(PY) -m pytest --slurm -m slurm_cluster $(SLURM_TEST_ARGS) tests/test_slurm_integration.py; rc=$$?; \
+	if [ $$started = 1 ]; then scripts/slurm_cluster.sh down; fi; exit $$rc
 
 # --num-processes 1: the demo's cases are tiny; spawned workers would each pay an nnU-Net import
 # (pseudo-label ingestion: docs/benchmarks.md). Local runs use warm workers and, without a GPU,

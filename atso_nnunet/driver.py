@@ -35,6 +35,7 @@ from atso_nnunet.io import read_json, write_json
 from atso_nnunet.methods import get_method
 from atso_nnunet.plan import (ExperimentPlan, plan_changes, reference_subsets, resolved, source_dir,
                               validate_against_dataset)
+from atso_nnunet.nnunet_commands import stray_trainer_variables
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.progress import Eta
 from atso_nnunet.rundir import RunDir, RunLock
@@ -320,6 +321,11 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
         RunLockedError: another driver is running on ``options.run_dir``.
         StepFailedError: a job failed after its retries (its log is named).
     """
+    stray = stray_trainer_variables()
+    if stray:
+        raise InputError(f"{', '.join(stray)} set in this shell: every job would inherit it and it would beat "
+                         "the run's settings. The plan's training (schedule) section is the single source of "
+                         f"training settings: unset {' '.join(stray)} and put the value there.")
     network = _network_override(plan)
     plan = drop_absent_cases(plan, options.paths)
     method = get_method(plan.method)

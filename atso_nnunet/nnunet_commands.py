@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from atso_nnunet.paths import NnUNetPaths
 
@@ -85,22 +85,27 @@ def predict_command(input_dir: Union[str, os.PathLike], output_dir: Union[str, o
     return argv + [str(a) for a in extra]
 
 
-def nnunet_env(paths: NnUNetPaths, run_config: Optional[Union[str, os.PathLike]] = None,
-               base_env: Optional[Mapping[str, str]] = None, gpu: Optional[str] = None) -> dict:
-    """Environment for an nnU-Net subprocess: a copy of ``base_env`` (default ``os.environ``) plus
-    the nnU-Net folders, ``nnUNet_extTrainer`` (the plugin's folder appended to any existing value),
-    ``ATSO_RUN_CONFIG`` and ``CUDA_VISIBLE_DEVICES``.
+def job_env(paths: NnUNetPaths, run_config: Optional[Union[str, os.PathLike]] = None,
+            base_env: Optional[Mapping[str, str]] = None, gpu: Optional[str] = None) -> Dict[str, str]:
+    """Only the variables a run sets for an nnU-Net job: the nnU-Net folders, ``nnUNet_extTrainer``
+    (the plugin's folder appended to ``base_env``'s value), ``ATSO_RUN_CONFIG`` and
+    ``CUDA_VISIBLE_DEVICES`` where given.
+
+    An executor applies them on top of the environment where the job runs (the driver's for a
+    local job, the compute node's for a SLURM task), so nothing else of the driver's environment
+    travels: the node's own ``CUDA_VISIBLE_DEVICES`` and ``SLURM_*`` stay as SLURM set them.
 
     Args:
         paths: nnU-Net folders.
         run_config: trainer run config JSON (:class:`~atso_nnunet.trainers.config.TrainerRunConfig`);
-            ``None`` leaves ``ATSO_RUN_CONFIG`` as in ``base_env``.
-        base_env: environment to start from; never modified.
-        gpu: value for ``CUDA_VISIBLE_DEVICES`` (e.g. ``"0"``); ``None`` leaves it as in ``base_env``.
+            ``None``: no ``ATSO_RUN_CONFIG``.
+        base_env: where to read an existing ``nnUNet_extTrainer`` (default ``os.environ``); never modified.
+        gpu: value for ``CUDA_VISIBLE_DEVICES`` (e.g. ``"0"``); ``None``: not set.
     """
-    env = paths.env(base_env)
+    base = os.environ if base_env is None else base_env
+    env = {k: v for k, v in paths.env({}).items()}
     ext = str(ext_trainer_dir())
-    existing = [p for p in env.get(EXT_TRAINER_VAR, "").split(os.pathsep) if p]
+    existing = [p for p in base.get(EXT_TRAINER_VAR, "").split(os.pathsep) if p]
     if ext not in existing:
         existing.append(ext)
     env[EXT_TRAINER_VAR] = os.pathsep.join(existing)
@@ -109,3 +114,30 @@ def nnunet_env(paths: NnUNetPaths, run_config: Optional[Union[str, os.PathLike]]
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     return env
+
+
+def nnunet_env(paths: NnUNetPaths, run_config: Optional[Union[str, os.PathLike]] = None,
+               base_env: Optional[Mapping[str, str]] = None, gpu: Optional[str] = None) -> dict:
+    """Full environment for an nnU-Net subprocess started directly (``subprocess.run(env=...)``):
+    a copy of ``base_env`` (default ``os.environ``) with :func:`job_env`'s variables on top.
+
+    Args:
+        paths, run_config, gpu: as for :func:`job_env` (unset options keep ``base_env``'s values).
+        base_env: environment to start from; never modified.
+    """
+    env = dict(os.environ if base_env is None else base_env)
+    env.update(job_env(paths, run_config=run_config, base_env=env, gpu=gpu))
+    return env
+
+
+def stray_trainer_variables(env: Optional[Mapping[str, str]] = None) -> List[str]:
+    """Names of the trainers' per-run variables (``ATSO_NUM_EPOCHS`` ...) set, non-empty, in ``env``
+    (default ``os.environ``).
+
+    Jobs inherit the environment where they run, and these variables beat the run's config file
+    (``ATSO_RUN_CONFIG``): a driver must not start while any is set.
+    """
+    from atso_nnunet.trainers.config import ENV_VARS
+
+    env = os.environ if env is None else env
+    return sorted(name for name in ENV_VARS if env.get(name, "").strip())

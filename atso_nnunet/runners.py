@@ -26,7 +26,7 @@ from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution import Job
 from atso_nnunet.io import write_json
-from atso_nnunet.nnunet_commands import nnunet_env, predict_command, train_command
+from atso_nnunet.nnunet_commands import job_env, predict_command, train_command
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.rundir import RunDir
 from atso_nnunet.schedule import GroundTruth, LabelSet, Model, Monitor, Prediction, Score, Step
@@ -127,8 +127,8 @@ def train_job(ctx: RunContext, step: Step) -> Job:
                   trainer=model.trainer, plans=plans_identifier(model.view), device=ctx.device)
     # A fold folder left by an interrupted run: continue from its latest checkpoint (--c).
     started = ctx.model_folder(model).is_dir()
-    env = nnunet_env(ctx.model_paths(model), run_config=config_file)
-    if ctx.device == "cpu" and "nnUNet_n_proc_DA" not in env:
+    env = job_env(ctx.model_paths(model), run_config=config_file)
+    if ctx.device == "cpu" and "nnUNet_n_proc_DA" not in os.environ:
         # On a CPU the augmentation workers compete with training for the same cores and each
         # pays an nnU-Net import at start; single-threaded augmentation is faster there.
         env["nnUNet_n_proc_DA"] = "0"
@@ -154,7 +154,7 @@ def predict_job(ctx: RunContext, steps: Sequence[Step], link: bool = True) -> Jo
                            num_processes_segmentation_export=workers, disable_tta=not tta,
                            save_probabilities=any(s.save_probabilities for s in steps))
     return Job(name=_job_name(f"{model.name}/{model.view}/predict_{parts}"), argv=argv,
-               env=nnunet_env(ctx.model_paths(model)), log_path=ctx.run.step_log(steps[0].id),
+               env=job_env(ctx.model_paths(model)), log_path=ctx.run.step_log(steps[0].id),
                uses_gpu=ctx.device != "cpu")
 
 

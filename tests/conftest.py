@@ -57,6 +57,22 @@ def write_tiny_dataset(raw_root: Path, dataset_id: int = 990, n_labeled: int = 3
     return ds
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slurm", action="store_true",
+                     help="also run the tests marked slurm_cluster, against the SLURM cluster on this machine "
+                          "(make test-slurm starts one)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slurm_cluster`` run only with ``--slurm``: ``pytest`` alone never selects them."""
+    if config.getoption("--slurm"):
+        return
+    kept = [item for item in items if item.get_closest_marker("slurm_cluster") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
 @pytest.fixture
 def nnunet_paths(tmp_path) -> NnUNetPaths:
     paths = NnUNetPaths.under(tmp_path / "nnunet")

@@ -3,6 +3,7 @@ rendering, requeue checkpoint and reattachment (through submitit's local executo
 from __future__ import annotations
 
 import json
+import re
 import os
 import pickle
 import signal
@@ -311,19 +312,106 @@ def test_slurm_reattach_to_running_job_and_resubmit_vanished(tmp_path):
     assert final["long"]["job_id"] == first_id  # reattached, not resubmitted
     assert Path(long_job["log_path"]).read_text().count("=== attempt") == 1
     assert final["gone"]["attempt"] == 2 and final["gone"]["job_id"] != "999999999"
-    assert "=== attempt 2 ===\nresumed" in vanished.log_path.read_text()
+    assert re.search(r"=== attempt 2 ===\n(=== .* ===\n)*resumed", vanished.log_path.read_text())
 
 
-@pytest.mark.parametrize("sacct_state,expected", [("RUNNING", "running"), ("PENDING", "running"),
-                                                  ("REQUEUED", "running"), ("UNKNOWN", "vanished"),
-                                                  ("CANCELLED by 1234", "failed"), ("OUT_OF_MEMORY", "failed")])
-def test_slurm_status_from_sacct_state(tmp_path, monkeypatch, sacct_state, expected):
-    """The SLURM path of reattachment, with sacct replaced by a fake state."""
-    monkeypatch.setattr(submitit.SlurmJob.watcher, "get_state", lambda job_id, mode="standard": sacct_state)
-    monkeypatch.setattr(submitit.SlurmJob, "_results_timeout_s", 0)
+@pytest.mark.parametrize("squeue_out,sacct_out,expected", [
+    ("1234_0|RUNNING|n", None, "running"), ("1234_0|PENDING|n", None, "running"),
+    ("1234_0|REQUEUED|n", None, "running"), ("1234_0|COMPLETING|n", None, "running"),
+    ("", None, "vanished"),                          # no accounting, the controller forgot it
+    ("", "1234_0|CANCELLED by 0\n", "failed"),        # accounting knows how it ended
+    ("1234_0|CANCELLED|n", None, "failed"), ("1234_0|OUT_OF_MEMORY|n", None, "failed"),
+    (RuntimeError, None, "running"),                  # squeue failed: nothing is concluded
+])
+def test_slurm_status_from_the_cluster(tmp_path, monkeypatch, squeue_out, sacct_out, expected):
+    """The SLURM path of state tracking, with squeue / sacct replaced by fake answers."""
+    def fake_run(argv, timeout=60):
+        if argv[0] == "squeue":
+            if squeue_out is RuntimeError:
+                raise slurm_mod.slurm_cluster.ClusterQueryError("controller down")
+            return 0, squeue_out, ""
+        return (1, "", "Slurm accounting storage is disabled") if sacct_out is None else (0, sacct_out, "")
+
+    monkeypatch.setattr(slurm_mod.slurm_cluster, "_run", fake_run)
+    monkeypatch.setattr(slurm_mod, "_RESULT_WAIT_S", 0.0)
     ex = SlurmExecutor(SlurmConfig(log_folder=tmp_path))
-    handle = ex._handle("b", "1234_0")
+    handle = ex._handle(tmp_path / "b", "1234_0")
     handle.paths.folder.mkdir(parents=True)
     job = Job(name="j", argv=["true"], log_path=tmp_path / "j.log")
     tracked = slurm_mod._Tracked(job, handle, 1, 0, time.monotonic(), reattached=True)
+    ex._refresh_states([handle])
     assert ex._status(tracked)[0] == expected
+
+
+def test_slurm_result_file_decides_once_the_job_ended(tmp_path, monkeypatch):
+    monkeypatch.setattr(slurm_mod.slurm_cluster, "_run", lambda argv, timeout=60: (0, "", ""))
+    ex = SlurmExecutor(SlurmConfig(log_folder=tmp_path))
+    handle = ex._handle(tmp_path / "b", "77_1")
+    handle.paths.folder.mkdir(parents=True)
+    tracked = slurm_mod._Tracked(Job(name="j", argv=["true"], log_path=tmp_path / "j.log"), handle, 1, 0, 0.0)
+    submitit.core.utils.cloudpickle_dump(("error", "Traceback\nCommandFailedError: job j: command exited with "
+                                                   "code 3; log: x"), handle.paths.result_pickle)
+    ex._refresh_states([handle])
+    status, info = ex._status(tracked)
+    assert status == "failed" and slurm_mod._returncode(info) == 3
+    submitit.core.utils.cloudpickle_dump(("success", 0), handle.paths.result_pickle)
+    assert ex._status(tracked) == ("succeeded", "")
+
+
+def test_command_job_carries_only_the_run_variables(tmp_path, monkeypatch):
+    """Job.env and the executor's resource variables travel; the node's own environment is kept."""
+    job = Job(name="env", argv=[PY, "-c", "import os, json; print(json.dumps(dict(os.environ)))"],
+              env={"nnUNet_raw": "/r", "nnUNet_n_proc_DA": "0"}, log_path=tmp_path / "env.log")
+    cj = slurm_mod.CommandJob(job, extra_env={"nnUNet_n_proc_DA": "3"})
+    assert cj.env == {"nnUNet_raw": "/r", "nnUNet_n_proc_DA": "3"}
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
+    cj()
+    text = job.log_path.read_text()
+    assert "=== SLURM job 41_1 (job id 42)" in text and "CUDA_VISIBLE_DEVICES=5" in text
+    child = json.loads(text.splitlines()[-1])
+    assert child["SLURM_JOB_ID"] == "42" and child["CUDA_VISIBLE_DEVICES"] == "5" and child["nnUNet_raw"] == "/r"
+
+
+def test_submission_env_drops_the_drivers_allocation():
+    base = {"PATH": "/bin", "SLURM_JOB_ID": "7", "SLURM_CONF": "/etc/x.conf", "CUDA_VISIBLE_DEVICES": "0",
+            "SBATCH_ACCOUNT": "p42", "nnUNet_raw": "/r"}
+    assert slurm_mod.submission_env(base) == {"PATH": "/bin", "SLURM_CONF": "/etc/x.conf",
+                                              "SBATCH_ACCOUNT": "p42", "nnUNet_raw": "/r"}
+
+
+def test_slurm_job_names_and_data_loader_workers(tmp_path, monkeypatch):
+    ex = SlurmExecutor(SlurmConfig(log_folder=tmp_path, job_name_prefix="atso:run1", cpus_per_task=4))
+    assert ex.job_name(Job(name="g1__train__h1__axial", argv=["true"], log_path=tmp_path / "l")) == \
+        "atso:run1:g1/train/h1/axial"
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    assert ex.resource_env() == {"nnUNet_n_proc_DA": "3"}
+    assert slurm_mod.data_loader_workers(1) == 0
+    monkeypatch.setenv("nnUNet_n_proc_DA", "6")  # the user's own choice wins
+    assert ex.resource_env() == {}
+
+
+def test_slurm_live_task_of_a_step_is_adopted_not_submitted_again(tmp_path, monkeypatch):
+    """A task of the step still queued under its name (e.g. submitted just before the driver was
+    killed, before jobs.json was written) is adopted: no second job for the same step."""
+    config = SlurmConfig(log_folder=tmp_path / "slurm", job_name_prefix="atso:r", poll_interval_s=0.01)
+    ex = SlurmExecutor(config)
+    folder = tmp_path / "slurm" / "b" / "submitit"
+    folder.mkdir(parents=True)
+
+    def fake_run(argv, timeout=60):
+        if argv[0] == "squeue" and any(a.startswith("--name=") for a in argv):
+            return 0, "31_0|PENDING|atso:r:g1/train/h1/axial\n", ""
+        if argv[:3] == ["scontrol", "show", "job"]:
+            return 0, f"JobId=32 ArrayJobId=31 StdOut={folder}/31_0_0_log.out", ""
+        raise AssertionError(f"unexpected command {argv}")
+
+    monkeypatch.setattr(slurm_mod.slurm_cluster, "_run", fake_run)
+    monkeypatch.setattr(ex, "_make_executor", lambda batch: pytest.fail("submitted a second job"))
+    job = Job(name="g1__train__h1__axial", argv=["true"], log_path=tmp_path / "logs" / "axial.log")
+    tracked, state = {}, {}
+    ex._submit("b", [(job, 1, 1)], tracked, state, tmp_path / "slurm" / "b" / "jobs.json")
+    assert tracked[job.name].handle.job_id == "31_0" and state[job.name]["job_id"] == "31_0"
+    assert (tmp_path / "logs" / "axial.slurm-31_0.out").is_symlink()

@@ -18,6 +18,7 @@ from atso_nnunet.errors import InputError
 
 logger = logging.getLogger("atso_nnunet.run")
 
+DEVICES = ("cpu", "cuda")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--executor", choices=("local", "slurm"), default="local",
                     help="where nnU-Net jobs run: this machine or SLURM job arrays (default: %(default)s)")
     ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, see --cpu-jobs)")
+    ex.add_argument("--device", choices=DEVICES, help="where nnU-Net trains and predicts (default: cuda with --gpus "
+                                                     "or SLURM GPUs per job > 0, else cpu)")
     ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
     ex.add_argument("--no-warm-workers", dest="warm_workers", action="store_false", default=None,
                     help="local: start every nnU-Net command as a fresh subprocess instead of forking it from a "
@@ -70,16 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "scheduler; 'prepare' prepares the data")
     sl = p.add_argument_group("SLURM (--executor slurm; submitit). Defaults come from the plan's 'slurm' section, "
                               "then from atso_nnunet.execution.slurm.SlurmConfig; these flags override both")
-    sl.add_argument("--slurm-partition")
-    sl.add_argument("--slurm-gpus-per-job", type=int, help="default 1")
-    sl.add_argument("--slurm-cpus", type=int, help="CPUs per task (default 8)")
-    sl.add_argument("--slurm-mem-gb", type=float, help="default 32")
-    sl.add_argument("--slurm-time-min", type=int, help="time limit per job (default 1440); on time-out the job is "
-                                                      "requeued and nnU-Net continues (--c)")
+    sl.add_argument("--slurm-partition", metavar="NAME",
+                    help="partition the jobs run in (default: the cluster's default partition); checked with sinfo "
+                         "before anything is submitted")
+    sl.add_argument("--slurm-gpus-per-job", type=int, metavar="N",
+                    help="GPUs per job (default 1, or 0 with --device cpu); 0 trains on the CPU")
+    sl.add_argument("--slurm-cpus", type=int, metavar="N",
+                    help="CPUs per job (default 8); nnU-Net's data-augmentation workers follow it (N - 1)")
+    sl.add_argument("--slurm-mem-gb", type=float, metavar="GB", help="memory per job in GB (default 32)")
+    sl.add_argument("--slurm-time-min", type=int, metavar="MIN",
+                    help="time limit per job in minutes (default 1440); a training that needs longer gets SIGUSR2 "
+                         "before the limit, is requeued and continues from its checkpoint (nnU-Net --c)")
+    sl.add_argument("--slurm-signal-delay-s", type=int, metavar="S",
+                    help="seconds before the time limit at which a job is told to stop and requeue (default 120); "
+                         "must be shorter than the time limit")
+    sl.add_argument("--slurm-max-requeues", type=int, metavar="N",
+                    help="requeues after time-outs per job (default 3)")
     sl.add_argument("--slurm-setup", action="append", default=None, metavar="LINE",
-                    help="line run before each job, e.g. 'module load cuda' (repeatable)")
-    sl.add_argument("--slurm-log-dir", type=Path, help="shared folder for job logs (default: <run-dir>/slurm)")
-    sl.add_argument("--slurm-max-parallel", type=int, help="jobs of an array running at once (default 6)")
+                    help="shell line run before each job, e.g. 'module load cuda' (repeatable)")
+    sl.add_argument("--slurm-log-dir", type=Path, metavar="DIR",
+                    help="shared folder for submitit's files and job states (default: <run-dir>/slurm)")
+    sl.add_argument("--slurm-max-parallel", type=int, metavar="N",
+                    help="jobs of one array running at once (default 6)")
+    sl.add_argument("--slurm-poll-s", type=float, metavar="S",
+                    help="seconds between two looks at the queue (default 30)")
     add_verbose_option(p)
     return p
 
@@ -101,7 +118,9 @@ def load_experiment(args):
 
 SLURM_FLAGS = {"slurm_partition": "partition", "slurm_gpus_per_job": "gpus_per_job", "slurm_cpus": "cpus_per_task",
                "slurm_mem_gb": "mem_gb", "slurm_time_min": "time_min", "slurm_setup": "extra_sbatch_lines",
-               "slurm_log_dir": "log_folder", "slurm_max_parallel": "max_parallel"}
+               "slurm_log_dir": "log_folder", "slurm_max_parallel": "max_parallel",
+               "slurm_signal_delay_s": "signal_delay_s", "slurm_max_requeues": "max_requeues",
+               "slurm_poll_s": "poll_interval_s"}
 
 
 def slurm_config(args, plan, run_dir: Path):
@@ -118,6 +137,12 @@ def slurm_config(args, plan, run_dir: Path):
     settings.update({field: getattr(args, flag) for flag, field in SLURM_FLAGS.items()
                      if getattr(args, flag) is not None})
     settings["log_folder"] = Path(settings.get("log_folder") or run_dir / "slurm")
+    settings.setdefault("job_name_prefix", f"atso:{run_dir.name}")
+    if getattr(args, "device", None) == "cpu":
+        if settings.get("gpus_per_job", 0) > 0 and "gpus_per_job" in settings:
+            raise InputError(f"--device cpu with {settings['gpus_per_job']} SLURM GPU(s) per job: ask for "
+                             "--slurm-gpus-per-job 0 (or leave it out), or use --device cuda")
+        settings["gpus_per_job"] = 0
     try:
         return SlurmConfig(**settings)
     except (TypeError, ValueError) as e:
@@ -129,9 +154,26 @@ def make_executor_from_args(args, run_dir: Path, plan=None):
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if args.executor == "slurm":
-        return make_executor("slurm", slurm=slurm_config(args, plan, run_dir), retries=args.retries)
+        executor = make_executor("slurm", slurm=slurm_config(args, plan, run_dir), retries=args.retries)
+        executor.check_cluster()
+        return executor
     return make_executor("local", gpus=gpus, retries=args.retries, warm_workers=args.warm_workers,
                          cpu_jobs=args.cpu_jobs)
+
+
+def resolve_device(args, plan, run_dir: Path) -> str:
+    """``--device``, else from the resources asked for: cuda with local ``--gpus`` or SLURM GPUs per job.
+
+    Raises:
+        InputError: ``--device cuda`` on SLURM jobs that get no GPU.
+    """
+    if args.executor == "slurm":
+        gpus = slurm_config(args, plan, run_dir).gpus_per_job
+        if args.device == "cuda" and gpus == 0:
+            raise InputError("--device cuda with --slurm-gpus-per-job 0: the jobs would have no GPU; "
+                             "use --device cpu or ask for GPUs")
+        return args.device or ("cuda" if gpus > 0 else "cpu")
+    return args.device or ("cuda" if args.gpus else "cpu")
 
 
 def _run(args) -> int:
@@ -142,7 +184,7 @@ def _run(args) -> int:
     paths = nnunet_paths(args.nnunet_dir)
     plan = resolve_case_rule(plan, paths)
     run_dir = (args.run_dir or default_run_dir(paths, plan)).resolve()
-    device = "cuda" if (args.gpus or args.executor == "slurm") else "cpu"
+    device = resolve_device(args, plan, run_dir)
     executor = None if args.dry_run else make_executor_from_args(args, run_dir, plan)
     logger.info("run folder: %s", run_dir)
     sec_per_iter = args.sec_per_iter

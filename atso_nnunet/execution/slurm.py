@@ -23,6 +23,18 @@ How a batch runs:
 - A command that exits non-zero fails its array task; :meth:`SlurmExecutor.run_batch`
   resubmits it up to ``SlurmConfig.retries`` times (with ``resume_argv``), then raises
   :class:`~atso_nnunet.errors.StepFailedError` once every other job has finished.
+- Job states come from the controller (``squeue``), with ``sacct`` only for jobs the controller
+  no longer holds (:mod:`atso_nnunet.execution.slurm_cluster`): a pending, requeued or running
+  task is never taken for a vanished one, with or without accounting. A job is resubmitted only
+  when the cluster says it has ended; and never while ``squeue`` lists an active job of the same
+  name: each array task is named after its step (``atso:<run>:<step>``), and a live task of this
+  run found by that name is adopted instead of submitted again.
+- Each task's output (submitit's log) is linked next to the step's log
+  (``<step log>.slurm-<job id>.out``), and each attempt's header names the SLURM job and node.
+- Environment: the job carries only the variables the run sets (``Job.env``: nnU-Net folders,
+  ``ATSO_RUN_CONFIG``, data-loader workers); everything else comes from where the task runs.
+  ``sbatch`` is called without the driver's own ``SLURM_*`` and GPU-visibility variables, so a
+  driver that itself runs as a SLURM job does not hand its allocation to its children.
 
 The compute nodes must see the same Python environment (``atso_nnunet`` importable with
 ``sys.executable``, or ``SlurmConfig.python``) and ``log_folder`` on a shared file system.
@@ -34,6 +46,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 import shlex
 import signal
@@ -47,6 +60,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import submitit
 from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
 
+from atso_nnunet.errors import StepFailedError
+from atso_nnunet.execution import slurm_cluster
 from atso_nnunet.execution.jobs import (Executor, Job, JobResult, attempt_header, check_batch,
                                         check_retries, raise_failures)
 from atso_nnunet.io import write_json
@@ -55,12 +70,15 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "jobs.json"
 
-# sacct states of a job that is not finished yet.
-_ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "COMPLETING",
-                  "CONFIGURING", "RESIZING", "SUSPENDED", "PREEMPTED", "READY", "SIGNALING",
-                  "STAGE_OUT"}
-# A job just submitted may be unknown to sacct for a while; only then is "UNKNOWN" waited out.
-_UNKNOWN_GRACE_S = 300.0
+# Seconds to wait for submitit's result file of a task the cluster says has ended (shared file
+# systems can be slow to show it).
+_RESULT_WAIT_S = 15.0
+
+# Variables of the driver's own environment that must not reach sbatch: a driver running as a
+# SLURM job would otherwise hand its job's identity and GPUs to every task it submits.
+_DRIVER_ONLY_PREFIXES = ("SLURM_",)
+_DRIVER_ONLY_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
+_KEEP_VARS = ("SLURM_CONF",)  # where the cluster's configuration is: needed by sbatch itself
 
 RUNNING, SUCCEEDED, FAILED, VANISHED = "running", "succeeded", "failed", "vanished"
 
@@ -89,6 +107,8 @@ class SlurmConfig:
         signal_delay_s: seconds between the ``USR2`` warning and the end of the time limit.
         poll_interval_s: seconds between two status checks (one ``sacct`` call per check).
         python: command that runs Python on the compute nodes (default ``sys.executable``).
+        job_name_prefix: start of every job name; a task is named ``<prefix>:<step>`` in
+            ``squeue`` (``atso_nnunet_run`` uses ``atso:<run folder name>``).
     """
 
     partition: Optional[str] = None
@@ -105,6 +125,7 @@ class SlurmConfig:
     signal_delay_s: int = 120
     poll_interval_s: float = 30.0
     python: Optional[str] = None
+    job_name_prefix: str = "atso"
 
     def __post_init__(self) -> None:
         def positive_int(option: str, minimum: int) -> None:
@@ -127,7 +148,8 @@ class SlurmConfig:
             raise ValueError(f"SlurmConfig.poll_interval_s must be > 0 seconds, got {self.poll_interval_s!r}")
         if self.signal_delay_s >= self.time_min * 60:
             raise ValueError(f"SlurmConfig.signal_delay_s ({self.signal_delay_s} s) must be shorter than "
-                             f"SlurmConfig.time_min ({self.time_min} min)")
+                             f"SlurmConfig.time_min ({self.time_min} min), or the job is told to stop as soon "
+                             "as it starts (--slurm-signal-delay-s, --slurm-time-min)")
         if isinstance(self.extra_sbatch_lines, str) or not all(isinstance(x, str) for x in self.extra_sbatch_lines):
             raise ValueError("SlurmConfig.extra_sbatch_lines must be a list of shell lines (strings), "
                              f"got {self.extra_sbatch_lines!r}")
@@ -138,6 +160,8 @@ class SlurmConfig:
         self.extra_sbatch_lines = list(self.extra_sbatch_lines)
         self.additional_parameters = dict(self.additional_parameters)
         self.log_folder = Path(self.log_folder)
+        if not isinstance(self.job_name_prefix, str):
+            raise ValueError(f"SlurmConfig.job_name_prefix must be a string, got {self.job_name_prefix!r}")
 
 
 class CommandFailedError(RuntimeError):
@@ -161,13 +185,17 @@ class CommandJob(submitit.helpers.Checkpointable):
         job: the job to run.
         attempt: the attempt number written in the log header (1-based).
         kill_grace_s: seconds between SIGTERM and SIGKILL when the command is interrupted.
+        extra_env: variables set by the executor on top of ``job.env`` (e.g. data-loader workers
+            that follow the CPUs of the task).
     """
 
-    def __init__(self, job: Job, attempt: int = 1, kill_grace_s: float = 30.0) -> None:
+    def __init__(self, job: Job, attempt: int = 1, kill_grace_s: float = 30.0,
+                 extra_env: Optional[Dict[str, str]] = None) -> None:
         self.name = job.name
         self.argv = job.argv_for(attempt)
         self.resume_argv = list(job.resume_argv) if job.resume_argv is not None else list(job.argv)
-        self.env = dict(job.env)
+        # Only the run's own variables travel; the rest is the environment of the node the task runs on.
+        self.env = {**job.env, **(extra_env or {})}
         self.log_path = str(job.log_path)
         self.cwd = None if job.cwd is None else str(job.cwd)
         self.attempt = attempt
@@ -187,6 +215,8 @@ class CommandJob(submitit.helpers.Checkpointable):
         env.update(self.env)
         with open(log_path, "ab") as log:
             log.write(attempt_header(self.attempt).encode())
+            log.write(_slurm_origin(env).encode())
+            log.write(f"=== command: {shlex.join(self.argv)} ===\n".encode())
             log.flush()
             self._proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -233,6 +263,88 @@ class CommandJob(submitit.helpers.Checkpointable):
             os.waitpid(proc.pid, 0)
 
 
+def _slurm_origin(env: Dict[str, str]) -> str:
+    """One log line naming the SLURM task an attempt runs in (empty outside SLURM)."""
+    if "SLURM_JOB_ID" not in env:
+        return ""
+    task = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env
+            else env["SLURM_JOB_ID"])
+    return (f"=== SLURM job {task} (job id {env['SLURM_JOB_ID']}) on {env.get('SLURMD_NODENAME', '?')}, "
+            f"restart {env.get('SLURM_RESTART_COUNT', '0')}, "
+            f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '(unset)')} ===\n")
+
+
+def submission_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment ``sbatch`` runs in: ``base`` (default ``os.environ``) without the driver's
+    own ``SLURM_*`` and GPU-visibility variables (``SLURM_CONF`` is kept)."""
+    base = dict(os.environ if base is None else base)
+    return {k: v for k, v in base.items()
+            if k in _KEEP_VARS or not (k.startswith(_DRIVER_ONLY_PREFIXES) or k in _DRIVER_ONLY_VARS)}
+
+
+def data_loader_workers(cpus_per_task: int) -> int:
+    """``nnUNet_n_proc_DA`` for a task with ``cpus_per_task`` CPUs: one CPU stays with the training
+    process; with a single CPU augmentation runs in it (nnU-Net's workers die there otherwise,
+    MIC-DKFZ/nnUNet#2863)."""
+    return max(0, int(cpus_per_task) - 1)
+
+
+class _SubmititSlurmExecutor(submitit.SlurmExecutor):
+    """submitit's SLURM executor, with ``sbatch`` run in :func:`submission_env`.
+
+    The two methods are submitit 1.5.4's, changed only where marked: submitit runs sbatch in the
+    caller's environment and builds the executor of a job array as its own base class.
+    """
+
+    def _submit_command(self, command: str) -> submitit.core.core.Job:
+        import uuid
+
+        from submitit.core import utils
+
+        tmp_uuid = uuid.uuid4().hex
+        submission_file_path = (utils.JobPaths.get_first_id_independent_folder(self.folder)
+                                / f".submission_file_{tmp_uuid}.sh")
+        with submission_file_path.open("w") as f:
+            f.write(self._make_submission_file_text(command, tmp_uuid))
+        command_list = self._make_submission_command(submission_file_path)
+        output = utils.CommandFunction(command_list, verbose=False, env=submission_env())()  # changed: env
+        job_id = self._get_job_id_from_submission_command(output)
+        job = self.job_class(folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks())))
+        job.paths.move_temporary_file(submission_file_path, "submission_file", keep_as_symlink=True)
+        self._write_job_id(job.job_id, tmp_uuid)
+        self._set_job_permissions(job.paths.folder)
+        return job
+
+    def _internal_process_submissions(self, delayed_submissions: list) -> list:
+        import uuid
+
+        from submitit.core import utils
+
+        if len(delayed_submissions) == 1:
+            return super()._internal_process_submissions(delayed_submissions)
+        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        timeout_min = self.parameters.get("time", 5)
+        pickle_paths = []
+        for d in delayed_submissions:
+            pickle_path = folder / f"{uuid.uuid4().hex}.pkl"
+            d.set_timeout(timeout_min, self.max_num_timeout)
+            d.dump(pickle_path)
+            pickle_paths.append(pickle_path)
+        n = len(delayed_submissions)
+        array_ex = type(self)(self.folder, self.max_num_timeout)  # changed: this class, not submitit's
+        array_ex.update_parameters(**self.parameters)
+        array_ex.parameters["map_count"] = n
+        self._throttle()
+        first_job = array_ex._submit_command(self._submitit_command_str)
+        tasks_ids = list(range(first_job.num_tasks))
+        jobs = [submitit.SlurmJob(folder=self.folder, job_id=f"{first_job.job_id}_{a}", tasks=tasks_ids)
+                for a in range(n)]
+        for job, pickle_path in zip(jobs, pickle_paths):
+            job.paths.move_temporary_file(pickle_path, "submitted_pickle")
+        return jobs
+
+
 def _ignore_requeue_signal() -> None:
     """In the command's process: ignore USR2, which SLURM sends to every process of the step."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
@@ -249,7 +361,7 @@ def batch_name(jobs: Sequence[Job]) -> str:
 def sbatch_parameters(config: SlurmConfig, name: str) -> Dict[str, Any]:
     """submitit's SLURM parameters (sbatch names) for ``config``; shared by submission and rendering."""
     params: Dict[str, Any] = {
-        "job_name": name,
+        "job_name": slurm_cluster.job_name(config.job_name_prefix, name),
         "time": config.time_min,
         "mem": _convert_mem(config.mem_gb),
         "cpus_per_task": config.cpus_per_task,
@@ -312,11 +424,42 @@ class SlurmExecutor(Executor):
             raise ValueError(f"cluster must be 'slurm' or 'local', got {cluster!r}")
         self.config = config
         self.cluster = cluster
+        self._states: Optional[Dict[str, slurm_cluster.JobState]] = {}
 
     def __repr__(self) -> str:
         return f"SlurmExecutor({self.config!r}, cluster={self.cluster!r})"
 
-    # ---- submitit plumbing (overridden in tests) ----
+    def check_cluster(self) -> None:
+        """Refuse resources the cluster can never give (``sinfo``), before anything is submitted.
+
+        Raises:
+            InputError: unknown partition, GPUs on a partition without them, a job larger than
+                any node; ``sinfo`` missing or failing.
+        """
+        if self.cluster == "slurm":
+            part = slurm_cluster.check_resources(self.config, slurm_cluster.partitions())
+            logger.info("SLURM partition %s: %d CPUs, %d MB per node at most, GRES %s", part.name, part.max_cpus,
+                        part.max_mem_mb, ", ".join(part.gres))
+            early = slurm_cluster.earliest_warning_s(self.config)
+            if early < 60:
+                logger.warning("with a %d min time limit and a %d s signal delay, SLURM may tell a task to stop "
+                               "%d s after it starts (it checks time limits every 30 s); an nnU-Net training "
+                               "needs about 20 s to start and saves its checkpoint every save_every epochs: "
+                               "a longer --slurm-time-min or a shorter --slurm-signal-delay-s lets it progress",
+                               self.config.time_min, self.config.signal_delay_s, max(0, early))
+
+    def resource_env(self) -> Dict[str, str]:
+        """Variables that follow the resources of a task: ``nnUNet_n_proc_DA`` from the CPUs per task
+        (unless the driver's own environment sets it: the user's choice wins)."""
+        if "nnUNet_n_proc_DA" in os.environ:
+            return {}
+        return {"nnUNet_n_proc_DA": str(data_loader_workers(self.config.cpus_per_task))}
+
+    def job_name(self, job: Job) -> str:
+        """The name a task of ``job`` carries in ``squeue``: ``<job_name_prefix>:<step>``."""
+        return slurm_cluster.job_name(self.config.job_name_prefix, job.name.replace("__", "/"))
+
+    # ---- submitit and cluster plumbing (overridden in tests) ----
     def _make_executor(self, batch: str) -> submitit.core.core.PicklingExecutor:
         folder = _submitit_folder(self.config, batch)
         params = sbatch_parameters(self.config, batch)
@@ -325,29 +468,63 @@ class SlurmExecutor(Executor):
                                         python=self.config.python)
             ex.update_parameters(timeout_min=self.config.time_min, signal_delay_s=self.config.signal_delay_s)
             return ex
-        ex = submitit.SlurmExecutor(folder, max_num_timeout=self.config.max_requeues, python=self.config.python)
+        ex = _SubmititSlurmExecutor(folder, max_num_timeout=self.config.max_requeues, python=self.config.python)
         ex.update_parameters(**params)
         return ex
 
-    def _handle(self, batch: str, job_id: str) -> Any:
-        folder = _submitit_folder(self.config, batch)
+    def _handle(self, folder: Path, job_id: str) -> Any:
         if self.cluster == "local":
             return submitit.local.local.LocalJob(folder, job_id)
         return submitit.SlurmJob(folder, job_id)
 
-    def _refresh_states(self) -> None:
-        """One sacct call for every registered job (no-op locally)."""
-        if self.cluster == "slurm":
-            submitit.SlurmJob.watcher.update()
+    def _refresh_states(self, handles: Sequence[Any]) -> None:
+        """Ask the cluster once about every tracked job (no-op locally); a failed query leaves
+        every state unknown, which counts as still running."""
+        if self.cluster != "slurm":
+            return
+        try:
+            self._states = slurm_cluster.query_states([h.job_id for h in handles])
+        except slurm_cluster.ClusterQueryError as e:
+            logger.warning("cannot read job states from the cluster (%s); asking again in %.0f s", e,
+                           self.config.poll_interval_s)
+            self._states = None
 
-    def _scheduler_state(self, handle: Any) -> str:
-        """The job's state as the scheduler sees it (upper case, first word)."""
+    def _cluster_state(self, handle: Any) -> Optional[slurm_cluster.JobState]:
+        """What the cluster says about ``handle`` (``None``: it could not be asked)."""
         if self.cluster == "local":
-            if getattr(handle, "_process", None) is not None:
-                return "RUNNING" if handle._process.poll() is None else "FINISHED"
-            return "RUNNING" if _pid_alive(handle.job_id) else "UNKNOWN"
-        state = handle.watcher.get_state(handle.job_id, mode="cache")
-        return (state.split() or ["UNKNOWN"])[0].upper()
+            proc = getattr(handle, "_process", None)
+            alive = proc.poll() is None if proc is not None else _pid_alive(handle.job_id)
+            return slurm_cluster.JobState("RUNNING" if alive else "UNKNOWN", alive, "local")
+        if self._states is None:
+            return None
+        return self._states.get(str(handle.job_id))
+
+    def _active_by_name(self, names: Sequence[str]) -> Dict[str, str]:
+        """``{name: job id}`` of the active jobs ``squeue`` lists under ``names`` ({} locally)."""
+        if self.cluster != "slurm" or not names:
+            return {}
+        for attempt in range(3):
+            try:
+                listed = slurm_cluster.squeue_jobs(names=names)
+                break
+            except slurm_cluster.ClusterQueryError as e:
+                if attempt == 2:
+                    raise StepFailedError(f"cannot ask squeue whether jobs {', '.join(names)} are queued ({e}); "
+                                          "nothing was submitted: run the driver again when the controller answers")
+                time.sleep(min(10.0, self.config.poll_interval_s))
+        return {name: job_id for job_id, (state, name) in listed.items() if state in slurm_cluster.ACTIVE_STATES}
+
+    def _adoptable_folder(self, job_id: str) -> Optional[Path]:
+        """The submitit folder of a live job of this run's log folder, found from its StdOut."""
+        stdout = slurm_cluster.job_stdout(job_id)
+        if not stdout:
+            return None
+        folder = Path(stdout).parent
+        try:
+            folder.resolve().relative_to(self.config.log_folder.resolve())
+        except ValueError:
+            return None  # a job of the same name from another run's log folder
+        return folder
 
     # ---- the batch ----
     def run_batch(self, jobs: Sequence[Job], batch: Optional[str] = None) -> List[JobResult]:
@@ -370,6 +547,7 @@ class SlurmExecutor(Executor):
         batch = batch or batch_name(jobs)
         state_path = self.config.log_folder / batch / STATE_FILE
         state = _load_state(state_path)
+        folder = _submitit_folder(self.config, batch)
         results: Dict[str, JobResult] = {}
         tracked: Dict[str, _Tracked] = {}
         to_submit: List[Tuple[Job, int, int]] = []  # (job, attempt, tries)
@@ -383,29 +561,30 @@ class SlurmExecutor(Executor):
                 results[job.name] = JobResult(job.name, 0, 0, job.log_path, 0.0)
             elif job.name in state:
                 record = state[job.name]
-                handle = self._handle(batch, record["job_id"])
+                handle = self._handle(folder, record["job_id"])
                 previous.append(_Tracked(job, handle, record["attempt"], 0, time.monotonic(), reattached=True))
             else:
                 to_submit.append((job, 1, 1))
         if previous:
-            self._refresh_states()
+            self._refresh_states([t.handle for t in previous])
         for t in previous:
-            status, _ = self._status(t)
+            status, info = self._status(t)
             if status == RUNNING:
-                logger.info("job %s: reattached to SLURM job %s", t.job.name, t.handle.job_id)
+                logger.info("job %s: reattached to SLURM job %s (%s)", t.job.name, t.handle.job_id, info)
                 t.tries = 1
                 tracked[t.job.name] = t
             elif status == SUCCEEDED:
                 logger.info("job %s: SLURM job %s had finished successfully", t.job.name, t.handle.job_id)
                 results[t.job.name] = JobResult(t.job.name, 0, 0, t.job.log_path, 0.0)
             else:
-                logger.warning("job %s: previous SLURM job %s %s; resubmitting", t.job.name, t.handle.job_id, status)
+                logger.warning("job %s: previous SLURM job %s %s (%s); resubmitting", t.job.name,
+                               t.handle.job_id, status, info)
                 to_submit.append((t.job, t.attempt + 1, 1))
 
         self._submit(batch, to_submit, tracked, state, state_path)
         while tracked:
             time.sleep(self.config.poll_interval_s)
-            self._refresh_states()
+            self._refresh_states([t.handle for t in tracked.values()])
             again: List[Tuple[Job, int, int]] = []
             for name, t in list(tracked.items()):
                 status, info = self._status(t)
@@ -424,7 +603,8 @@ class SlurmExecutor(Executor):
                     rc = _returncode(info)
                     results[name] = JobResult(name, rc, t.tries, t.job.log_path, t.wall_s)
                     failures.append(results[name])
-                    details[name] = f"SLURM job {t.handle.job_id} {status}; submitit log: {t.handle.paths.stderr}"
+                    details[name] = (f"step {name.replace('__', '/')}: SLURM job {t.handle.job_id} {status} ({info}); "
+                                     f"submitit log: {t.handle.paths.stdout}")
                     logger.error("job %s: SLURM job %s %s after %d attempt(s); log: %s", name,
                                  t.handle.job_id, status, t.tries, t.job.log_path)
             self._submit(batch, again, tracked, state, state_path)
@@ -433,39 +613,91 @@ class SlurmExecutor(Executor):
 
     def _submit(self, batch: str, items: List[Tuple[Job, int, int]], tracked: Dict[str, _Tracked],
                 state: Dict[str, Dict[str, Any]], state_path: Path) -> None:
-        """Submit ``items`` as one array and record their ids in the state file."""
+        """Submit ``items`` as one array (adopting live tasks of the same step), record their ids."""
         if not items:
             return
-        ex = self._make_executor(batch)
-        with ex.batch():
-            handles = [ex.submit(CommandJob(job, attempt)) for job, attempt, _ in items]
         now = time.monotonic()
-        for (job, attempt, tries), handle in zip(items, handles):
-            tracked[job.name] = _Tracked(job, handle, attempt, tries, now)
-            state[job.name] = {"job_id": str(handle.job_id), "attempt": attempt}
-            logger.info("job %s: submitted as SLURM job %s (attempt %d)", job.name, handle.job_id, attempt)
+        live = self._active_by_name([self.job_name(job) for job, _, _ in items])
+        fresh = []
+        for job, attempt, tries in items:
+            job_id = live.get(self.job_name(job))
+            folder = self._adoptable_folder(job_id) if job_id else None
+            if folder is None:
+                fresh.append((job, attempt, tries))
+                continue
+            # A live task of this step (e.g. submitted just before a driver was killed): never a second one.
+            logger.warning("job %s: SLURM job %s of the same step is still queued or running; adopting it",
+                           job.name, job_id)
+            tracked[job.name] = _Tracked(job, self._handle(folder, job_id), attempt, tries, now, reattached=True)
+            state[job.name] = {"job_id": str(job_id), "attempt": attempt}
+        if fresh:
+            ex = self._make_executor(batch)
+            extra = self.resource_env() if self.cluster == "slurm" else {}
+            with ex.batch():
+                handles = [ex.submit(CommandJob(job, attempt, extra_env=extra)) for job, attempt, _ in fresh]
+            now = time.monotonic()
+            for (job, attempt, tries), handle in zip(fresh, handles):
+                tracked[job.name] = _Tracked(job, handle, attempt, tries, now)
+                state[job.name] = {"job_id": str(handle.job_id), "attempt": attempt}
+                logger.info("job %s: submitted as SLURM job %s (attempt %d)", job.name, handle.job_id, attempt)
         write_json({"batch": batch, "cluster": self.cluster, "jobs": state}, state_path)
+        if fresh and self.cluster == "slurm":
+            slurm_cluster.rename_jobs({str(tracked[job.name].handle.job_id): self.job_name(job)
+                                       for job, _, _ in fresh})
+        for job, _, _ in items:
+            _link_task_log(job, tracked[job.name].handle)
 
     def _status(self, t: _Tracked) -> Tuple[str, str]:
-        """(RUNNING | SUCCEEDED | FAILED | VANISHED, detail) of a tracked job, without blocking
-        (except up to submitit's 15 s wait for a result file of a job the scheduler says ended)."""
+        """(RUNNING | SUCCEEDED | FAILED | VANISHED, detail) of a tracked job.
+
+        RUNNING while the cluster lists the job as active or cannot be asked; otherwise the
+        outcome comes from submitit's result file (waited for up to ``_RESULT_WAIT_S`` seconds
+        after the cluster says the job ended).
+        """
         handle = t.handle
         if not handle.paths.folder.is_dir():
             return VANISHED, f"submitit folder {handle.paths.folder} is missing"
-        if handle.paths.result_pickle.exists():
-            error = handle.exception()
-            return (SUCCEEDED, "") if error is None else (FAILED, str(error))
-        sched = self._scheduler_state(handle)
-        if sched in _ACTIVE_STATES:
-            return RUNNING, sched
-        if sched == "UNKNOWN":
-            if not t.reattached and time.monotonic() - t.submitted_at < _UNKNOWN_GRACE_S:
-                return RUNNING, sched
-            return VANISHED, "unknown to the scheduler and no result file"
-        error = handle.exception()  # ended without a result file yet: submitit waits for it briefly
-        if error is None:
-            return SUCCEEDED, ""
-        return FAILED, f"state {sched}: {error}"
+        outcome = _read_outcome(handle, wait_s=0.0)
+        if outcome is not None:
+            return outcome
+        cluster = self._cluster_state(handle)
+        if cluster is None:
+            return RUNNING, "state unknown (the cluster could not be asked)"
+        if cluster.active:
+            return RUNNING, cluster.state
+        outcome = _read_outcome(handle, wait_s=_RESULT_WAIT_S)
+        if outcome is not None:
+            return outcome
+        if cluster.state == "UNKNOWN":
+            return VANISHED, "no longer known to the cluster, and no result file"
+        return FAILED, f"state {cluster.state} ({cluster.source}), no result file"
+
+
+def _read_outcome(handle: Any, wait_s: float) -> Optional[Tuple[str, str]]:
+    """(SUCCEEDED, "") or (FAILED, error) from submitit's result file; ``None`` if there is none."""
+    path = handle.paths.result_pickle
+    deadline = time.monotonic() + wait_s
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.5)
+    try:
+        outcome, value = submitit.core.utils.pickle_load(path)
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as e:
+        return FAILED, f"unreadable result file {path}: {e}"
+    if outcome == "success":
+        return SUCCEEDED, ""
+    text = str(value).strip().splitlines()
+    return FAILED, text[-1] if text else "failed"
+
+
+def _link_task_log(job: Job, handle: Any) -> None:
+    """``<step log>.slurm-<job id>.out`` -> the task's submitit log (stdout and stderr of the task)."""
+    link = job.log_path.with_name(f"{job.log_path.stem}.slurm-{handle.job_id}.out")
+    with contextlib.suppress(OSError):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(Path(handle.paths.stdout).absolute())
 
 
 def _returncode(detail: str) -> int:
