@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, add_views_option, nnunet_paths, plain, run_cli
+from atso_nnunet.cli.run import add_execution_options, make_executor_from_args, resolve_device
 from atso_nnunet.errors import InputError
 
 logger = logging.getLogger("atso_nnunet.compare")
@@ -39,14 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
                                              "(default: %(default)s; supervised = labeled-only is always run)")
     cmp_.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S",
                       help="seeds: labeled draw, reference split and training seed (default: 0 1 2)")
-    cmp_.add_argument("--generations", type=int, help="generations of the semi-supervised methods (default: the plan's)")
+    cmp_.add_argument("--generations", type=int, metavar="T", help="generations of the semi-supervised methods (default: the plan's)")
     add_views_option(cmp_, None, "views to train (default: the plan's)")
     cmp_.add_argument("--out", type=Path, required=True, help="folder of the comparison and its run folders")
-    ex = p.add_argument_group("execution")
+    ex = p.add_argument_group("execution (the same executors as atso_nnunet_run)")
     add_nnunet_dir_option(ex)
-    ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, one job at a time)")
-    ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
-    ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion "
+    add_execution_options(p, ex)
+    ex.add_argument("--num-processes", type=int, default=2, metavar="N", help="processes for preprocessing and ingestion "
                                                                  "(default: %(default)s)")
     add_verbose_option(p)
     return p
@@ -54,7 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args) -> int:
     from atso_nnunet.compare import ComparisonOptions, run_comparison
-    from atso_nnunet.execution import make_executor
     from atso_nnunet.methods import get_method
     from atso_nnunet.plan import find_plan, load_plan, resolve_case_rule
 
@@ -67,11 +66,11 @@ def _run(args) -> int:
         get_method(m)
     paths = nnunet_paths(args.nnunet_dir)
     plan = resolve_case_rule(plan, paths)
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
-    options = ComparisonOptions(out_dir=args.out, paths=paths, methods=args.methods, seeds=args.seeds,
+    out = args.out.resolve()
+    options = ComparisonOptions(out_dir=out, paths=paths, methods=args.methods, seeds=args.seeds,
                                 generations=args.generations, views=args.views,
-                                executor=make_executor("local", gpus=gpus, retries=args.retries),
-                                device="cuda" if gpus else "cpu", num_processes=args.num_processes,
+                                executor=make_executor_from_args(args, out, plan),
+                                device=resolve_device(args, plan, out), num_processes=args.num_processes,
                                 command=shlex.join(["atso_nnunet_compare", *sys.argv[1:]]))
     run_comparison(plan, options)
     print((args.out / "comparison.md").read_text())

@@ -46,18 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--run-dir", type=Path, help="run folder (default: $nnUNet_results/atso_runs/"
                                                 "Dataset<id>_<name>__<method>)")
     add_nnunet_dir_option(ex)
-    ex.add_argument("--executor", choices=("local", "slurm"), default="local",
-                    help="where nnU-Net jobs run: this machine or SLURM job arrays (default: %(default)s)")
-    ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, see --cpu-jobs)")
-    ex.add_argument("--device", choices=DEVICES, help="where nnU-Net trains and predicts (default: cuda with --gpus "
-                                                     "or SLURM GPUs per job > 0, else cpu)")
-    ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
-    ex.add_argument("--no-warm-workers", dest="warm_workers", action="store_false", default=None,
-                    help="local: start every nnU-Net command as a fresh subprocess instead of forking it from a "
-                         "worker that imported torch and nnU-Net once (also: ATSO_WARM_WORKERS=0)")
-    ex.add_argument("--cpu-jobs", type=int, default=None, metavar="N",
-                    help="local without --gpus: nnU-Net jobs at a time, each with CPUs/N torch threads (default: "
-                         "ATSO_CPU_JOBS, else 2 with warm workers and 1 without; the thread cap needs warm workers)")
     ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion (default: %(default)s)")
     ex.add_argument("--dry-run", action="store_true", help="print every command (nnU-Net's own for training and "
                                                           "prediction) in order, run nothing")
@@ -71,6 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_alias(ex, "--fresh", "--overwrite", "overwrite", flag=True)
     ex.add_argument("--step", metavar="ID", help="run one step of the schedule (see --dry-run), e.g. from your own "
                                                 "scheduler; 'prepare' prepares the data")
+    add_execution_options(p, ex)
+    add_verbose_option(p)
+    return p
+
+
+def add_execution_options(p: argparse.ArgumentParser, ex) -> None:
+    """Where nnU-Net jobs run: local (GPUs, CPU slots, warm workers) or SLURM, and the device.
+
+    Shared by ``atso_nnunet_run`` and ``atso_nnunet_compare``.
+    """
+    ex.add_argument("--executor", choices=("local", "slurm"), default="local",
+                    help="where nnU-Net jobs run: this machine or SLURM job arrays (default: %(default)s)")
+    ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, see --cpu-jobs)")
+    ex.add_argument("--device", choices=DEVICES, help="where nnU-Net trains and predicts (default: cuda with --gpus "
+                                                     "or SLURM GPUs per job > 0, else cpu)")
+    ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
+    ex.add_argument("--no-warm-workers", dest="warm_workers", action="store_false", default=None,
+                    help="local: start every nnU-Net command as a fresh subprocess instead of forking it from a "
+                         "worker that imported torch and nnU-Net once (also: ATSO_WARM_WORKERS=0)")
+    ex.add_argument("--cpu-jobs", type=int, default=None, metavar="N",
+                    help="local without --gpus: nnU-Net jobs at a time, each with CPUs/N torch threads (default: "
+                         "ATSO_CPU_JOBS, else 2 with warm workers and 1 without; the thread cap needs warm workers)")
     sl = p.add_argument_group("SLURM (--executor slurm; submitit). Defaults come from the plan's 'slurm' section, "
                               "then from atso_nnunet.execution.slurm.SlurmConfig; these flags override both")
     sl.add_argument("--slurm-partition", metavar="NAME",
@@ -97,8 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="jobs of one array running at once (default 6)")
     sl.add_argument("--slurm-poll-s", type=float, metavar="S",
                     help="seconds between two looks at the queue (default 30)")
-    add_verbose_option(p)
-    return p
 
 
 def load_experiment(args):
