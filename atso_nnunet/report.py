@@ -122,8 +122,8 @@ def render_markdown(report: RunReport) -> str:
         out.write(report.how_evaluated + "\n\n")
     out.write("## Accuracy per generation (Table 1 layout)\n\n")
     out.write(f"@E: DSC of M_t on the test set, mean over cases and global (all cases as one volume); "
-              f"the plan's headline metric is **{report.metric}**.\n\n")
-    out.write("| Generation | @R (pseudo-labels) | @E mean | @E global |\n|---|---|---|---|\n")
+              f"the plan's headline metric is **{report.metric}**, which @R and the Table 4 cells use too.\n\n")
+    out.write(f"| Generation | @R (pseudo-labels, {report.metric}) | @E mean | @E global |\n|---|---|---|---|\n")
     for g in report.generations:
         out.write(f"| G{g.generation} | {_pct(g.reference_dsc)} | {_pct(_test_dsc(report, g, 'mean'))} | "
                   f"{_pct(_test_dsc(report, g, 'global'))} |\n")
