@@ -22,7 +22,7 @@ def _report():
 
 def test_markdown_has_table1_and_table4_rows():
     md = render_markdown(_report())
-    assert "| Generation | @R (pseudo-labels) | @E mean | @E global |" in md  # one column per figure
+    assert "| Generation | @R (pseudo-labels, mean) | @E mean | @E global |" in md  # one column per figure
     assert "| G0 | 71.41 | 72.62 | 73.00 |" in md
     assert "| G1 | 75.69 | 78.82 | – |" in md  # the headline value fills its own column
     # Table 4 row of G1 with the four half-model cells, updated R_t and M_t @ E
