@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -47,7 +46,6 @@ def fake_run(tmp_path, nnunet_paths, monkeypatch):
 
 
 def test_atso_run_fills_every_report_cell_and_resume_runs_nothing(fake_run):
-    t0 = time.time()
     rep, ex, run = fake_run(_plan("atso", generations=2))
     # M0, 2 x 2 half-models, final: one training each (one view); predictions: one call per model
     assert sum(n.startswith(("g0__train", "g1__train", "g2__train", "final__train")) for n in ex.ran) == 6
@@ -65,7 +63,6 @@ def test_atso_run_fills_every_report_cell_and_resume_runs_nothing(fake_run):
     # a second run finds every marker and runs no job
     _, ex2, _ = fake_run(_plan("atso", generations=2))
     assert ex2.ran == []
-    assert time.time() - t0 < 30
 
 
 def test_a_lost_prediction_marker_reruns_that_model_and_view_only(fake_run):
