@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -152,3 +153,91 @@ def test_reference_and_test_ground_truth_may_use_other_labels(tmp_path):
     write_array(arr.astype(np.uint8), geo, f)
     with pytest.raises(InputError, match="label values 2"):
         check_raw_dataset(ds, ground_truth_values=[2])
+
+
+# --- voxel checks: what headers cannot show ------------------------------------------------
+
+
+def _truncate(path, keep: float = 1 / 3) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def test_truncated_nifti_is_an_error_naming_the_file(tiny_dataset):
+    """SimpleITK reads a truncated .nii.gz without an error (zeros); the voxel check does not."""
+    path = layout.image_path(tiny_dataset, layout.IMAGES_REF, "tiny_004")
+    _truncate(path)
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))   # the trap: no error, zeros
+    assert (arr == 0).mean() > 0.5
+    msg = _problems(tiny_dataset)
+    assert "reference case tiny_004" in msg and str(path) in msg and "truncated" in msg
+    assert "1 problem(s) found" in msg and re.search(r"ends after \d+% of the voxel data", msg)
+    check_raw_dataset(tiny_dataset, check_voxels=False)   # headers only: not seen (documented)
+
+
+def test_truncated_label_is_an_error(tiny_dataset):
+    path = layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_001")
+    _truncate(path, 0.6)
+    msg = _problems(tiny_dataset)
+    assert "labeled case tiny_001" in msg and str(path) in msg and "truncated" in msg
+
+
+def test_corrupt_gzip_stream_is_an_error(tiny_dataset):
+    path = layout.image_path(tiny_dataset, layout.IMAGES_TS, "tiny_007")
+    data = bytearray(path.read_bytes())
+    data[-6] ^= 0xFF                          # inside the CRC / size trailer
+    path.write_bytes(bytes(data))
+    msg = _problems(tiny_dataset)
+    assert "test case tiny_007" in msg and str(path) in msg and "corrupt" in msg
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_voxels_are_an_error(tiny_dataset, bad):
+    path = layout.image_path(tiny_dataset, layout.IMAGES_TR, "tiny_002")
+    img, geo = read_array(path)
+    img = img.astype(np.float32)
+    img[3, 4, 5:8] = bad
+    write_array(img, geo, path)
+    msg = _problems(tiny_dataset)
+    assert "labeled case tiny_002" in msg and str(path) in msg and "3 voxel(s) are NaN or infinite" in msg
+
+
+def test_finite_float_images_pass(tiny_dataset):
+    path = layout.image_path(tiny_dataset, layout.IMAGES_TR, "tiny_002")
+    img, geo = read_array(path)
+    write_array(img.astype(np.float64) + 0.5, geo, path)
+    check_raw_dataset(tiny_dataset)
+
+
+def test_nan_in_other_formats(tiny_dataset):
+    """Non-NIfTI files (here .mha) are read whole with SimpleITK for the NaN check."""
+    from atso_nnunet.data.checks import _read_header, _voxel_problem
+
+    path = tiny_dataset / "x.mha"
+    arr = np.zeros((3, 4, 5), np.float32)
+    arr[0, 0, 0] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
+    header, _ = _read_header(path)
+    assert header.nifti is None and "1 voxel(s) are NaN" in _voxel_problem(path, header)
+
+
+def test_labeled_case_without_foreground_is_a_named_warning(tiny_dataset, caplog, capsys):
+    path = layout.label_path(tiny_dataset, layout.LABELS_TR, "tiny_000")
+    lab, geo = read_array(path)
+    write_array(np.zeros_like(lab), geo, path)
+    # an empty reference/test ground truth is not a warning (only scored)
+    ref = layout.label_path(tiny_dataset, layout.LABELS_REF, "tiny_003")
+    write_array(np.zeros_like(lab), geo, ref)
+    summary = check_raw_dataset(tiny_dataset)
+    assert len(summary.warnings) == 1
+    assert "labeled case tiny_000" in summary.warnings[0] and str(path) in summary.warnings[0]
+    assert "no foreground" in caplog.text and "tiny_000" in caplog.text
+    assert check_cli.main([str(tiny_dataset)]) == 0
+    out = capsys.readouterr().out
+    assert "1 warning(s)" in out and "WARNING: labeled case tiny_000" in out
+
+
+def test_check_cli_headers_only(tiny_dataset):
+    _truncate(layout.image_path(tiny_dataset, layout.IMAGES_TR, "tiny_000"))
+    assert check_cli.main([str(tiny_dataset)]) == 2
+    assert check_cli.main([str(tiny_dataset), "--headers-only"]) == 0

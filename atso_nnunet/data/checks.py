@@ -3,9 +3,19 @@
 :func:`check_raw_dataset` looks at an experiment dataset (see :mod:`atso_nnunet.data.layout`) or a
 plain nnU-Net raw dataset and raises *one* :class:`~atso_nnunet.errors.InputError` that lists every
 problem it found, each naming the case, the file and what to do, so a user fixes everything in one
-round instead of meeting the problems one crash at a time. Image headers are read without their
-voxels (``sitk.ImageFileReader.ReadImageInformation``); only label voxels are loaded, to check
-their values.
+round instead of meeting the problems one crash at a time. Headers are read first
+(``sitk.ImageFileReader.ReadImageInformation``); with ``check_voxels`` (the default, and what the
+driver's pre-flight uses) every image's voxel data is then read once more, as a stream:
+
+* a truncated or corrupt file is an error: SimpleITK reads a truncated ``.nii.gz`` without any
+  error and fills the missing part with zeros, so the gzip stream is checked to its end-of-stream
+  marker and CRC, and the voxel bytes are counted against the header's size;
+* NaN or infinite voxels (float images) are an error;
+* a labeled case whose label has no foreground at all is a *warning* (logged, and listed in the
+  summary): nnU-Net trains on it as an all-background case, which is rarely meant.
+
+The cost is one decompression of every file (figures in ``docs/benchmarks.md``);
+``check_voxels=False`` (``atso_nnunet_check --headers-only``) skips it.
 
 :func:`check_label_file` checks one label file (dimension, geometry, values) and returns its
 problems without raising, so callers (e.g. the pseudo-label guards) can collect the problems of a
@@ -13,9 +23,11 @@ whole folder and raise them together with :func:`raise_if_problems`.
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -44,6 +56,8 @@ class RawDatasetSummary:
         with_labels: number of those cases that have a ground-truth file.
         labels: the dataset's ``labels`` (name -> value).
         channels: the dataset's ``channel_names``.
+        warnings: findings that do not stop a run (e.g. a labeled case without foreground),
+            each naming the case and the file; also logged.
     """
 
     dataset_dir: Path
@@ -51,14 +65,16 @@ class RawDatasetSummary:
     with_labels: Dict[str, int]
     labels: Dict[str, object] = field(default_factory=dict)
     channels: Dict[str, str] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        """One line per role, e.g. ``labeled: 3 cases (imagesTr), 3 with labels``."""
-        lines = [f"{self.dataset_dir}: OK"]
+        """One line per role, e.g. ``labeled: 3 cases (imagesTr), 3 with labels``, then the warnings."""
+        lines = [f"{self.dataset_dir}: OK" + (f" with {len(self.warnings)} warning(s)" if self.warnings else "")]
         for role, n in self.cases.items():
             lines.append(f"  {role}: {n} case(s) in {layout.ROLE_DIRS[role]}, {self.with_labels[role]} with labels")
         lines.append(f"  channels: {self.channels}")
         lines.append(f"  labels: {self.labels}")
+        lines += [f"  WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -70,6 +86,21 @@ class _Header:
     components: int
     size: Tuple[int, ...]
     geometry: Optional[Geometry]      # None unless the image is 3D
+    nifti: Optional["_NiftiLayout"] = None   # where the voxels lie, for NIfTI files
+
+
+@dataclass(frozen=True)
+class _NiftiLayout:
+    """Where a NIfTI file keeps its voxels (from the header SimpleITK read)."""
+
+    vox_offset: int
+    n_bytes: int                       # voxel bytes the header promises
+    float_bytes: Optional[int]         # 4 / 8 for float32 / float64 data, None otherwise
+
+
+# NIfTI datatype codes of float data -> bytes per value (NaN / Inf are possible only there)
+_NIFTI_FLOATS = {16: 4, 64: 8}
+_CHUNK = 1 << 23
 
 
 def _read_header(path: Path) -> Tuple[Optional[_Header], Optional[str]]:
@@ -86,7 +117,91 @@ def _read_header(path: Path) -> Tuple[Optional[_Header], Optional[str]]:
     if dim == 3:
         geometry = Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
                             tuple(reader.GetDirection()))
-    return _Header(dim, reader.GetNumberOfComponents(), tuple(reader.GetSize()), geometry), None
+    return _Header(dim, reader.GetNumberOfComponents(), tuple(reader.GetSize()), geometry,
+                   _nifti_layout(reader)), None
+
+
+def _nifti_layout(reader: sitk.ImageFileReader) -> Optional[_NiftiLayout]:
+    keys = set(reader.GetMetaDataKeys())
+    if not {"vox_offset", "bitpix", "datatype", "dim[0]"} <= keys:
+        return None
+    try:
+        n_dims = int(reader.GetMetaData("dim[0]"))
+        n_voxels = int(np.prod([max(int(reader.GetMetaData(f"dim[{i}]")), 1) for i in range(1, n_dims + 1)]))
+        bitpix, datatype = int(reader.GetMetaData("bitpix")), int(reader.GetMetaData("datatype"))
+        vox_offset = int(float(reader.GetMetaData("vox_offset")))
+    except (RuntimeError, ValueError):
+        return None
+    return _NiftiLayout(vox_offset, n_voxels * bitpix // 8, _NIFTI_FLOATS.get(datatype))
+
+
+def _voxel_problem(path: Path, header: _Header) -> Optional[str]:
+    """Read a file's voxels: truncated / corrupt data and NaN / Inf values are problems."""
+    if header.nifti is not None:
+        return _nifti_voxel_problem(path, header.nifti)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        return f"{path}: cannot read the voxels ({str(e).strip().splitlines()[-1]}); re-export or replace the file"
+    # The view borrows the image's buffer: keep ``image`` alive while it is used.
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating):
+        return _non_finite_problem(path, int(np.count_nonzero(~np.isfinite(array))), array.dtype)
+    return None
+
+
+def _non_finite_problem(path: Path, count: int, dtype) -> Optional[str]:
+    if not count:
+        return None
+    return (f"{path}: {count} voxel(s) are NaN or infinite ({np.dtype(dtype).name} data); replace them (e.g. with "
+            "the image's minimum) and save the image again")
+
+
+def _nifti_voxel_problem(path: Path, nifti: _NiftiLayout) -> Optional[str]:
+    """Stream a NIfTI file once: complete gzip stream (CRC), every voxel byte present, finite floats.
+
+    SimpleITK reads a truncated ``.nii.gz`` without an error and returns zeros for what is
+    missing; reading the stream to its end is how the truncation shows.
+    """
+    opener = gzip.open if path.name.endswith(".gz") else open
+    dtype = None
+    position, voxel_bytes, non_finite = 0, 0, 0
+    carry = b""
+    try:
+        with opener(path, "rb") as f:
+            while True:
+                chunk = f.read1(_CHUNK)
+                if not chunk:
+                    break
+                if dtype is None and nifti.float_bytes and position == 0:
+                    sizeof_hdr = int.from_bytes(chunk[:4], "little")
+                    order = "<" if sizeof_hdr in (348, 540) else ">"
+                    dtype = np.dtype(f"{order}f{nifti.float_bytes}")
+                start = max(nifti.vox_offset - position, 0)
+                position += len(chunk)
+                if start >= len(chunk):
+                    continue
+                data = chunk[start:]
+                voxel_bytes += len(data)
+                if dtype is not None:
+                    data = carry + data
+                    usable = len(data) - len(data) % dtype.itemsize
+                    values = np.frombuffer(data[:usable], dtype)
+                    non_finite += int(np.count_nonzero(~np.isfinite(values)))
+                    carry = data[usable:]
+    except EOFError:
+        return (f"{path}: the file is truncated (the compressed stream ends after {_share(voxel_bytes, nifti)} of "
+                "the voxel data; SimpleITK would read the rest as zeros); copy or export the file again")
+    except (gzip.BadGzipFile, zlib.error, OSError) as e:
+        return f"{path}: the file is corrupt ({e}); copy or export the file again"
+    if voxel_bytes < nifti.n_bytes:
+        return (f"{path}: the file is truncated (it holds {_share(voxel_bytes, nifti)} of the voxel data its header "
+                "promises; SimpleITK would read the rest as zeros); copy or export the file again")
+    return _non_finite_problem(path, non_finite, dtype) if dtype is not None else None
+
+
+def _share(voxel_bytes: int, nifti: _NiftiLayout) -> str:
+    return f"{min(voxel_bytes, nifti.n_bytes) / max(nifti.n_bytes, 1):.0%}"
 
 
 def _dimension_problem(path: Path, header: _Header) -> Optional[str]:
@@ -102,47 +217,57 @@ def _dimension_problem(path: Path, header: _Header) -> Optional[str]:
 
 
 def check_label_file(path: os.PathLike, allowed_values: Iterable[int],
-                     reference_geometry: Optional[Geometry] = None) -> List[str]:
+                     reference_geometry: Optional[Geometry] = None, check_voxels: bool = False) -> List[str]:
     """Check one label file: readable, 3D, same geometry as its image, values allowed.
 
     Args:
         path: the label file.
         allowed_values: the label values the dataset defines (from dataset.json ``labels``).
         reference_geometry: geometry the label must have (its image's); None skips the check.
+        check_voxels: also stream the file's voxel data (truncated or corrupt files).
 
     Returns:
         The problems found, each naming the file and what to do; empty when the file is fine.
         Never raises for a bad file (collect problems and use :func:`raise_if_problems`).
     """
-    path = Path(path)
+    return _label_findings(Path(path), allowed_values, reference_geometry, check_voxels)[0]
+
+
+def _label_findings(path: Path, allowed_values: Iterable[int], reference_geometry: Optional[Geometry],
+                    check_voxels: bool) -> Tuple[List[str], Optional[List[float]]]:
+    """Problems of a label file and its distinct values (None when they could not be read)."""
     if not path.is_file():
-        return [f"{path}: label file not found" + (" (broken link)" if path.is_symlink() else "")]
+        return [f"{path}: label file not found" + (" (broken link)" if path.is_symlink() else "")], None
     header, problem = _read_header(path)
     if problem:
-        return [problem]
+        return [problem], None
     problem = _dimension_problem(path, header)
     if problem:
-        return [problem]
+        return [problem], None
     problems = []
     if reference_geometry is not None:
         diff = reference_geometry.describe_difference(header.geometry)
         if diff:
             problems.append(f"{path}: geometry differs from its image ({diff}, image vs label); resample the "
                             "label onto the image grid or fix its header")
+    if check_voxels and header.nifti is not None:
+        problem = _nifti_voxel_problem(path, header.nifti)
+        if problem:
+            return problems + [problem], None
     try:
         image = sitk.ReadImage(str(path))
         # The view borrows the image's buffer: keep ``image`` alive while it is used.
         values = _unique_values(sitk.GetArrayViewFromImage(image))
         del image
     except RuntimeError as e:
-        return problems + [f"{path}: cannot read the label voxels ({str(e).strip().splitlines()[-1]})"]
+        return problems + [f"{path}: cannot read the label voxels ({str(e).strip().splitlines()[-1]})"], None
     allowed = {int(v) for v in allowed_values}
     bad = [v for v in values if not float(v).is_integer() or int(v) not in allowed]
     if bad:
         shown = ", ".join(f"{v:g}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
         problems.append(f"{path}: label values {shown} are not in dataset.json labels {sorted(allowed)}; "
                         "map them to the dataset's labels or add them to dataset.json")
-    return problems
+    return problems, values
 
 
 def _unique_values(array: np.ndarray) -> List[float]:
@@ -215,14 +340,16 @@ def _scan_images(folder: Path, ending: str, n_channels: int, role: str) -> Tuple
 
 def check_raw_dataset(dataset_dir: os.PathLike, roles: Sequence[str] = ROLES, check_geometry: bool = True,
                       check_label_values: bool = True,
-                      ground_truth_values: Iterable[int] = ()) -> RawDatasetSummary:
+                      ground_truth_values: Iterable[int] = (), check_voxels: bool = True) -> RawDatasetSummary:
     """Check a raw dataset before planning, training or prediction; report every problem at once.
 
     Checks dataset.json (present, valid, required keys, labels with background 0); in each role's
     folders, images without labels (``labelsTr`` is required for ``imagesTr``) and labels without
     images, file names and channel files, ``numTraining``, the cases listed under ``"atso"``;
     per file: readable, 3D single-channel; per case: all channels and the label share one geometry
-    (size, spacing, origin, direction); label values are among dataset.json's labels.
+    (size, spacing, origin, direction); label values are among dataset.json's labels; with
+    ``check_voxels``, every file's voxel data is complete and finite, and a labeled case whose
+    label has no foreground is a warning.
 
     Args:
         dataset_dir: ``nnUNet_raw/DatasetXXX_Name``.
@@ -234,9 +361,12 @@ def check_raw_dataset(dataset_dir: os.PathLike, roles: Sequence[str] = ROLES, ch
         ground_truth_values: further values allowed in the ground truth of the reference and test
             sets (``labelsRef``, ``labelsTs``), which is only scored: the keys of a plan's
             ``eval_label_map`` (MSD tumour = 2). Training labels must use dataset.json's labels.
+        check_voxels: read every file's voxel data (see the module docstring; one decompression
+            per file). Off: headers only, and truncated files go unnoticed.
 
     Returns:
-        A :class:`RawDatasetSummary` when no problem was found.
+        A :class:`RawDatasetSummary` when no problem was found; its ``warnings`` (also logged)
+        name labeled cases without foreground.
 
     Raises:
         InputError: listing every problem, each naming the case, the file and what to do.
@@ -280,6 +410,7 @@ def check_raw_dataset(dataset_dir: os.PathLike, roles: Sequence[str] = ROLES, ch
 
     counts: Dict[str, int] = {}
     with_labels: Dict[str, int] = {}
+    warnings: List[str] = []
     for role in roles:
         image_dir = layout.ROLE_DIRS[role]
         label_dir = layout.IMAGE_TO_LABEL_DIR[image_dir]
@@ -326,17 +457,23 @@ def check_raw_dataset(dataset_dir: os.PathLike, roles: Sequence[str] = ROLES, ch
             # Ground truth of R and E is only scored and may come from another dataset (MSD:
             # tumour = 2), mapped by the plan's eval_label_map: those values are allowed there.
             role_allowed = allowed if role == "labeled" or allowed is None else allowed | extra_gt
-            problems += _check_case(role, case, files, label if case in label_ids else None, role_allowed,
-                                    check_geometry, check_label_values)
+            case_problems, case_warnings = _check_case(role, case, files, label if case in label_ids else None,
+                                                       role_allowed, check_geometry, check_label_values, check_voxels)
+            problems += case_problems
+            warnings += case_warnings
 
+    for warning in warnings:
+        logger.warning("%s", warning)
     raise_if_problems(problems, dataset_dir, hint=f"fix them and run `atso_nnunet_check {dataset_dir}` again")
     logger.info("%s: checked %s", dataset_dir, ", ".join(f"{n} {r}" for r, n in counts.items()))
-    return RawDatasetSummary(dataset_dir, counts, with_labels, dict(dataset_json.get("labels", {})), dict(channels))
+    return RawDatasetSummary(dataset_dir, counts, with_labels, dict(dataset_json.get("labels", {})), dict(channels),
+                             warnings)
 
 
 def _check_case(role: str, case: str, files: Dict[int, Path], label: Optional[Path], allowed: Optional[Set[int]],
-                check_geometry: bool, check_label_values: bool) -> List[str]:
-    """Problems of one case: readable 3D images, shared geometry, label geometry and values."""
+                check_geometry: bool, check_label_values: bool,
+                check_voxels: bool = False) -> Tuple[List[str], List[str]]:
+    """Problems and warnings of one case: readable 3D images, shared geometry, label geometry and values."""
     prefix = f"{role} case {case}: "
     problems: List[str] = []
     reference: Optional[Geometry] = None
@@ -345,6 +482,8 @@ def _check_case(role: str, case: str, files: Dict[int, Path], label: Optional[Pa
         path = files[channel]
         header, problem = _read_header(path)
         problem = problem or _dimension_problem(path, header)
+        if not problem and check_voxels:
+            problem = _voxel_problem(path, header)
         if problem:
             problems.append(prefix + problem)
             continue
@@ -356,16 +495,24 @@ def _check_case(role: str, case: str, files: Dict[int, Path], label: Optional[Pa
                 problems.append(prefix + f"{path}: geometry differs from {reference_path.name} ({diff}); all channels "
                                 "of a case must share one grid")
     if label is None:
-        return problems
+        return problems, []
+    values = None
     if check_label_values and allowed is not None:
-        label_problems = check_label_file(label, allowed, reference if check_geometry else None)
+        label_problems, values = _label_findings(label, allowed, reference if check_geometry else None, check_voxels)
     else:
         header, problem = _read_header(label)
         problem = problem or _dimension_problem(label, header)
+        if not problem and check_voxels:
+            problem = _voxel_problem(label, header)
         label_problems = [problem] if problem else []
         if not problem and check_geometry and reference is not None:
             diff = reference.describe_difference(header.geometry)
             if diff:
                 label_problems.append(f"{label}: geometry differs from its image ({diff}, image vs label); resample "
                                       "the label onto the image grid or fix its header")
-    return problems + [prefix + p for p in label_problems]
+    warnings = []
+    if role == "labeled" and values is not None and not label_problems and not any(values):
+        warnings.append(prefix + f"{label} has no foreground (every voxel is background); nnU-Net will train on "
+                        "it as a case without the structure. Check that it is the right label file, or move the "
+                        f"case to {layout.IMAGES_REF} as unlabeled")
+    return problems + [prefix + p for p in label_problems], warnings
