@@ -5,6 +5,10 @@
 ``new_scans/`` holds ``<case>_0000.nii.gz`` files (nnU-Net's naming). Each view's model predicts
 every case (kept in ``<output>/.views/<view>/``); the views are fused by majority vote into
 ``<output>/<case>.nii.gz`` with exactly the input image's geometry. Rerunning skips finished cases.
+
+Every input file is checked first (readable, one 3D volume, complete and finite voxel data, the
+model's channels): any problem is an error naming the file, exit status 2, and nothing is
+written in the output folder.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 from atso_nnunet.cli.common import add_verbose_option, plain, run_cli
 from atso_nnunet.data import layout
@@ -67,14 +71,30 @@ def final_model_folders(run_dir: Path, model: Optional[str] = None) -> dict:
     return folders, plan
 
 
+def model_channels(folders: dict) -> Tuple[Dict[str, str], str]:
+    """The ``channel_names`` and ``file_ending`` the run's models were trained with (their dataset.json)."""
+    from atso_nnunet.io import read_json
+
+    path = next(iter(folders.values())) / "dataset.json"
+    dataset_json = read_json(path)
+    if not isinstance(dataset_json, dict):
+        raise InputError(f"{path}: missing or unreadable; the model folder is incomplete, finish the run with "
+                         "atso_nnunet_run first")
+    channels = dataset_json.get("channel_names", dataset_json.get("modality"))
+    if not isinstance(channels, dict) or not channels:
+        raise InputError(f"{path}: no channel_names; the model folder is incomplete")
+    return channels, dataset_json.get("file_ending", layout.FILE_ENDING)
+
+
 def _run(args) -> int:
+    from atso_nnunet.data.checks import check_images_to_predict
     from atso_nnunet.prediction import predict_tri_view
 
     folders, plan = final_model_folders(args.run_dir.resolve(), args.model)
-    cases = layout.case_ids_in(args.input)
-    if not cases:
-        raise InputError(f"{args.input}: no <case>_0000{layout.FILE_ENDING} images found")
-    inputs = {c: [layout.image_path(args.input, ".", c)] for c in cases}
+    channels, ending = model_channels(folders)
+    # Every input is checked before any view runs: a bad file found by nnU-Net after the first
+    # view has written its predictions would leave a half-done output folder.
+    inputs = check_images_to_predict(args.input, channels, ending)
     out = predict_tri_view(folders, inputs, args.output / ".views", args.output, fusion=args.fusion,
                            folds=(plan.fold,), device=args.device, use_mirroring=not args.no_mirroring)
     logger.info("%d fused segmentation(s) in %s", len(out), args.output)

@@ -312,8 +312,12 @@ def _label_values(labels: object) -> Tuple[Optional[Set[int]], List[str]]:
     return values, problems
 
 
-def _scan_images(folder: Path, ending: str, n_channels: int, role: str) -> Tuple[Dict[str, Dict[int, Path]], List[str]]:
-    """Images of a folder grouped by case -> channel -> path, and problems with their names."""
+def _scan_images(folder: Path, ending: str, n_channels: int, role: str,
+                 declared_by: str = "dataset.json channel_names") -> Tuple[Dict[str, Dict[int, Path]], List[str]]:
+    """Images of a folder grouped by case -> channel -> path, and problems with their names.
+
+    ``declared_by`` says where ``n_channels`` comes from, for the messages.
+    """
     cases: Dict[str, Dict[int, Path]] = {}
     problems = []
     pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(ending) + "$")
@@ -330,12 +334,50 @@ def _scan_images(folder: Path, ending: str, n_channels: int, role: str) -> Tuple
         missing = [f"{case}_{c:04d}{ending}" for c in range(n_channels) if c not in channels]
         extra = [str(channels[c]) for c in sorted(channels) if c >= n_channels]
         if missing:
-            problems.append(f"{role} case {case}: missing image file(s) {missing} in {folder} (dataset.json declares "
+            problems.append(f"{role} case {case}: missing image file(s) {missing} in {folder} ({declared_by}: "
                             f"{n_channels} channel(s)); add them or remove the case's other files")
         if extra:
-            problems.append(f"{role} case {case}: channel file(s) {extra} beyond the {n_channels} channel(s) in "
-                            "dataset.json channel_names; remove them or declare the channels")
+            problems.append(f"{role} case {case}: channel file(s) {extra} beyond the {n_channels} channel(s) of "
+                            f"{declared_by}; remove them" + (" or declare the channels" if "dataset.json" in declared_by
+                                                             else ""))
     return cases, problems
+
+
+def check_images_to_predict(folder: os.PathLike, channel_names: Dict[str, str],
+                            ending: str = layout.FILE_ENDING, check_voxels: bool = True) -> Dict[str, List[Path]]:
+    """Check a folder of images to segment before any model runs; report every problem at once.
+
+    Every ``<case>_<XXXX><ending>`` file must be readable, one 3D scalar volume with complete,
+    finite voxel data; each case must have exactly the model's channels, on one grid. Other files
+    ending in ``ending`` are problems (they would be skipped silently); files with other endings
+    are ignored.
+
+    Args:
+        folder: the input folder (``atso_nnunet_segment -i``).
+        channel_names: the model's ``channel_names`` (its ``dataset.json``).
+        ending: the model's file ending.
+        check_voxels: stream every file's voxel data (truncated files, NaN / Inf).
+
+    Returns:
+        ``{case: [channel 0 file, channel 1 file, ...]}`` in case order.
+
+    Raises:
+        InputError: listing every problem, each naming the file and what to do.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: input folder not found")
+    n_channels = len(channel_names)
+    declared_by = f"the model's channels {dict(channel_names)}"
+    cases, problems = _scan_images(folder, ending, n_channels, "input", declared_by=declared_by)
+    if not cases and not problems:
+        raise InputError(f"{folder}: no <case>_0000{ending} images found; name each scan <case>_0000{ending} "
+                         "(one file per channel: _0000, _0001, ...)")
+    for case, files in sorted(cases.items()):
+        problems += _check_case("input", case, {c: p for c, p in files.items() if c < n_channels}, None, None,
+                                check_geometry=True, check_label_values=False, check_voxels=check_voxels)[0]
+    raise_if_problems(problems, folder, hint="fix them and run the same command again; nothing was written")
+    return {case: [files[c] for c in range(n_channels)] for case, files in sorted(cases.items())}
 
 
 def check_raw_dataset(dataset_dir: os.PathLike, roles: Sequence[str] = ROLES, check_geometry: bool = True,
