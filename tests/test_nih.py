@@ -238,3 +238,30 @@ def test_cli_nih_and_conversion_command(tmp_path):
     assert cmd.startswith("atso_nnunet_convert nih --dicom-root") and "--dataset-id 801" in cmd
     assert "--dataset-id 802" in conversion_command("Dataset802_MSDPancreas")
     assert conversion_command("Dataset980_SyntheticA") is None
+
+
+@pytest.mark.parametrize("cut", [1, 600])
+def test_truncated_slice_is_named_as_unreadable(tmp_path, cut):
+    """GDCM drops an unreadable slice silently; the error names that file, not a 'missing slice'."""
+    bad = []
+
+    def truncate(dicom_root, _):
+        folder = next((dicom_root / "Pancreas-CT" / "PANCREAS_0002").rglob("*.dcm")).parent
+        path = Path(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))[3])
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) - cut])
+        bad.append(path)
+
+    msg, out = _only_error(tmp_path, [1, 2], truncate)
+    assert "NIH_0002" in msg and str(bad[0]) in msg and "cannot be read" in msg and "truncated" in msg
+    assert "non-uniform" not in msg
+    assert not (out / "imagesTr" / "NIH_0002_0000.nii.gz").exists()
+    assert (out / ".conversion" / "NIH_0001.json").is_file()
+
+
+def test_other_files_in_the_series_folder_are_ignored(tmp_path):
+    dicom_root, labels_root, _ = make_archive(tmp_path / "tcia", [1])
+    folder = next((dicom_root / "Pancreas-CT" / "PANCREAS_0001").rglob("*.dcm")).parent
+    (folder / "README.txt").write_text("not DICOM")
+    report = nih.convert_nih(dicom_root, labels_root, tmp_path / "out")
+    assert report.converted == ["NIH_0001"]

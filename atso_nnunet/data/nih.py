@@ -231,6 +231,49 @@ def _slice_geometry(path: str) -> Tuple[np.ndarray, np.ndarray]:
     return position, orientation
 
 
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def check_unreadable_files(patient: str, folder: Path) -> None:
+    """Name the DICOM files of a series folder that GDCM cannot read (truncated or corrupt).
+
+    GDCM leaves a file it cannot parse out of every series without a word, so a truncated slice
+    would otherwise show up only as a gap in the slice positions. Files that are in no series of
+    the folder and look like DICOM (``.dcm`` or the ``DICM`` preamble) are read one by one.
+
+    Raises:
+        InputError: naming each unreadable file and what to do.
+    """
+    folder = Path(folder)
+    listed = set()
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+        listed.update(Path(f).name for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    unreadable = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name not in listed):
+        if not _looks_like_dicom(path):
+            continue
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+            reader.Execute()
+        except RuntimeError:
+            unreadable.append(path)
+    if unreadable:
+        names = ", ".join(str(p) for p in unreadable[:10]) + (f" and {len(unreadable) - 10} more"
+                                                              if len(unreadable) > 10 else "")
+        raise InputError(
+            f"{patient}: {len(unreadable)} DICOM file(s) cannot be read (truncated or corrupt): {names}. "
+            "Download these slices again (the series is incomplete without them)")
+
+
 def check_slice_positions(patient: str, files: Sequence[str], rel_tol: float = 0.01) -> float:
     """Check that the sorted slices are equally spaced (no missing or duplicated slice).
 
@@ -413,6 +456,7 @@ def convert_case(case_id: str, patient_dir: Path, labels_root: Path, out_dir: Pa
         raise InputError(f"{case_id}: label file {lab_path} not found")
     uid, folder = select_series(patient, _series_in(patient_dir), series_rule)
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    check_unreadable_files(f"{case_id} ({patient})", folder)
     check_slice_positions(f"{case_id} ({patient})", files)
     hu, geometry, warnings = read_series(f"{case_id} ({patient})", files)
     label_array, record = align_label(case_id, read_image(lab_path), geometry)
