@@ -352,6 +352,9 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
             run.mark_done(PREPARE, time.time() - t0)
         if options.only_step == PREPARE:
             return None
+        from atso_nnunet.ground_truth import reopen_scoring
+
+        reopen_scoring(ctx, steps, [source_dir(options.paths, s) for s in plan.sources])
         executor = options.executor
         if executor is None:
             from atso_nnunet.execution import make_executor
