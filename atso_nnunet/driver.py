@@ -161,13 +161,23 @@ def prepare(ctx: RunContext, network) -> None:
     cases = find_cases(sources, [*plan.labeled, *plan.reference, *plan.test])
     validate_against_dataset(plan, cases, [c for c, f in cases.items() if f.label is not None],
                              origin=f"plan '{plan.name}' against its sources")
+    built_now = not ctx.dataset_dir.exists()
     materialize(ctx.dataset_dir, sources, plan.labeled, plan.reference, plan.test)
     from atso_nnunet.data.checks import check_raw_dataset
 
-    check_raw_dataset(ctx.dataset_dir, ground_truth_values=[int(k) for k in plan.eval_label_map])
-    problems = get_method(plan.method).dataset_problems(ctx.dataset_dir, plan)
-    if problems:
-        raise InputError("; ".join(problems))
+    try:
+        check_raw_dataset(ctx.dataset_dir, ground_truth_values=[int(k) for k in plan.eval_label_map])
+        problems = get_method(plan.method).dataset_problems(ctx.dataset_dir, plan)
+        if problems:
+            raise InputError("; ".join(problems))
+    except InputError as e:
+        if not built_now:
+            raise
+        # links only: a corrected plan with other case lists must be able to build it again
+        shutil.rmtree(ctx.dataset_dir)
+        raise InputError(f"{e}\n(The experiment dataset {ctx.dataset_dir.name} was removed again; nothing of this run "
+                         "was recorded. Fix the source files named above, or leave their cases out of the plan, and "
+                         "run the same command again.)") from None
     t0 = time.time()
     plan_and_preprocess(ctx.paths, plan.dataset_id, views=plan.views, configuration=plan.configuration,
                         network=network, num_processes=ctx.num_processes)
@@ -238,16 +248,29 @@ def _run_batch(ctx: RunContext, batch: Sequence[Step], executor: Executor, progr
             progress.finished(step.id, res.wall_s)
 
 
-def _record_plan(run: RunDir, plan: ExperimentPlan) -> None:
-    """Write the resolved plan into the run folder; refuse a folder that holds another plan."""
+def _record_plan(run: RunDir, plan: ExperimentPlan, write: bool = True) -> None:
+    """Write the resolved plan into the run folder; refuse a folder that holds another plan.
+
+    A folder whose run never started (no step finished) is taken over, with a warning. With
+    ``write=False`` only the check is made (before ``prepare``, whose data checks must pass
+    before anything is recorded).
+    """
     plan_data = resolved(plan)
     if run.plan_file.is_file():
         changed = plan_changes(json.loads(run.plan_file.read_text()), plan_data)
         if changed:
+            if not run.started():
+                # A run refused before its first step (or only dry-run) holds nothing to protect.
+                logger.warning("%s held a run of another plan that never started (no step finished); this plan "
+                               "takes it over (fields changed: %s)", run.root, ", ".join(changed))
+                if write:
+                    write_json(plan_data, run.plan_file)
+                return
             raise InputError(
                 f"{run.root} holds a run of a different plan (fields changed: {', '.join(changed)}). "
                 "Use another --run-dir, or --overwrite to delete that run's outputs and start over.")
-    write_json(plan_data, run.plan_file)
+    if write:
+        write_json(plan_data, run.plan_file)
 
 
 def _wipe(run: RunDir) -> None:
@@ -332,6 +355,9 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
     steps = build_schedule(plan, reference_subsets(plan), method)
     ctx = make_context(plan, options)
     run = ctx.run
+    from atso_nnunet.preflight import preflight
+
+    preflight(plan, options.paths)      # before anything is written in the run folder
     if options.dry_run:
         from atso_nnunet.dryrun import print_commands
 
@@ -343,12 +369,15 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
     with RunLock(run.root), _log_to_file(run.log_file):
         if options.fresh:
             _wipe(run)
-        _record_plan(run, plan)
+        _record_plan(run, plan, write=run.started())
         logger.info("run folder: %s (plan '%s', method %s, %d generation(s), views %s)", run.root, plan.name,
                     plan.method, plan.generations, ", ".join(plan.views))
+        if plan.note:
+            logger.info("plan note: %s", plan.note)
         if not run.is_done(PREPARE):
             t0 = time.time()
             prepare(ctx, network)
+            _record_plan(run, plan)    # the plan passed every check: now it is recorded
             run.mark_done(PREPARE, time.time() - t0)
         if options.only_step == PREPARE:
             return None

@@ -50,6 +50,11 @@ class RunDir:
     def is_done(self, step_id: str) -> bool:
         return self.marker(step_id).is_file()
 
+    def started(self) -> bool:
+        """Whether any step of this run has finished (a run refused at its start has none)."""
+        state = self.root / "state"
+        return state.is_dir() and any(state.rglob("*.done"))
+
     def mark_done(self, step_id: str, seconds: float, **extra) -> None:
         write_json({"step": step_id, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                     "seconds": round(seconds, 2), **extra}, self.marker(step_id))

@@ -71,7 +71,8 @@ def main(argv: List[str] = None) -> int:
         voxels = best_of(args.repeat, lambda: check_raw_dataset(ds))
         rows.append((label, dataset_size_mib(ds), headers, voxels, n))
     print(f"# {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}; best of {args.repeat}")
-    print("| dataset | files on disk (MiB) | headers + label values (s) | with voxel pass (s) | voxel pass per case (s) |")
+    print("| dataset | files on disk (MiB) | headers + label values (s) | with voxel pass (s) "
+          "| voxel pass per case (s) |")
     print("|---|---:|---:|---:|---:|")
     for label, mib, headers, voxels, n in rows:
         print(f"| {label} | {mib:.1f} | {headers:.2f} | {voxels:.2f} | {(voxels - headers) / n:.2f} |")

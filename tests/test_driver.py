@@ -94,7 +94,14 @@ def test_run_dir_with_other_plan_is_refused(tmp_path, caplog):
     run = tmp_path / "run"
     args = ["-d", "synthetic", "-f", "10pct", "--nnunet-dir", str(tmp_path / "nn"), "--run-dir", str(run), "--dry-run"]
     assert main(args) == 0
-    assert main(args + ["--generations", "3"]) == 2
+    # a run that never started (no step finished) is taken over by another plan, and says so
+    assert main(args + ["--generations", "3"]) == 0
+    assert "never started" in caplog.text and "generations" in caplog.text
+    assert json.loads((run / "plan.json").read_text())["generations"] == 3
+    # once a step has finished, another plan is refused
+    (run / "state").mkdir()
+    (run / "state" / "prepare.done").write_text("{}")
+    assert main(args) == 2
     assert "different plan" in caplog.text and "--overwrite" in caplog.text
 
 

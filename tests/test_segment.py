@@ -11,7 +11,7 @@ from atso_nnunet.cli import segment
 from atso_nnunet.cli.run import main as run_main
 from atso_nnunet.io import write_array
 
-from conftest import TINY_SHAPE, TINY_SPACING, tiny_case
+from conftest import TINY_SHAPE, TINY_SPACING, tiny_case, write_tiny_dataset
 from test_driver import _tiny_plan
 
 
@@ -22,6 +22,8 @@ def fake_run(tmp_path):
     The input checks run before any model is loaded, so no training is needed.
     """
     run = tmp_path / "run"
+    write_tiny_dataset(tmp_path / "nn" / "nnUNet_raw", dataset_id=990, name="Tiny", n_labeled=9, n_reference=0,
+                       n_test=0)
     plan = _tiny_plan(tmp_path, views=["axial", "coronal"])
     assert run_main(["--plan", str(plan), "--nnunet-dir", str(tmp_path / "nn"), "--run-dir", str(run),
                      "--dry-run"]) == 0

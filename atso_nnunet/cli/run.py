@@ -160,7 +160,9 @@ def slurm_config(args, plan, run_dir: Path):
 def make_executor_from_args(args, run_dir: Path, plan=None):
     from atso_nnunet.execution import make_executor
 
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    from atso_nnunet.preflight import parse_gpu_ids
+
+    gpus = parse_gpu_ids(args.gpus)
     if args.executor == "slurm":
         executor = make_executor("slurm", slurm=slurm_config(args, plan, run_dir), retries=args.retries)
         executor.check_cluster()
@@ -188,6 +190,9 @@ def _run(args) -> int:
     from atso_nnunet.driver import DriverOptions, default_run_dir, run_experiment
     from atso_nnunet.plan import resolve_case_rule
 
+    from atso_nnunet.preflight import parse_gpu_ids
+
+    parse_gpu_ids(args.gpus)
     plan = load_experiment(args)
     paths = nnunet_paths(args.nnunet_dir)
     plan = resolve_case_rule(plan, paths)

@@ -111,7 +111,7 @@ def _read_header(path: Path) -> Tuple[Optional[_Header], Optional[str]]:
         reader.ReadImageInformation()
     except RuntimeError as e:
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        return None, f"{path}: SimpleITK cannot read this file ({reason}); re-export or replace it"
+        return None, f"{_display(path)}: SimpleITK cannot read this file ({reason}); re-export or replace it"
     dim = reader.GetDimension()
     geometry = None
     if dim == 3:
@@ -119,6 +119,11 @@ def _read_header(path: Path) -> Tuple[Optional[_Header], Optional[str]]:
                             tuple(reader.GetDirection()))
     return _Header(dim, reader.GetNumberOfComponents(), tuple(reader.GetSize()), geometry,
                    _nifti_layout(reader)), None
+
+
+def _display(path: Path) -> str:
+    """A file as messages name it: a link (experiment datasets link their sources) also names its target."""
+    return f"{path} (-> {path.resolve()})" if path.is_symlink() else str(path)
 
 
 def _nifti_layout(reader: sitk.ImageFileReader) -> Optional[_NiftiLayout]:
@@ -142,7 +147,8 @@ def _voxel_problem(path: Path, header: _Header) -> Optional[str]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        return f"{path}: cannot read the voxels ({str(e).strip().splitlines()[-1]}); re-export or replace the file"
+        reason = str(e).strip().splitlines()[-1]
+        return f"{_display(path)}: cannot read the voxels ({reason}); re-export or replace the file"
     # The view borrows the image's buffer: keep ``image`` alive while it is used.
     array = sitk.GetArrayViewFromImage(image)
     if np.issubdtype(array.dtype, np.floating):
@@ -153,8 +159,8 @@ def _voxel_problem(path: Path, header: _Header) -> Optional[str]:
 def _non_finite_problem(path: Path, count: int, dtype) -> Optional[str]:
     if not count:
         return None
-    return (f"{path}: {count} voxel(s) are NaN or infinite ({np.dtype(dtype).name} data); replace them (e.g. with "
-            "the image's minimum) and save the image again")
+    return (f"{_display(path)}: {count} voxel(s) are NaN or infinite ({np.dtype(dtype).name} data); replace them "
+            "(e.g. with the image's minimum) and save the image again")
 
 
 def _nifti_voxel_problem(path: Path, nifti: _NiftiLayout) -> Optional[str]:
@@ -190,13 +196,14 @@ def _nifti_voxel_problem(path: Path, nifti: _NiftiLayout) -> Optional[str]:
                     non_finite += int(np.count_nonzero(~np.isfinite(values)))
                     carry = data[usable:]
     except EOFError:
-        return (f"{path}: the file is truncated (the compressed stream ends after {_share(voxel_bytes, nifti)} of "
-                "the voxel data; SimpleITK would read the rest as zeros); copy or export the file again")
+        return (f"{_display(path)}: the file is truncated (the compressed stream ends after "
+                f"{_share(voxel_bytes, nifti)} of the voxel data; SimpleITK would read the rest as zeros); copy or "
+                "export the file again")
     except (gzip.BadGzipFile, zlib.error, OSError) as e:
-        return f"{path}: the file is corrupt ({e}); copy or export the file again"
+        return f"{_display(path)}: the file is corrupt ({e}); copy or export the file again"
     if voxel_bytes < nifti.n_bytes:
-        return (f"{path}: the file is truncated (it holds {_share(voxel_bytes, nifti)} of the voxel data its header "
-                "promises; SimpleITK would read the rest as zeros); copy or export the file again")
+        return (f"{_display(path)}: the file is truncated (it holds {_share(voxel_bytes, nifti)} of the voxel data "
+                "its header promises; SimpleITK would read the rest as zeros); copy or export the file again")
     return _non_finite_problem(path, non_finite, dtype) if dtype is not None else None
 
 
@@ -207,12 +214,12 @@ def _share(voxel_bytes: int, nifti: _NiftiLayout) -> str:
 def _dimension_problem(path: Path, header: _Header) -> Optional[str]:
     if header.dimension != 3:
         kind = f"{header.dimension}D"
-        return (f"{path}: {kind} image of size {header.size}, expected one 3D volume; "
+        return (f"{_display(path)}: {kind} image of size {header.size}, expected one 3D volume; "
                 + ("split the 4D file into one 3D file per volume/channel" if header.dimension > 3
                    else "stack the 2D slices into one 3D volume"))
     if header.components != 1:
-        return (f"{path}: {header.components} components per voxel (e.g. RGB / vector image), expected a single "
-                "scalar channel; store each channel as its own _000X file")
+        return (f"{_display(path)}: {header.components} components per voxel (e.g. RGB / vector image), expected a "
+                "single scalar channel; store each channel as its own _000X file")
     return None
 
 
@@ -237,7 +244,7 @@ def _label_findings(path: Path, allowed_values: Iterable[int], reference_geometr
                     check_voxels: bool) -> Tuple[List[str], Optional[List[float]]]:
     """Problems of a label file and its distinct values (None when they could not be read)."""
     if not path.is_file():
-        return [f"{path}: label file not found" + (" (broken link)" if path.is_symlink() else "")], None
+        return [f"{_display(path)}: label file not found" + (" (broken link)" if path.is_symlink() else "")], None
     header, problem = _read_header(path)
     if problem:
         return [problem], None
@@ -248,7 +255,7 @@ def _label_findings(path: Path, allowed_values: Iterable[int], reference_geometr
     if reference_geometry is not None:
         diff = reference_geometry.describe_difference(header.geometry)
         if diff:
-            problems.append(f"{path}: geometry differs from its image ({diff}, image vs label); resample the "
+            problems.append(f"{_display(path)}: geometry differs from its image ({diff}, image vs label); resample the "
                             "label onto the image grid or fix its header")
     if check_voxels and header.nifti is not None:
         problem = _nifti_voxel_problem(path, header.nifti)
@@ -260,12 +267,12 @@ def _label_findings(path: Path, allowed_values: Iterable[int], reference_geometr
         values = _unique_values(sitk.GetArrayViewFromImage(image))
         del image
     except RuntimeError as e:
-        return problems + [f"{path}: cannot read the label voxels ({str(e).strip().splitlines()[-1]})"], None
+        return problems + [f"{_display(path)}: cannot read the label voxels ({str(e).strip().splitlines()[-1]})"], None
     allowed = {int(v) for v in allowed_values}
     bad = [v for v in values if not float(v).is_integer() or int(v) not in allowed]
     if bad:
         shown = ", ".join(f"{v:g}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        problems.append(f"{path}: label values {shown} are not in dataset.json labels {sorted(allowed)}; "
+        problems.append(f"{_display(path)}: label values {shown} are not in dataset.json labels {sorted(allowed)}; "
                         "map them to the dataset's labels or add them to dataset.json")
     return problems, values
 
@@ -534,8 +541,8 @@ def _check_case(role: str, case: str, files: Dict[int, Path], label: Optional[Pa
         elif check_geometry:
             diff = reference.describe_difference(header.geometry)
             if diff:
-                problems.append(prefix + f"{path}: geometry differs from {reference_path.name} ({diff}); all channels "
-                                "of a case must share one grid")
+                problems.append(prefix + f"{_display(path)}: geometry differs from {reference_path.name} ({diff}); "
+                                "all channels of a case must share one grid")
     if label is None:
         return problems, []
     values = None
@@ -550,8 +557,8 @@ def _check_case(role: str, case: str, files: Dict[int, Path], label: Optional[Pa
         if not problem and check_geometry and reference is not None:
             diff = reference.describe_difference(header.geometry)
             if diff:
-                label_problems.append(f"{label}: geometry differs from its image ({diff}, image vs label); resample "
-                                      "the label onto the image grid or fix its header")
+                label_problems.append(f"{_display(label)}: geometry differs from its image ({diff}, image vs label); "
+                                      "resample the label onto the image grid or fix its header")
     warnings = []
     if role == "labeled" and values is not None and not label_problems and not any(values):
         warnings.append(prefix + f"{label} has no foreground (every voxel is background); nnU-Net will train on "

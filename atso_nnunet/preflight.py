@@ -1,0 +1,155 @@
+"""A plan checked against what exists, before anything is written (``--dry-run`` and every run).
+
+:func:`preflight` runs without nnU-Net and without writing a file: the plan's sources (present,
+or synthetic and generated on first use, or missing with the command that creates them), every
+case id against the sources (unknown ids, ids given with their file ending, labeled cases
+without a label) and the nnU-Net fold. :func:`parse_gpu_ids` checks ``--gpus``. Problems are
+collected and raised together as one :class:`~atso_nnunet.errors.InputError`, so a run folder
+is only created for a plan that passed them all.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from atso_nnunet.data import layout
+from atso_nnunet.errors import InputError
+from atso_nnunet.paths import NnUNetPaths
+
+logger = logging.getLogger(__name__)
+
+# nnU-Net's own split when a dataset has no splits_final.json: 5 folds (KFold, seed 12345)
+NNUNET_FOLDS = 5
+_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".tif", ".tiff", ".png")
+_CHANNEL_RE = re.compile(r"_\d{4}$")
+_GPU_RE = re.compile(r"^(\d+|(GPU|MIG)-[0-9A-Za-z/\-]+)$")
+
+
+def parse_gpu_ids(text: Optional[str]) -> Optional[List[str]]:
+    """``--gpus 0,1,3`` -> ``["0", "1", "3"]``; None or empty -> None (CPU).
+
+    Accepts non-negative integers and the GPU / MIG UUIDs ``CUDA_VISIBLE_DEVICES`` takes.
+
+    Raises:
+        InputError: an entry is not a GPU id (``abc``, ``-1``, empty) or is repeated.
+    """
+    if text is None or not text.strip():
+        return None
+    ids = [g.strip() for g in text.split(",")]
+    bad = [g for g in ids if not _GPU_RE.match(g)]
+    if bad:
+        raise InputError(f"--gpus {text}: {', '.join(repr(g) for g in bad)} is not a GPU id; give the ids "
+                         "nvidia-smi lists, comma-separated (e.g. --gpus 0,1), or leave --gpus out to run on the CPU")
+    repeated = sorted({g for g in ids if ids.count(g) > 1})
+    if repeated:
+        raise InputError(f"--gpus {text}: GPU {', '.join(repeated)} given more than once; list each GPU once")
+    return ids
+
+
+def file_name_hint(case: str) -> Optional[str]:
+    """For a case id given as a file name, what to drop (``x_0000.nii.gz`` -> "drop the `_0000.nii.gz`")."""
+    for ending in _ENDINGS:
+        if case.endswith(ending):
+            stem = case[: -len(ending)]
+            m = _CHANNEL_RE.search(stem)
+            case_id = stem[: m.start()] if m else stem
+            return f"drop the `{case[len(case_id):]}` (the case id is {case_id!r})"
+    return None
+
+
+def fold_problems(plan) -> List[str]:
+    """nnU-Net's fold: ``all``, or one of the folds of its default 5-fold split (needs 5 labeled cases)."""
+    fold = plan.fold
+    if fold == "all":
+        return []
+    problems = []
+    if fold >= NNUNET_FOLDS:
+        problems.append(f"fold: {fold} does not exist; nnU-Net splits the labeled cases into {NNUNET_FOLDS} folds "
+                        f"(0-{NNUNET_FOLDS - 1}); use one of them or \"all\" (every labeled case trains)")
+    if len(plan.labeled) < NNUNET_FOLDS:
+        problems.append(f"fold: {fold} needs nnU-Net's {NNUNET_FOLDS}-fold split, which needs at least "
+                        f"{NNUNET_FOLDS} labeled cases; the plan has {len(plan.labeled)}: use fold \"all\"")
+    return problems
+
+
+def _source_cases(source: Path) -> Dict[str, bool]:
+    """Case id -> has a ground-truth label, over a source's image folders (or a flat image folder)."""
+    from atso_nnunet.data.materialize import SOURCE_FOLDERS, _source_ending
+
+    ending = _source_ending(source)
+    cases: Dict[str, bool] = {}
+    for image_dir, label_dir in SOURCE_FOLDERS:
+        for case in layout.case_ids_in(source / image_dir, ending=ending):
+            cases[case] = cases.get(case, False) or layout.label_path(source, label_dir, case, ending=ending).exists()
+    for case in layout.case_ids_in(source, ending=ending):      # a flat folder of unlabeled images
+        cases.setdefault(case, False)
+    return cases
+
+
+def source_problems(plan, paths: NnUNetPaths) -> Tuple[List[str], List[str]]:
+    """Problems of the plan's sources and case ids, and notes (sources generated on first use).
+
+    Returns:
+        (problems, notes): each problem names the source or the case and what to do.
+    """
+    from atso_nnunet.data.converters import conversion_command
+    from atso_nnunet.driver import source_dir
+    from atso_nnunet.experiment import SETS, dataset_problems
+
+    problems: List[str] = []
+    notes: List[str] = []
+    for s in SETS:
+        for case in getattr(plan, s):
+            hint = file_name_hint(case)
+            if hint:
+                problems.append(f"{s}: case id {case!r} is a file name; {hint}")
+    available: Dict[str, bool] = {}
+    unchecked = False
+    for source in plan.sources:
+        where = source_dir(paths, source)
+        if where.is_dir():
+            for case, has_label in _source_cases(where).items():
+                available[case] = available.get(case, False) or has_label
+        elif source in (plan.synthetic or {}):
+            spec = plan.synthetic[source]
+            notes.append(f"source {source} does not exist yet: it is synthetic and is generated on first use "
+                         f"({spec.get('n_cases', '?')} cases, domain {spec.get('domain', 'A')}) at {where}")
+            unchecked = True
+        else:
+            cmd = conversion_command(source) or plan.convert_hint
+            problems.append(f"source {source}: not found at {where}; "
+                            + (f"create it first: {cmd}" if cmd else "convert or copy that nnU-Net raw dataset there"))
+            unchecked = True
+    if unchecked:
+        if plan.sources and any(source_dir(paths, s).is_dir() for s in plan.sources):
+            notes.append("case ids are checked once every source exists")
+        return problems, notes
+    problems += dataset_problems(plan, available, [c for c, has in available.items() if has])
+    for s in SETS:
+        for case in getattr(plan, s):
+            m = _CHANNEL_RE.search(case)
+            if case not in available and m and case[: m.start()] in available:
+                problems.append(f"{s}: case id {case!r} is not in the sources but {case[: m.start()]!r} is: drop "
+                                f"the `{m.group(0)}` (the channel suffix of the image file name)")
+    return problems, notes
+
+
+def preflight(plan, paths: NnUNetPaths) -> List[str]:
+    """Every check of a plan that needs neither nnU-Net nor a written file.
+
+    Returns:
+        Notes for the user (e.g. sources that will be generated), also logged.
+
+    Raises:
+        InputError: listing every problem, each naming the field, source or case and the fix.
+    """
+    source, notes = source_problems(plan, paths)
+    problems = fold_problems(plan) + source
+    if problems:
+        raise InputError(f"plan '{plan.name}': {len(problems)} problem(s) found before any work\n  - "
+                         + "\n  - ".join(problems))
+    for note in notes:
+        logger.info("%s", note)
+    return notes
