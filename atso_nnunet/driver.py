@@ -441,7 +441,9 @@ def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
     method = get_method(ctx.plan.method)
     logs = {s.id: str(run.step_log(s.id).relative_to(run.root)) for s in steps
             if s.kind in ("train", "predict") and run.step_log(s.id).exists()}
-    return report_mod.assemble(steps, lambda a: read_json(ctx.path(a)), run.is_done, method=method.name,
-                               plan_name=ctx.plan.name, metric=ctx.plan.metric,
-                               how_evaluated=f"{method.describe(ctx.plan)} {training_words(ctx.plan, steps)}",
-                               logs=logs)
+    rep = report_mod.assemble(steps, lambda a: read_json(ctx.path(a)), run.is_done, method=method.name,
+                              plan_name=ctx.plan.name, metric=ctx.plan.metric,
+                              how_evaluated=f"{method.describe(ctx.plan)} {training_words(ctx.plan, steps)}",
+                              logs=logs)
+    rep.test_cases = len(ctx.plan.test)
+    return rep

@@ -95,8 +95,8 @@ def source_problems(plan, paths: NnUNetPaths) -> Tuple[List[str], List[str]]:
         (problems, notes): each problem names the source or the case and what to do.
     """
     from atso_nnunet.data.converters import conversion_command
-    from atso_nnunet.driver import source_dir
-    from atso_nnunet.experiment import SETS, dataset_problems
+    from atso_nnunet.plan import source_dir
+    from atso_nnunet.plan import SETS, dataset_problems
 
     problems: List[str] = []
     notes: List[str] = []

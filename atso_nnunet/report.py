@@ -69,6 +69,7 @@ class RunReport:
         final: figures of the final model on E (``test_dsc_mean``, ``test_dsc_global``), or ``None``.
         how_evaluated: sentence on how M_t is evaluated per generation.
         logs: step id -> log file, listed in ``report_logs.md`` (linked from ``report.md``).
+        test_cases: size of the test set E (0: no test set; None: not known).
     """
 
     method: str
@@ -78,6 +79,7 @@ class RunReport:
     final: Optional[Dict[str, Optional[float]]] = None
     how_evaluated: str = ""
     logs: Dict[str, str] = field(default_factory=dict)
+    test_cases: Optional[int] = None
 
     def to_json(self) -> dict:
         return {
@@ -88,6 +90,7 @@ class RunReport:
             "generations": [asdict(g) for g in self.generations],
             "final": self.final or {"test_dsc_mean": None, "test_dsc_global": None},
             "logs": self.logs,
+            "test_cases": self.test_cases,
         }
 
 
@@ -113,6 +116,25 @@ def _agreement_keys(report: RunReport) -> List[str]:
     return keys
 
 
+MONITORS_POINTER = ("Judge the run by the label-free monitors below instead: when the half-models agree on "
+                    "the reference subsets and the pseudo-labels stop changing between generations, further "
+                    "generations add little.")
+
+
+def _no_test_score_words(report: RunReport) -> str:
+    """What the report says when no model can be scored on E (no test set, or no ground truth)."""
+    if report.test_cases == 0:
+        return ("**No test set: this run cannot tell whether the model improved** over M0 (no labeled scans were "
+                "held out to score it). " + MONITORS_POINTER + " To measure it, hold out some labeled scans: "
+                "`atso_nnunet_make_plan --test-fraction 0.2` (or `--test-list`).")
+    scores = [g.test_dsc for g in report.generations] + list((report.final or {}).values())
+    if report.test_cases and report.generations and all(v is None for v in scores):
+        return ("**No test score: this run cannot tell (yet) whether the model improved**, because the test set "
+                "has no ground truth here. " + MONITORS_POINTER + " If the ground truth is added later (labelsTs), "
+                "rerunning the same command scores it without retraining anything.")
+    return ""
+
+
 def render_markdown(report: RunReport) -> str:
     """The Markdown report: Table 1 layout, Table 4 layout (ATSO), monitors, final model."""
     out = io.StringIO()
@@ -120,6 +142,9 @@ def render_markdown(report: RunReport) -> str:
     out.write("DSC in %. '–' = not available (no ground truth, or not computed yet).\n\n")
     if report.how_evaluated:
         out.write(report.how_evaluated + "\n\n")
+    unscored = _no_test_score_words(report)
+    if unscored:
+        out.write(unscored + "\n\n")
     out.write("## Accuracy per generation (Table 1 layout)\n\n")
     out.write(f"@E: DSC of M_t on the test set, mean over cases and global (all cases as one volume); "
               f"the plan's headline metric is **{report.metric}**, which @R and the Table 4 cells use too.\n\n")

@@ -90,3 +90,46 @@ def test_make_plan_requires_labels_of_labeled_cases(tmp_path, team_dataset, capl
                          str(tmp_path / "p.json"), "--dataset-id", "991"])
     assert rc == 2
     assert "without label file: tiny_001" in caplog.text
+
+
+def test_make_plan_holds_out_labeled_test_cases(tmp_path, team_dataset, caplog):
+    """Test ids of imagesTr are held out of S (their labels only score E), not refused."""
+    ds, unlabeled = team_dataset
+    test_list = tmp_path / "test.txt"
+    test_list.write_text("tiny_001\ntiny_007\n")
+    out = tmp_path / "p.json"
+    base = ["--raw-dataset", str(ds), "--unlabeled", str(unlabeled), "--dataset-id", "991"]
+    assert make_plan.main(base + ["--test-list", str(test_list), "--out", str(out)]) == 0
+    plan = load_plan(out)
+    assert plan.labeled == ("tiny_000", "tiny_002") and plan.test == ("tiny_001", "tiny_007")
+    assert "1 labeled case(s) held out as the test set E (listed in the test list): tiny_001" in plan.note
+    assert "used only to score E" in plan.note
+    # the experiment dataset puts the held-out case in imagesTs with its label in labelsTs
+    from atso_nnunet.data.materialize import materialize
+
+    target = materialize(tmp_path / "raw" / "Dataset991_Exp", [Path(s) for s in plan.sources], plan.labeled,
+                         plan.reference, plan.test)
+    assert layout.case_ids_in(target / layout.IMAGES_TR) == ["tiny_000", "tiny_002"]
+    assert layout.label_ids_in(target / layout.LABELS_TS) == ["tiny_001", "tiny_007"]
+
+    # every labeled case in the test list: nothing left to train on
+    test_list.write_text("tiny_000\ntiny_001\ntiny_002\n")
+    assert make_plan.main(base + ["--test-list", str(test_list), "--out", str(tmp_path / "q.json")]) == 2
+    assert "keep at least one" in caplog.text and not (tmp_path / "q.json").exists()
+
+
+def test_make_plan_test_fraction_is_seeded(tmp_path, team_dataset, caplog):
+    ds, unlabeled = team_dataset
+    base = ["--raw-dataset", str(ds), "--unlabeled", str(unlabeled), "--dataset-id", "991"]
+    plans = []
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "5")):
+        assert make_plan.main(base + ["--test-fraction", "0.34", "--seed", seed, "--out", str(tmp_path / name)]) == 0
+        plans.append(load_plan(tmp_path / name))
+    a, b, _ = plans
+    assert len(a.test) == 1 and len(a.labeled) == 2 and a.test == b.test
+    assert set(a.test) <= {"tiny_000", "tiny_001", "tiny_002"} and not set(a.test) & set(a.labeled)
+    assert "drawn as fraction 0.34 of the labeled cases with seed 0" in a.note
+    assert make_plan.main(base + ["--test-fraction", "1.5", "--out", str(tmp_path / "d")]) == 2
+    assert "between 0 and 1" in caplog.text
+    with pytest.raises(SystemExit):   # argparse: not both
+        make_plan.main(base + ["--test-fraction", "0.3", "--test-list", "x.txt", "--out", str(tmp_path / "e")])

@@ -57,3 +57,18 @@ def test_empty_report_has_no_plot(tmp_path):
     assert "png" not in files
     assert json.loads((tmp_path / "report.json").read_text())["final"] == {"test_dsc_mean": None,
                                                                           "test_dsc_global": None}
+
+
+def test_without_a_test_set_the_report_says_it_cannot_tell():
+    report = _report()
+    assert "cannot tell" not in render_markdown(report)
+    report.test_cases = 0
+    report.final = None
+    for g in report.generations:
+        g.test_dsc = g.test_dsc_mean = g.test_dsc_global = None
+    md = render_markdown(report)
+    assert "No test set: this run cannot tell whether the model improved" in md
+    assert "label-free monitors" in md and "--test-fraction" in md
+    report.test_cases = 2          # a test set without ground truth
+    md = render_markdown(report)
+    assert "cannot tell (yet) whether the model improved" in md and "no ground truth" in md

@@ -5,8 +5,11 @@
 
 The labeled set is the raw dataset's ``imagesTr``, the reference set the ``<case>_0000.nii.gz``
 images of ``--unlabeled`` (minus test cases), the test set the ids listed in ``--test-list`` (one
-per line). Both folders are recorded in the plan's ``sources`` as absolute paths; nobody writes
-case lists by hand. The written plan is what ``atso_nnunet_run`` executes.
+per line) or, with ``--test-fraction 0.2``, a seeded share of the labeled cases. Labeled cases in
+the test set are held out of training: their labels are used only to score the test set. Without
+a test set the run cannot tell whether the model improved (the report says so and points to the
+label-free monitors). Both folders are recorded in the plan's ``sources`` as absolute paths;
+nobody writes case lists by hand. The written plan is what ``atso_nnunet_run`` executes.
 """
 from __future__ import annotations
 
@@ -35,9 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="nnU-Net raw dataset folder DatasetXXX_Name; its imagesTr/labelsTr are the labeled set")
     parser.add_argument("--unlabeled", type=Path, required=True,
                         help="folder of unlabeled images <case>_0000.nii.gz (the reference set)")
-    parser.add_argument("--test-list", type=Path, default=None,
-                        help="text file, one test case id per line (found in --unlabeled, then taken out "
-                             "of the reference set, or in the raw dataset's imagesTs)")
+    test = parser.add_mutually_exclusive_group()
+    test.add_argument("--test-list", type=Path, default=None,
+                      help="text file, one test case id per line: labeled cases of imagesTr (held out of training; "
+                           "their labels only score the test set), cases of --unlabeled (taken out of the "
+                           "reference set; not scored) or of the raw dataset's imagesTs")
+    test.add_argument("--test-fraction", type=float, default=None, metavar="F",
+                      help="hold out this share of the labeled cases as the test set (e.g. 0.2), drawn with --seed; "
+                           "their labels only score the test set")
     parser.add_argument("--out", type=Path, required=True, help="plan JSON to write")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_alias(parser, "--force", "--overwrite", "overwrite", flag=True)
@@ -53,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--generations", type=int, default=None,
                         help="teacher-student generations (default 2; 0 for supervised)")
     parser.add_argument("--subsets", type=int, default=2, help="reference subsets for ATSO, default %(default)s")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the reference split, default %(default)s")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the reference split and of --test-fraction, default %(default)s")
     add_views_option(parser, default=VIEWS, help="views to train (default: all)")
     parser.add_argument("--configuration", choices=CONFIGURATIONS, default="2d",
                         help="nnU-Net configuration: 2d (tri-view) or 3d_fullres (default %(default)s)")
@@ -83,7 +92,7 @@ def _run(args) -> int:
         dataset_id=args.dataset_id, dataset_name=args.dataset_name, name=args.title, note=args.note,
         method=args.method, generations=generations, subsets=args.subsets, seed=args.seed,
         views=args.views, configuration=args.configuration, metric=args.metric,
-        eval_label_map=label_map)
+        eval_label_map=label_map, test_fraction=args.test_fraction)
     logger.info("%s: %s, %d labeled / %d reference / %d test cases", args.out, plan.method,
                 len(plan.labeled), len(plan.reference), len(plan.test))
     return 0

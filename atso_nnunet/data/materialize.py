@@ -142,7 +142,8 @@ def find_cases(source_dirs: Sequence[os.PathLike], case_ids: Sequence[str]) -> D
 
     Each source is searched in ``imagesTr``/``labelsTr``, ``imagesTs``/``labelsTs`` and
     ``imagesRef``/``labelsRef``; a case's label is the file of the same id in the matching
-    labels folder, if there is one.
+    labels folder, if there is one. Images directly in a source folder (a plain folder of
+    ``<case>_0000.nii.gz``, as ``atso_nnunet_make_plan --unlabeled`` records it) are unlabeled cases.
 
     Args:
         source_dirs: nnU-Net raw dataset folders.
@@ -171,6 +172,10 @@ def find_cases(source_dirs: Sequence[os.PathLike], case_ids: Sequence[str]) -> D
                 label = layout.label_path(source, label_dir, case, ending=ending)
                 hits[case].append(CaseFiles(layout.image_path(source, image_dir, case, ending=ending),
                                             label if label.exists() else None, source))
+        # a plain folder of images (atso_nnunet_make_plan --unlabeled): unlabeled cases
+        for case in layout.case_ids_in(source, ending=ending):
+            if case in wanted:
+                hits[case].append(CaseFiles(layout.image_path(source, ".", case, ending=ending), None, source))
     missing = [c for c in case_ids if not hits[c]]
     duplicated = {c: h for c, h in hits.items() if len(h) > 1}
     problems = []

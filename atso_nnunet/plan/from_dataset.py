@@ -83,6 +83,37 @@ def _listed_test_cases(test_list: Optional[os.PathLike], raw: Path, unl: Path, l
     return test
 
 
+def hold_out_labeled(labeled: Sequence[str], fraction: float, seed: int) -> List[str]:
+    """E drawn from S: ``round(fraction * n)`` of the labeled cases (at least 1), seeded.
+
+    The sorted ids are permuted with ``numpy.random.default_rng(seed)``; the first ones are taken.
+    At least one labeled case stays for training.
+
+    Raises:
+        InputError: ``fraction`` not in (0, 1), or too few labeled cases to hold any out.
+    """
+    import numpy as np
+
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise InputError(f"test fraction must be a number between 0 and 1 (e.g. 0.2), got {fraction!r}")
+    ids = sorted(labeled)
+    if len(ids) < 2:
+        raise InputError(f"test fraction {fraction}: {len(ids)} labeled case(s) cannot be split into a training "
+                         "and a test set")
+    n = min(max(1, round(fraction * len(ids))), len(ids) - 1)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return sorted(ids[i] for i in order[:n])
+
+
+def held_out_note(held_out: Sequence[str], fraction: Optional[float], seed: int) -> str:
+    """The plan note's words for labeled cases held out as the test set."""
+    how = (f"drawn as fraction {fraction} of the labeled cases with seed {seed}" if fraction is not None
+           else "listed in the test list")
+    return (f"; {len(held_out)} labeled case(s) held out as the test set E ({how}): {', '.join(held_out)}. "
+            "Their labels are used only to score E: they are never trained on, pseudo-labelled or used to "
+            "choose a model")
+
+
 def _folders(raw_dataset_dir: os.PathLike, unlabeled_dir: os.PathLike) -> Tuple[Path, Path]:
     raw = Path(raw_dataset_dir).expanduser().resolve()
     unl = Path(unlabeled_dir).expanduser().resolve()
@@ -99,20 +130,25 @@ def plan_from_dataset(raw_dataset_dir: os.PathLike, unlabeled_dir: os.PathLike,
                       configuration: str = "2d", fold: Any = "all", metric: str = "mean",
                       eval_label_map: Optional[Mapping[str, int]] = None,
                       network: Optional[Mapping[str, Any]] = None,
-                      training: Optional[Mapping[str, Any]] = None) -> ExperimentPlan:
+                      training: Optional[Mapping[str, Any]] = None,
+                      test_fraction: Optional[float] = None) -> ExperimentPlan:
     """Plan for a team's own nnU-Net dataset plus a folder of unlabeled images.
 
-    S = the cases of ``<raw_dataset_dir>/imagesTr`` (each needs its ``labelsTr`` label);
+    S = the cases of ``<raw_dataset_dir>/imagesTr`` (each needs its ``labelsTr`` label) minus
+    the held-out test cases;
     R = the ``<case>_0000.nii.gz`` images of ``unlabeled_dir`` minus the test cases;
-    E = the ids of ``test_list`` (see :func:`read_case_list`), found in ``unlabeled_dir`` (then
-    taken out of R; no ground truth, so E is predicted but not scored) or in the raw dataset's
-    ``imagesTs`` (scored where ``labelsTs`` has the label). Both folders are recorded in
-    ``sources`` as absolute paths; the note records which test ids were taken out of R.
+    E = the ids of ``test_list`` (see :func:`read_case_list`), found in ``imagesTr`` (held out of
+    S: their labels only score E), in ``unlabeled_dir`` (then taken out of R; no ground truth,
+    so E is predicted but not scored) or in the raw dataset's ``imagesTs`` (scored where
+    ``labelsTs`` has the label); or, with ``test_fraction``, that share of the labeled cases
+    drawn with ``seed`` (:func:`hold_out_labeled`). Both folders are recorded in ``sources`` as
+    absolute paths; the note records which cases were taken out of S and R.
 
     Args:
         raw_dataset_dir: the team's nnU-Net raw dataset.
         unlabeled_dir: folder of unlabeled ``<case>_0000.nii.gz`` images.
         test_list: optional text file of test case ids.
+        test_fraction: instead of a list, hold out this share of the labeled cases as E.
         dataset_id: nnU-Net id of the experiment dataset (not the raw dataset's).
         dataset_name: its name (default: the raw dataset's name + method).
         name: human-readable plan title (default: counts of the sets).
@@ -130,17 +166,31 @@ def plan_from_dataset(raw_dataset_dir: os.PathLike, unlabeled_dir: os.PathLike,
     labeled = _labeled_cases(raw, problems)
     unlabeled = _unlabeled_cases(unl, problems)
     test = _listed_test_cases(test_list, raw, unl, labeled, unlabeled, problems)
+    if test_fraction is not None:
+        if test_list is not None:
+            problems.append("give either a test list or a test fraction, not both")
+        elif labeled:
+            try:
+                test = hold_out_labeled(labeled, test_fraction, seed)
+            except InputError as e:
+                problems.append(str(e))
     raise_if(problems, "make plan")
 
     taken = sorted(set(test) & set(unlabeled))
+    held_out = sorted(set(test) & set(labeled))
     test_ids = set(test)
     reference = [c for c in unlabeled if c not in test_ids]
+    labeled = [c for c in labeled if c not in test_ids]
+    if not labeled:
+        raise_if([f"every labeled case of {raw / layout.IMAGES_TR} is in the test set; keep at least one to "
+                  "train on"], "make plan")
     m = re.match(r"^Dataset\d+_(.+)$", raw.name)
     dataset_name = dataset_name or f"{m.group(1) if m else raw.name}{method.upper()}"
     auto_note = (f"made by atso_nnunet_make_plan: labeled = {raw / layout.IMAGES_TR}, reference = {unl}"
                  + (f", test ids from {Path(test_list).resolve()}" if test_list is not None else ", no test set")
                  + (f"; {len(taken)} test case(s) taken out of the reference set: {', '.join(taken)}"
-                    if taken else ""))
+                    if taken else "")
+                 + (held_out_note(held_out, test_fraction, seed) if held_out else ""))
     data = {
         "name": name or f"{dataset_name}: {len(labeled)} labeled, {len(reference)} unlabeled",
         "note": f"{note}; {auto_note}" if note else auto_note,
