@@ -139,12 +139,20 @@ def temporaries(*roots: Path) -> List[str]:
     return sorted(out)
 
 
-def last_log_line(run: Path) -> str:
+def log_size(run: Path) -> int:
     log = run / "run.log"
-    if not log.is_file():
-        return "(no run.log yet)"
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1][:160] if lines else "(empty run.log)"
+    return log.stat().st_size if log.is_file() else 0
+
+
+def last_log_line(run: Path, size_at_start: int) -> str:
+    """The driver's last log line since it was started (what it was doing when killed)."""
+    log = run / "run.log"
+    if not log.is_file() or log.stat().st_size <= size_at_start:
+        return "(driver starting: nothing logged yet)"
+    with open(log, "rb") as f:
+        f.seek(size_at_start)
+        lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:160] if lines else "(driver starting: nothing logged yet)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +230,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     finished_early = False
     for kill in kills:
+        size_at_start = log_size(run)
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         restarts += 1
         t0 = time.monotonic()
@@ -239,7 +248,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             finished_early = True
             print(f"kill {kill.index}: the run finished (rc {proc.returncode}) before the kill moment", flush=True)
             break
-        kill.during = last_log_line(run)
+        kill.during = last_log_line(run, size_at_start)
         kill.seconds_after_start = round(time.monotonic() - t0, 1)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
