@@ -49,9 +49,9 @@ def reopen_scoring(ctx, steps: Sequence, sources: Sequence[Path] = ()) -> List[s
 
     For each finished ``evaluate`` step whose marker says ``available: false``: every case's
     ground truth missing from the experiment dataset is linked from ``sources`` if one holds it;
-    when all of the step's cases have ground truth, the new files are checked (values, geometry)
-    and the step's marker and score file are removed, so the driver scores it again. The report
-    marker is removed with them.
+    when all of the step's cases have ground truth, their files are checked (readable, complete,
+    geometry of the image, values) and the step's marker and score file are removed, so the
+    driver scores it again. The report marker is removed with them.
 
     Args:
         ctx: the run context (:class:`atso_nnunet.steps.RunContext`).
@@ -91,7 +91,8 @@ def reopen_scoring(ctx, steps: Sequence, sources: Sequence[Path] = ()) -> List[s
             if allowed is None:
                 allowed = set(ctx.foreground) | {0} | {int(k) for k in ctx.plan.eval_label_map}
             step_problems = []
-            for case, label in new.items():
+            for case in step.cases:    # files put into the experiment dataset by hand are checked too
+                label = new.get(case, layout.label_path(gt_dir, ".", case))
                 geometry = Geometry.of(read_image(ctx.image(case)))
                 step_problems += check_label_file(label, allowed, geometry, check_voxels=True)
             if step_problems:
