@@ -21,6 +21,57 @@ def _snapshot(run):
     return markers, pseudo
 
 
+def _fake_run(tmp_path):
+    """A run folder whose two scoring steps were recorded as unavailable, and the context reopen_scoring reads."""
+    from types import SimpleNamespace
+
+    from atso_nnunet.data import layout
+    from atso_nnunet.rundir import RunDir
+
+    source = write_tiny_dataset(tmp_path / "raw", dataset_id=990, n_labeled=1, n_reference=2, n_test=1)
+    experiment = tmp_path / "raw" / "Dataset991_Exp"
+    for folder in ("imagesRef", "imagesTs"):
+        shutil.copytree(source / folder, experiment / folder)
+    run = RunDir(tmp_path / "run")
+    steps = [SimpleNamespace(kind="evaluate", id="g0/evaluate/R_g0/R", cases=("tiny_001", "tiny_002"),
+                             role="reference_eval", outputs=("eval/R_g0/R",)),
+             SimpleNamespace(kind="evaluate", id="g0/evaluate/M0/E", cases=("tiny_003",), role="test_eval",
+                             outputs=("eval/M0/E",)),
+             SimpleNamespace(kind="train", id="g0/train/M0/axial", cases=(), role=None, outputs=())]
+    for step in steps:
+        run.mark_done(step.id, 0.0, **({"available": False} if step.kind == "evaluate" else {}))
+    run.mark_done("report", 0.0)
+    ctx = SimpleNamespace(
+        run=run, dataset_dir=experiment, foreground=(1,), plan=SimpleNamespace(eval_label_map={}),
+        ground_truth_dir=lambda role: experiment / ("labelsTs" if role == "test_eval" else "labelsRef"),
+        image=lambda case: next(experiment.rglob(f"{case}_0000.nii.gz")))
+    return source, experiment, run, steps, ctx, layout
+
+
+def test_reopen_scoring_links_new_ground_truth_and_reopens_only_scoring(tmp_path, caplog):
+    import logging
+
+    from atso_nnunet.errors import InputError
+    from atso_nnunet.ground_truth import reopen_scoring
+
+    caplog.set_level(logging.INFO)
+    source, experiment, run, steps, ctx, layout = _fake_run(tmp_path)
+    held = tmp_path / "held"
+    shutil.move(str(source / "labelsTs"), str(held))
+    assert reopen_scoring(ctx, steps, [source]) == ["g0/evaluate/R_g0/R"]
+    assert not run.is_done("g0/evaluate/R_g0/R") and not run.is_done("report")
+    assert run.is_done("g0/evaluate/M0/E") and run.is_done("g0/train/M0/axial")
+    assert (experiment / "labelsRef" / "tiny_001.nii.gz").is_symlink()
+    assert "scoring them again" in caplog.text
+    # a broken ground-truth file that appears later is named, and nothing is reopened
+    shutil.move(str(held), str(source / "labelsTs"))
+    bad = source / "labelsTs" / "tiny_003.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:300])
+    with pytest.raises(InputError, match="tiny_003"):
+        reopen_scoring(ctx, steps, [source])
+    assert run.is_done("g0/evaluate/M0/E")
+
+
 @pytest.mark.slow
 def test_nothing_reads_the_ground_truth_of_r_and_e_before_scoring(tmp_path):
     """Take labelsRef / labelsTs away (moved, not chmod: CI runs as root), run to the end, put back."""
