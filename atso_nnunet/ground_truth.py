@@ -54,7 +54,7 @@ def reopen_scoring(ctx, steps: Sequence, sources: Sequence[Path] = ()) -> List[s
     driver scores it again. The report marker is removed with them.
 
     Args:
-        ctx: the run context (:class:`atso_nnunet.steps.RunContext`).
+        ctx: the run context (:class:`atso_nnunet.runners.RunContext`).
         steps: the run's schedule.
         sources: the plan's source dataset folders (searched for ground truth added there).
 
@@ -101,9 +101,9 @@ def reopen_scoring(ctx, steps: Sequence, sources: Sequence[Path] = ()) -> List[s
             for case, label in new.items():
                 _link_label(label, layout.label_path(gt_dir, ".", case))
             run.marker(step.id).unlink()
-            evaluation = run.evaluation(*step.outputs[0].split("/", 2)[1:])
-            if evaluation.exists():
-                evaluation.unlink()
+            score = ctx.path(step.output)
+            if score.exists():
+                score.unlink()
             reopened.append(step.id)
     raise_if_problems(problems, ctx.dataset_dir, hint="fix the ground-truth files and run the same command again")
     if reopened:

@@ -34,15 +34,15 @@ def _fake_run(tmp_path):
         shutil.copytree(source / folder, experiment / folder)
     run = RunDir(tmp_path / "run")
     steps = [SimpleNamespace(kind="evaluate", id="g0/evaluate/R_g0/R", cases=("tiny_001", "tiny_002"),
-                             role="reference_eval", outputs=("eval/R_g0/R",)),
+                             role="reference_eval", output=tmp_path / "run" / "eval" / "R_g0" / "R.json"),
              SimpleNamespace(kind="evaluate", id="g0/evaluate/M0/E", cases=("tiny_003",), role="test_eval",
-                             outputs=("eval/M0/E",)),
-             SimpleNamespace(kind="train", id="g0/train/M0/axial", cases=(), role=None, outputs=())]
+                             output=tmp_path / "run" / "eval" / "M0" / "E.json"),
+             SimpleNamespace(kind="train", id="g0/train/M0/axial", cases=(), role=None)]
     for step in steps:
         run.mark_done(step.id, 0.0, **({"available": False} if step.kind == "evaluate" else {}))
     run.mark_done("report", 0.0)
     ctx = SimpleNamespace(
-        run=run, dataset_dir=experiment, foreground=(1,), plan=SimpleNamespace(eval_label_map={}),
+        run=run, dataset_dir=experiment, foreground=(1,), plan=SimpleNamespace(eval_label_map={}), path=lambda a: a,
         ground_truth_dir=lambda role: experiment / ("labelsTs" if role == "test_eval" else "labelsRef"),
         image=lambda case: next(experiment.rglob(f"{case}_0000.nii.gz")))
     return source, experiment, run, steps, ctx, layout
