@@ -357,7 +357,8 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
     run = ctx.run
     from atso_nnunet.preflight import preflight
 
-    preflight(plan, options.paths)      # before anything is written in the run folder
+    if not run.is_done(PREPARE):        # a prepared run passed it and needs its sources no more
+        preflight(plan, options.paths)  # before anything is written in the run folder
     if options.dry_run:
         from atso_nnunet.dryrun import print_commands
 
