@@ -53,7 +53,7 @@ class RunDir:
     def started(self) -> bool:
         """Whether any step of this run has finished (a run refused at its start has none)."""
         state = self.root / "state"
-        return state.is_dir() and any(state.rglob("*.done"))
+        return state.is_dir() and any(not p.name.startswith(".") for p in state.rglob("*.done"))
 
     def mark_done(self, step_id: str, seconds: float, **extra) -> None:
         write_json({"step": step_id, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),

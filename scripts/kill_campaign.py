@@ -97,8 +97,15 @@ def markers(run: Path) -> Dict[str, Tuple[str, int]]:
     state = run / "state"
     if not state.is_dir():
         return {}
-    return {str(p.relative_to(state))[:-len(".done")]: (p.read_text(), p.stat().st_mtime_ns)
-            for p in state.rglob("*.done")}
+    out = {}
+    for p in state.rglob("*.done"):
+        if p.name.startswith("."):          # a marker being written (atomic temporary)
+            continue
+        try:
+            out[str(p.relative_to(state))[:-len(".done")]] = (p.read_text(), p.stat().st_mtime_ns)
+        except FileNotFoundError:
+            continue
+    return out
 
 
 def file_digests(folder: Path) -> Dict[str, str]:
