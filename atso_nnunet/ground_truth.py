@@ -18,8 +18,10 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import SimpleITK as sitk
+
 from atso_nnunet.data import layout
-from atso_nnunet.io import Geometry, read_image, read_json
+from atso_nnunet.io import Geometry, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,17 @@ def reopen_scoring(ctx, steps: Sequence, sources: Sequence[Path] = ()) -> List[s
     reopened: List[str] = []
     problems: List[str] = []
     allowed: Optional[set] = None
+    checked: Dict[Path, List[str]] = {}     # a case is scored by several steps: check its file once
+
+    def check(case: str, label: Path) -> List[str]:
+        if label not in checked:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(ctx.image(case)))
+            reader.ReadImageInformation()
+            geometry = Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
+                                tuple(reader.GetDirection()))
+            checked[label] = check_label_file(label, allowed, geometry, check_voxels=True)
+        return checked[label]
     for step in steps:
         if step.kind != "evaluate" or not run.is_done(step.id):
             continue
@@ -90,13 +103,11 @@ def reopen_scoring(ctx, steps: Sequence, sources: Sequence[Path] = ()) -> List[s
         else:
             if allowed is None:
                 allowed = set(ctx.foreground) | {0} | {int(k) for k in ctx.plan.eval_label_map}
-            step_problems = []
-            for case in step.cases:    # files put into the experiment dataset by hand are checked too
-                label = new.get(case, layout.label_path(gt_dir, ".", case))
-                geometry = Geometry.of(read_image(ctx.image(case)))
-                step_problems += check_label_file(label, allowed, geometry, check_voxels=True)
+            # files put into the experiment dataset by hand are checked too
+            step_problems = [p for case in step.cases
+                             for p in check(case, new.get(case, layout.label_path(gt_dir, ".", case)))]
             if step_problems:
-                problems += step_problems
+                problems += [p for p in step_problems if p not in problems]
                 continue
             for case, label in new.items():
                 _link_label(label, layout.label_path(gt_dir, ".", case))
