@@ -370,6 +370,9 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
     with RunLock(run.root), _log_to_file(run.log_file):
         if options.fresh:
             _wipe(run)
+        stale = run.remove_stale_temporaries()
+        if stale:
+            logger.info("removed %d temporary file(s) left by an interrupted driver", len(stale))
         _record_plan(run, plan, write=run.started())
         logger.info("run folder: %s (plan '%s', method %s, %d generation(s), views %s)", run.root, plan.name,
                     plan.method, plan.generations, ", ".join(plan.views))

@@ -23,7 +23,7 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from atso_nnunet.errors import RunLockedError
 from atso_nnunet.io import read_json, write_json
@@ -54,6 +54,16 @@ class RunDir:
         """Whether any step of this run has finished (a run refused at its start has none)."""
         state = self.root / "state"
         return state.is_dir() and any(not p.name.startswith(".") for p in state.rglob("*.done"))
+
+    def remove_stale_temporaries(self) -> List[Path]:
+        """Delete what atomic writes of a killed driver left (``.<name>.<random>.partial<suffix>``).
+
+        Call only while holding the run's lock: then no write is in progress.
+        """
+        stale = [p for p in self.root.rglob(".*.partial*") if p.is_file() and not p.is_symlink()]
+        for p in stale:
+            p.unlink()
+        return stale
 
     def mark_done(self, step_id: str, seconds: float, **extra) -> None:
         write_json({"step": step_id, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -189,3 +189,19 @@ def test_slurm_settings_from_plan_and_flags(tmp_path):
     assert "--partition=gpu" in script and "module load cuda/12.1" in script and "--array=0-5" in script
     with pytest.raises(InputError, match="slurm.partion: unknown key"):  # refused when the plan is loaded
         load_plan(_tiny_plan(tmp_path, slurm={"partion": "gpu"}))
+
+
+def test_stale_temporaries_of_a_killed_driver_are_removed(tmp_path):
+    from atso_nnunet.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    folder = run.pseudo_labels("R_g1")
+    folder.mkdir(parents=True)
+    # what io.atomic_path leaves when the driver is SIGKILLed mid-write (its finally never runs)
+    leftover = folder / ".case.nii.gz.k3j2x9.partial.nii.gz"
+    leftover.write_bytes(b"half")
+    (folder / "done.nii.gz").write_bytes(b"ok")
+    (run.root / "state").mkdir(parents=True)
+    (run.root / "state" / "prepare.done").write_text("{}")
+    assert run.remove_stale_temporaries() == [leftover]
+    assert not leftover.exists() and (folder / "done.nii.gz").is_file() and run.is_done("prepare")
