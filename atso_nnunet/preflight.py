@@ -1,18 +1,19 @@
 """A plan checked against what exists, before anything is written (``--dry-run`` and every run).
 
 :func:`preflight` runs without nnU-Net and without writing a file: the plan's sources (present,
-or synthetic and generated on first use, or missing with the command that creates them), every
+or synthetic and generated on first use, or missing with the command that creates them) and every
 case id against the sources (unknown ids, ids given with their file ending, labeled cases
-without a label) and the nnU-Net fold. :func:`parse_gpu_ids` checks ``--gpus``. Problems are
-collected and raised together as one :class:`~atso_nnunet.errors.InputError`, so a run folder
-is only created for a plan that passed them all.
+without a label); the fold is checked with the plan itself (:mod:`atso_nnunet.plan.load`).
+:func:`parse_gpu_ids` checks ``--gpus``. Problems are collected and raised together as one
+:class:`~atso_nnunet.errors.InputError`, so a run folder is only created for a plan that passed
+them all.
 """
 from __future__ import annotations
 
 import logging
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
@@ -20,8 +21,6 @@ from atso_nnunet.paths import NnUNetPaths
 
 logger = logging.getLogger(__name__)
 
-# nnU-Net's own split when a dataset has no splits_final.json: 5 folds (KFold, seed 12345)
-NNUNET_FOLDS = 5
 _ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".tif", ".tiff", ".png")
 _CHANNEL_RE = re.compile(r"_\d{4}$")
 _GPU_RE = re.compile(r"^(\d+|(GPU|MIG)-[0-9A-Za-z/\-]+)$")
@@ -57,21 +56,6 @@ def file_name_hint(case: str) -> Optional[str]:
             case_id = stem[: m.start()] if m else stem
             return f"drop the `{case[len(case_id):]}` (the case id is {case_id!r})"
     return None
-
-
-def fold_problems(plan) -> List[str]:
-    """nnU-Net's fold: ``all``, or one of the folds of its default 5-fold split (needs 5 labeled cases)."""
-    fold = plan.fold
-    if fold == "all":
-        return []
-    problems = []
-    if fold >= NNUNET_FOLDS:
-        problems.append(f"fold: {fold} does not exist; nnU-Net splits the labeled cases into {NNUNET_FOLDS} folds "
-                        f"(0-{NNUNET_FOLDS - 1}); use one of them or \"all\" (every labeled case trains)")
-    if len(plan.labeled) < NNUNET_FOLDS:
-        problems.append(f"fold: {fold} needs nnU-Net's {NNUNET_FOLDS}-fold split, which needs at least "
-                        f"{NNUNET_FOLDS} labeled cases; the plan has {len(plan.labeled)}: use fold \"all\"")
-    return problems
 
 
 def _source_cases(source: Path) -> Dict[str, bool]:
@@ -115,7 +99,7 @@ def source_problems(plan, paths: NnUNetPaths) -> Tuple[List[str], List[str]]:
         elif source in (plan.synthetic or {}):
             spec = plan.synthetic[source]
             notes.append(f"source {source} does not exist yet: it is synthetic and is generated on first use "
-                         f"({spec.get('n_cases', '?')} cases, domain {spec.get('domain', 'A')}) at {where}")
+                         f"({spec.n_cases} cases, domain {spec.domain}) at {where}")
             unchecked = True
         else:
             cmd = conversion_command(source) or plan.convert_hint
@@ -146,7 +130,7 @@ def preflight(plan, paths: NnUNetPaths) -> List[str]:
         InputError: listing every problem, each naming the field, source or case and the fix.
     """
     source, notes = source_problems(plan, paths)
-    problems = fold_problems(plan) + source
+    problems = source
     if problems:
         raise InputError(f"plan '{plan.name}': {len(problems)} problem(s) found before any work\n  - "
                          + "\n  - ".join(problems))

@@ -63,7 +63,7 @@ def tiny_plan(views=("axial", "coronal"), generations: int = 2) -> dict:
         "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
         "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": generations, "views": list(views),
         "network": {"batch_size": 2, "max_features": 16, "n_stages": 3},
-        "schedule": {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1,
+        "training": {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1,
                      "final_validation": False, "test_time_augmentation": False},
     }
 

@@ -61,7 +61,7 @@ def test_synthetic_source_to_be_generated_is_named_as_such(tmp_path, caplog, cap
     assert "nnUNetv2_train" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("fold, words", [(7, "fold: 7 does not exist"), (0, "at least 5 labeled cases")])
+@pytest.mark.parametrize("fold, words", [(7, "fold: 7 is not a fold"), (0, "at least 5 labeled cases")])
 def test_fold_is_checked(tmp_path, caplog, fold, words):
     _nn_with_source(tmp_path)
     rc, run = _dry(tmp_path, _tiny_plan(tmp_path, fold=fold))
