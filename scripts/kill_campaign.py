@@ -12,8 +12,9 @@ finished steps (or earlier if it finishes first). Everything is seeded (``--seed
 
 Checked after every kill and restart:
 
-* no nnU-Net child of the killed driver is left running (processes whose command line or
-  environment names the run folder) ``--grace`` seconds after the kill;
+* no child of the killed driver is left running ``--grace`` seconds after the kill: neither a
+  descendant of the driver at the moment of the kill (nnU-Net commands, warm workers, data
+  loaders) nor any process whose command line or environment names the run folder;
 * no completion marker that existed at an earlier kill has changed (content and mtime);
 * every pseudo-label set whose fuse step had finished at an earlier kill is byte-identical;
 * every file of a finished fuse step (pseudo-labels, fused predictions) is complete.
@@ -90,6 +91,44 @@ def run_processes(needle: str, exclude: Tuple[int, ...] = ()) -> List[Tuple[int,
         if needle in cmdline or needle in environ:
             found.append((int(entry.name), cmdline.strip()[:200]))
     return found
+
+
+def descendants(pid: int) -> List[Tuple[int, str]]:
+    """(pid, command line) of every live descendant of ``pid`` (children, their workers, ...)."""
+    parent: Dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == p:
+                todo.append(child)
+                try:
+                    cmd = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    cmd = "?"
+                out.append((child, cmd.strip()[:200]))
+    return out
+
+
+def alive(pids) -> List[int]:
+    out = []
+    for pid in pids:
+        try:
+            state = next((ln.split()[1] for ln in (Path("/proc") / str(pid) / "status").read_text().splitlines()
+                          if ln.startswith("State:")), "?")
+        except OSError:
+            continue
+        if state != "Z":
+            out.append(pid)
+    return out
 
 
 def markers(run: Path) -> Dict[str, Tuple[str, int]]:
@@ -174,6 +213,7 @@ class Kill:
     steps_done_at_kill: int = 0
     seconds_after_start: float = 0.0
     during: str = ""
+    children: int = 0                  # live descendants of the driver at the kill
     children_gone_s: Optional[float] = None
     problems: List[str] = field(default_factory=list)
 
@@ -257,14 +297,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             break
         kill.during = last_log_line(run, size_at_start)
         kill.seconds_after_start = round(time.monotonic() - t0, 1)
+        tree = descendants(proc.pid)          # nnU-Net children, warm workers and their children
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        kill.children = len(tree)
         # children get SIGTERM from the kernel when the driver dies (PR_SET_PDEATHSIG)
         t_kill = time.monotonic()
-        left = run_processes(str(run))
+
+        def leftovers():
+            found = dict(run_processes(str(run)))
+            found.update({pid: cmd for pid, cmd in tree if pid in alive([pid])})
+            return sorted(found.items())
+
+        left = leftovers()
         while left and time.monotonic() - t_kill < args.grace:
             time.sleep(0.2)
-            left = run_processes(str(run))
+            left = leftovers()
         if left:
             kill.problems.append(f"{len(left)} process(es) of the run still alive {args.grace:.0f} s after the "
                                  f"kill: {left}")
@@ -283,7 +331,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             seen_sets.setdefault(step, file_digests(folder))
         problems += kill.problems
         print(f"kill {kill.index:2d}: {kill.steps_done_at_kill}/{n_steps} steps done, "
-              f"{kill.seconds_after_start:.1f} s after start, children gone after {kill.children_gone_s} s; "
+              f"{kill.seconds_after_start:.1f} s after start, {kill.children} child process(es), all gone after "
+              f"{kill.children_gone_s} s; "
               f"during: {kill.during}" + (f"; PROBLEMS: {kill.problems}" if kill.problems else ""), flush=True)
 
     final_rc = None
@@ -321,12 +370,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     gone = [k.children_gone_s for k in done if k.children_gone_s is not None]
     print(f"\n{len(done)} kills, {restarts} driver starts, {wall / 60:.1f} min; children gone after "
           f"{max(gone) if gone else 0:.1f} s at most; {'PASSED' if not problems else 'FAILED'}")
-    print("\n| kill | steps done | s after start | children gone (s) | during (last run.log line) |")
-    print("|---:|---:|---:|---:|---|")
+    print("\n| kill | steps done | s after start | child processes | all gone after (s) | during (last run.log line) |")
+    print("|---:|---:|---:|---:|---:|---|")
     for k in done:
         during = re.sub(r"^\S+ \S+ \S+ \S+: ", "", k.during).replace("|", "/")
-        print(f"| {k.index} | {k.steps_done_at_kill}/{n_steps} | {k.seconds_after_start} | {k.children_gone_s} | "
-              f"{during[:90]} |")
+        print(f"| {k.index} | {k.steps_done_at_kill}/{n_steps} | {k.seconds_after_start} | {k.children} | "
+              f"{k.children_gone_s} | {during[:90]} |")
     for p in problems:
         print(f"PROBLEM: {p}")
     return 0 if not problems else 1
