@@ -318,3 +318,20 @@ def test_dry_run_commands_identical_with_and_without_warm_workers(tmp_path, caps
         outputs.append(capsys.readouterr().out)
     assert "nnUNetv2_train" in outputs[0] and "nnUNetv2_predict" in outputs[0]
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_cpu_slots_only_for_cpu_runs(tmp_path, monkeypatch):
+    """--device cuda without --gpus keeps one job at a time (two would share the one GPU)."""
+    from atso_nnunet.cli.run import build_parser, make_executor_from_args
+
+    monkeypatch.delenv("ATSO_CPU_JOBS", raising=False)
+    monkeypatch.delenv("ATSO_WARM_WORKERS", raising=False)
+
+    def executor(*flags):
+        args = build_parser().parse_args(["-d", "synthetic", "-f", "10pct", *flags])
+        return make_executor_from_args(args, tmp_path)
+
+    assert executor().max_parallel == 2 and executor("--device", "cpu").max_parallel == 2
+    assert executor("--device", "cuda").max_parallel == 1
+    assert executor("--device", "cuda", "--cpu-jobs", "2").max_parallel == 2  # asked for explicitly
+    assert executor("--no-warm-workers").max_parallel == 1

@@ -167,8 +167,10 @@ def make_executor_from_args(args, run_dir: Path, plan=None):
         executor = make_executor("slurm", slurm=slurm_config(args, plan, run_dir), retries=args.retries)
         executor.check_cluster()
         return executor
+    # CPU slots are for CPU runs: a GPU run without --gpus keeps one job at a time unless asked otherwise
+    cpu_jobs = args.cpu_jobs if args.cpu_jobs is not None or args.device in (None, "cpu") else 1
     return make_executor("local", gpus=gpus, retries=args.retries, warm_workers=args.warm_workers,
-                         cpu_jobs=args.cpu_jobs)
+                         cpu_jobs=cpu_jobs)
 
 
 def resolve_device(args, plan, run_dir: Path) -> str:
