@@ -207,14 +207,41 @@ class LocalExecutor(Executor):
             _signal_group(r.proc, signal.SIGTERM)
         deadline = time.monotonic() + self.kill_grace_s
         for r in running:
-            try:
-                r.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if not _reap(r.proc, max(0.0, deadline - time.monotonic())):
                 _signal_group(r.proc, signal.SIGKILL)
-                r.proc.wait()
+                _reap(r.proc, 10.0)
             _signal_group(r.proc, signal.SIGKILL)  # stragglers of the group (workers)
             r.log.close()
         running.clear()
+
+
+def _reap(proc, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for a child to end; True when it has.
+
+    A Ctrl-C that lands inside ``Popen.poll()`` can leave the Popen's internal wait lock taken,
+    after which ``Popen.wait()`` blocks forever; so a plain child is reaped with ``os.waitpid``
+    directly, never with an unbounded wait.
+    """
+    if not isinstance(proc, subprocess.Popen):
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.returncode is not None:
+            return True
+        try:
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere
+            return True
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 class _NotStarted:
