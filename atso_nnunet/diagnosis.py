@@ -524,17 +524,31 @@ class RoleIntensities:
     organ: np.ndarray = field(repr=False)
     shell: np.ndarray = field(repr=False)
     organ_hu: np.ndarray = field(repr=False)
+    shell_hu: np.ndarray = field(repr=False)
     n_cases: int = 0
 
+    def clipped(self, bounds: Tuple[float, float]) -> Dict[str, float]:
+        """Fractions of organ / shell voxels at or beyond the normalisation's clip bounds (HU)."""
+        lo, hi = bounds
+        return {"organ_low": float(np.mean(self.organ_hu <= lo)), "organ_high": float(np.mean(self.organ_hu >= hi)),
+                "shell_low": float(np.mean(self.shell_hu <= lo)), "shell_high": float(np.mean(self.shell_hu >= hi))}
 
-def _normaliser(plans: dict, configuration: str):
-    from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    cm = PlansManager(plans).get_configuration(configuration)
-    scheme = get_normalization_scheme(cm.normalization_schemes[0])
-    props = plans["foreground_intensity_properties_per_channel"]["0"]
-    return scheme(use_mask_for_norm=cm.use_mask_for_norm[0], intensityproperties=props), props
+class _Normaliser:
+    """nnU-Net's own normalisation of a configuration (``DefaultPreprocessor._normalize``, nnunetv2 2.8.1)."""
+
+    def __init__(self, plans: dict, configuration: str):
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        self.cm = PlansManager(plans).get_configuration(configuration)
+        self.props = plans["foreground_intensity_properties_per_channel"]
+        self.scheme = self.cm.normalization_schemes[0]
+        self._pre = self.cm.preprocessor_class(verbose=False)
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        """Normalise one single-channel (z, y, x) image as nnU-Net preprocessing does."""
+        data = image[None].astype(np.float32)
+        return self._pre._normalize(data, np.zeros_like(data, dtype=np.int8), self.cm, self.props)[0]
 
 
 def intensities(run: RunData, max_cases: int = 8, shell_mm: float = 10.0) -> Tuple[List[RoleIntensities], dict]:
@@ -544,10 +558,11 @@ def intensities(run: RunData, max_cases: int = 8, shell_mm: float = 10.0) -> Tup
     if not plans_file.is_file():
         return [], {}
     plans = json.loads(plans_file.read_text())
-    norm, props = _normaliser(plans, run.plan.get("configuration", "2d"))
+    norm = _Normaliser(plans, run.plan.get("configuration", "2d"))
+    props = norm.props["0"]
     out = []
     for role in ("labeled", "reference", "test"):
-        organ, shell, organ_hu, n = [], [], [], 0
+        organ, shell, organ_hu, shell_hu, n = [], [], [], [], 0
         for case in run.plan[role][:max_cases]:
             img_f, gt_f = run.image_file(case), run.gt_file(case)
             if img_f is None or gt_f is None:
@@ -557,15 +572,16 @@ def intensities(run: RunData, max_cases: int = 8, shell_mm: float = 10.0) -> Tup
             iters = max(1, int(round(shell_mm / min(geom.spacing))))
             struct = ndimage.generate_binary_structure(3, 1)
             ring = ndimage.binary_dilation(gt, struct, iterations=iters) & ~gt
-            z = norm.run(image[None].astype(np.float32), None)[0]
+            z = norm.run(image)
             organ.append(z[gt])
             shell.append(z[ring])
             organ_hu.append(image[gt])
+            shell_hu.append(image[ring])
             n += 1
         if n:
             out.append(RoleIntensities(role, np.concatenate(organ), np.concatenate(shell),
-                                       np.concatenate(organ_hu), n))
-    return out, {"view": view, "scheme": type(norm).__name__, **{k: props[k] for k in props}}
+                                       np.concatenate(organ_hu), np.concatenate(shell_hu), n))
+    return out, {"view": view, "scheme": norm.scheme, **props}
 
 
 def preprocessed_check(run: RunData, max_cases: int = 3) -> List[dict]:
@@ -585,7 +601,7 @@ def preprocessed_check(run: RunData, max_cases: int = 3) -> List[dict]:
             continue
         plans = json.loads(plans_file.read_text())
         ident = PlansManager(plans).get_configuration(configuration).data_identifier
-        norm, _ = _normaliser(plans, configuration)
+        norm = _Normaliser(plans, configuration)
         for role, folder in (("labeled", run.preprocessed_dir / ident),
                              ("reference", run.preprocessed_dir / "atso_unlabeled" / ident)):
             for case in run.plan[role][:max_cases]:
@@ -593,7 +609,7 @@ def preprocessed_check(run: RunData, max_cases: int = 3) -> List[dict]:
                 if not f.is_file():
                     continue
                 pre = np.asarray(blosc2.open(str(f), mode="r")[:])[0]
-                raw = norm.run(read_array(run.image_file(case))[0][None].astype(np.float32), None)[0]
+                raw = norm.run(read_array(run.image_file(case))[0])
                 q = [1, 25, 50, 75, 99]
                 qp, qr = np.percentile(pre, q), np.percentile(raw, q)
                 rows.append({"view": view, "role": role, "case": case,
@@ -620,7 +636,12 @@ def plot_intensities(roles: List[RoleIntensities], info: dict, path: Path) -> Op
         axes[1].hist(r.shell, bins=bins, label=r.role, **style)
         axes[2].hist(r.organ, bins=bins, label=f"{r.role} organ", **style)
         axes[2].hist(r.shell, bins=bins, linestyle=":", label=f"{r.role} surroundings", **style)
-    axes[0].set_title("inside the ground-truth organ", fontsize=9)
+    if "percentile_00_5" in info:
+        for bound in ("percentile_00_5", "percentile_99_5"):
+            z = (info[bound] - info["mean"]) / max(info["std"], 1e-8)
+            for ax in axes:
+                ax.axvline(z, color="grey", linestyle="--", linewidth=0.8)
+    axes[0].set_title("inside the ground-truth organ (dashed: clip bounds)", fontsize=9)
     axes[1].set_title("10 mm shell around the organ", fontsize=9)
     axes[2].set_title("organ (solid) vs surroundings (dotted)", fontsize=9)
     for ax in axes:
@@ -696,12 +717,15 @@ def _write_summary(run: RunData, out: Path, figures: Dict[str, Optional[Path]], 
               f"mean {info.get('mean', float('nan')):.1f}, sd {info.get('std', float('nan')):.1f}, clip "
               f"[{info.get('percentile_00_5', float('nan')):.1f}, {info.get('percentile_99_5', float('nan')):.1f}] HU.", ""]
     if roles:
-        L += ["| role | cases | organ HU median | organ normalised median (IQR) | shell normalised median (IQR) |",
-              "|---|---:|---:|---:|---:|"]
+        bounds = (info.get("percentile_00_5", -np.inf), info.get("percentile_99_5", np.inf))
+        L += ["| role | cases | organ HU median | organ normalised median (IQR) | shell normalised median (IQR) | "
+              "organ clipped high % | shell clipped high % |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
         for r in roles:
             qo, qs = np.percentile(r.organ, [25, 50, 75]), np.percentile(r.shell, [25, 50, 75])
+            c = r.clipped(bounds)
             L.append(f"| {r.role} | {r.n_cases} | {np.median(r.organ_hu):.0f} | {qo[1]:.2f} ({qo[0]:.2f}..{qo[2]:.2f}) | "
-                     f"{qs[1]:.2f} ({qs[0]:.2f}..{qs[2]:.2f}) |")
+                     f"{qs[1]:.2f} ({qs[0]:.2f}..{qs[2]:.2f}) | {100 * c['organ_high']:.0f} | {100 * c['shell_high']:.0f} |")
     if pre:
         worst = max(p["max_abs_diff"] for p in pre)
         L += ["", f"Preprocessed files vs raw images normalised by the plans (quantiles 1/25/50/75/99 over the "
