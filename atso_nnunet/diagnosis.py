@@ -300,6 +300,20 @@ def _draw(ax, image, gt, pred, aspect, title, window=_HU_WINDOW):
     ax.set_yticks([])
 
 
+def _informative_cases(run: RunData, cases: Sequence[str], names: Sequence[str], n: int) -> List[str]:
+    """The ``n`` cases whose label sets overlap the ground truth most, then the largest label sets.
+
+    An empty label map shows nothing about registration; one that overlaps (or at least exists)
+    does. Ties keep the plan's order.
+    """
+    def score(case: str):
+        gt = _foreground(read_array(run.gt_file(case))[0], run.label_map)
+        labels = [read_array(run.label_set_file(name, case))[0] > 0 for name in names]
+        return -sum(int((lab & gt).sum()) for lab in labels), -sum(int(lab.sum()) for lab in labels)
+
+    return sorted(cases, key=lambda c: (score(c), list(cases).index(c)))[:n]
+
+
 def plot_overlays(run: RunData, part: str, path: Path, n_cases: int = 2,
                   views: Sequence[str] = ("axial", "coronal", "sagittal")) -> Optional[Path]:
     """Ground truth (green) and label-set (red) contours, first and last set, ``n_cases`` cases."""
@@ -309,8 +323,9 @@ def plot_overlays(run: RunData, part: str, path: Path, n_cases: int = 2,
 
     names = run.pseudo_label_sets if part == "R" else run.test_sets
     names = [names[0], names[-1]] if len(names) > 1 else list(names)
-    cases = [c for c in run.plan["reference" if part == "R" else "test"]
-             if run.gt_file(c) and all(run.label_set_file(n, c).is_file() for n in names)][:n_cases]
+    cases = _informative_cases(run, [c for c in run.plan["reference" if part == "R" else "test"]
+                                     if run.gt_file(c) and all(run.label_set_file(n, c).is_file() for n in names)],
+                               names, n_cases)
     if not names or not cases:
         return None
     rows = [(c, n) for c in cases for n in names]
@@ -345,6 +360,9 @@ class IngestedCase:
     case: str
     dsc_original: float
     dsc_preprocessed: float
+    volume_original_ml: float
+    volume_preprocessed_ml: float
+    centroid_shift_mm: float  # pseudo-label centroid, ingested vs original, in mm (nan if empty)
     image: np.ndarray = field(repr=False)
     gt: np.ndarray = field(repr=False)
     pseudo: np.ndarray = field(repr=False)
@@ -382,8 +400,8 @@ def ingested_cases(run: RunData, n_cases: int = 2) -> List[IngestedCase]:
         for label_set in ([ingested[0], ingested[-1]] if len(ingested) > 1 else ingested):
             cache = _ingested_cache(run, cm.data_identifier, label_set)
             image_dir = run.preprocessed_dir / "atso_unlabeled" / cm.data_identifier
-            cases = [c for c in run.plan["reference"] if (cache / f"{c}_seg.b2nd").is_file()
-                     and run.gt_file(c) is not None][:n_cases]
+            cases = _informative_cases(run, [c for c in run.plan["reference"] if (cache / f"{c}_seg.b2nd").is_file()
+                                             and run.gt_file(c) is not None], [label_set], n_cases)
             for case in cases:
                 with open(image_dir / f"{case}.pkl", "rb") as f:
                     props = pickle.load(f)
@@ -397,9 +415,33 @@ def ingested_cases(run: RunData, n_cases: int = 2) -> List[IngestedCase]:
                 gt_pre = gt_pre[0] > 0
                 pl_orig = read_array(run.label_set_file(label_set, case))[0] > 0
                 gt_orig = gt_raw[0] > 0
+                vol_o, vol_p, shift = _registration(pl_orig, pseudo, props, pm, cm)
                 out.append(IngestedCase(label_set, view, case, _dsc(pl_orig, gt_orig), _dsc(pseudo, gt_pre),
-                                        image, gt_pre, pseudo))
+                                        vol_o, vol_p, shift, image, gt_pre, pseudo))
     return out
+
+
+def _registration(original: np.ndarray, ingested: np.ndarray, props: dict, plans_manager,
+                  configuration_manager) -> Tuple[float, float, float]:
+    """Volumes (mL) of a mask before and after ingestion, and the shift of its centroid in mm.
+
+    The ingested mask lives in the view's transposed, cropped, resampled space: its centroid is
+    brought back to millimetres in the transposed original frame with the crop box and the two
+    spacings (to within half a voxel of resampling). A flip or transpose moves it by centimetres.
+    """
+    tf = list(plans_manager.transpose_forward)
+    sp_orig = np.array([props["spacing"][i] for i in tf], float)
+    sp_target = np.array(configuration_manager.spacing, float)
+    if len(sp_target) < 3:
+        sp_target = np.concatenate([sp_orig[:1], sp_target])
+    vol_o = float(original.sum() * np.prod(sp_orig) / 1000)
+    vol_p = float(ingested.sum() * np.prod(sp_target) / 1000)
+    if not original.any() or not ingested.any():
+        return vol_o, vol_p, float("nan")
+    c_orig = np.array(ndimage.center_of_mass(original.transpose(tf))) * sp_orig
+    start = np.array([b[0] for b in props["bbox_used_for_cropping"]], float)
+    c_ing = start * sp_orig + (np.array(ndimage.center_of_mass(ingested)) + 0.5) * sp_target - 0.5 * sp_orig
+    return vol_o, vol_p, float(np.linalg.norm(c_ing - c_orig))
 
 
 def _dsc(a: np.ndarray, b: np.ndarray) -> float:
@@ -417,7 +459,7 @@ def plot_ingested(items: List[IngestedCase], path: Path) -> Optional[Path]:
     n = len(items)
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3 * cols, 8), 3 * rows), squeeze=False)
     for ax, it in zip(axes.ravel(), items):
         i = _centre(it.gt)[0]  # nnU-Net 2D slices axis 0 of the transposed volume
         _draw(ax, it.image[i], it.gt[i], it.pseudo[i], 1.0,
@@ -696,8 +738,10 @@ def _write_summary(run: RunData, out: Path, figures: Dict[str, Optional[Path]], 
     if ingested:
         L += ["Ingested pseudo-labels (what the students train on) against the ground truth brought into the "
               "same preprocessed space; equal DSC in both spaces means the ingestion is registered:", "",
-              "| set | view | case | DSC original % | DSC preprocessed % |", "|---|---|---|---:|---:|"]
-        L += [f"| {i.label_set} | {i.view} | {i.case} | {100 * i.dsc_original:.1f} | {100 * i.dsc_preprocessed:.1f} |"
+              "| set | view | case | DSC original % | DSC preprocessed % | volume original mL | volume ingested mL | "
+              "centroid shift mm |", "|---|---|---|---:|---:|---:|---:|---:|"]
+        L += [f"| {i.label_set} | {i.view} | {i.case} | {100 * i.dsc_original:.1f} | {100 * i.dsc_preprocessed:.1f} | "
+              f"{i.volume_original_ml:.2f} | {i.volume_preprocessed_ml:.2f} | {i.centroid_shift_mm:.1f} |"
               for i in ingested]
     L += ["", "## (c) Training curves", ""]
     if figures.get("training"):

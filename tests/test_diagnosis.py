@@ -88,3 +88,24 @@ def test_diagnose_fake_run_writes_figures_and_numbers(fake_atso_run, nnunet_path
 def test_run_without_plan_is_refused(tmp_path):
     with pytest.raises(diagnosis.InputError, match="no plan.json"):
         diagnosis.load_run(tmp_path)
+
+
+def test_registration_check_finds_a_flip_after_transpose_crop_and_resampling():
+    """The ingested mask's centroid, mapped back to mm, matches the original's; a flip does not."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    original = np.zeros((10, 20, 16), bool)  # (z, y, x) file order, spacing (z, y, x) = (3, 1, 1)
+    original[2:5, 3:9, 10:14] = True
+    original[rng.integers(0, 10, 5), rng.integers(2, 10, 5), rng.integers(2, 15, 5)] = True  # inside the crop
+    tf = (2, 0, 1)  # sagittal
+    pm = SimpleNamespace(transpose_forward=tf)
+    cm = SimpleNamespace(spacing=[3.0, 0.5])  # 2d: in-plane target spacing; axis 0 keeps its own
+    props = {"spacing": [3.0, 1.0, 1.0], "bbox_used_for_cropping": [[1, 15], [0, 10], [2, 19]]}
+    t = original.transpose(tf)
+    cropped = t[1:15, 0:10, 2:19]
+    ingested = np.repeat(cropped, 2, axis=2)  # 1 mm -> 0.5 mm along the last axis
+    vol_o, vol_p, shift = diagnosis._registration(original, ingested, props, pm, cm)
+    assert vol_p == pytest.approx(vol_o) and shift < 0.1
+    _, _, flipped = diagnosis._registration(original, ingested[:, ::-1], props, pm, cm)
+    assert flipped > 5
