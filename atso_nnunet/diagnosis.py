@@ -746,8 +746,8 @@ def _write_summary(run: RunData, out: Path, figures: Dict[str, Optional[Path]], 
     L += ["", "## (c) Training curves", ""]
     if figures.get("training"):
         L += [f"![training]({figures['training'].name})", ""]
-    L += ["| model | view | epochs | first train loss | last train loss | last val loss | last pseudo Dice | training set |",
-          "|---|---|---:|---:|---:|---:|---:|---|"]
+    L += ["| model | view | epochs | first train loss | last train loss | last val loss | last pseudo Dice | "
+          "training set |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for c in curves:
         pdice = c.pseudo_dice[-1] if c.pseudo_dice else float("nan")
         vl = c.val_loss[-1] if c.val_loss else float("nan")
@@ -759,7 +759,8 @@ def _write_summary(run: RunData, out: Path, figures: Dict[str, Optional[Path]], 
     if info:
         L += [f"Normalisation {info.get('scheme')} with the plans' statistics (from the labeled set only): "
               f"mean {info.get('mean', float('nan')):.1f}, sd {info.get('std', float('nan')):.1f}, clip "
-              f"[{info.get('percentile_00_5', float('nan')):.1f}, {info.get('percentile_99_5', float('nan')):.1f}] HU.", ""]
+              f"[{info.get('percentile_00_5', float('nan')):.1f}, "
+              f"{info.get('percentile_99_5', float('nan')):.1f}] HU.", ""]
     if roles:
         bounds = (info.get("percentile_00_5", -np.inf), info.get("percentile_99_5", np.inf))
         L += ["| role | cases | organ HU median | organ normalised median (IQR) | shell normalised median (IQR) | "
@@ -768,8 +769,9 @@ def _write_summary(run: RunData, out: Path, figures: Dict[str, Optional[Path]], 
         for r in roles:
             qo, qs = np.percentile(r.organ, [25, 50, 75]), np.percentile(r.shell, [25, 50, 75])
             c = r.clipped(bounds)
-            L.append(f"| {r.role} | {r.n_cases} | {np.median(r.organ_hu):.0f} | {qo[1]:.2f} ({qo[0]:.2f}..{qo[2]:.2f}) | "
-                     f"{qs[1]:.2f} ({qs[0]:.2f}..{qs[2]:.2f}) | {100 * c['organ_high']:.0f} | {100 * c['shell_high']:.0f} |")
+            L.append(f"| {r.role} | {r.n_cases} | {np.median(r.organ_hu):.0f} | "
+                     f"{qo[1]:.2f} ({qo[0]:.2f}..{qo[2]:.2f}) | {qs[1]:.2f} ({qs[0]:.2f}..{qs[2]:.2f}) | "
+                     f"{100 * c['organ_high']:.0f} | {100 * c['shell_high']:.0f} |")
     if pre:
         worst = max(p["max_abs_diff"] for p in pre)
         L += ["", f"Preprocessed files vs raw images normalised by the plans (quantiles 1/25/50/75/99 over the "

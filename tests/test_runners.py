@@ -171,7 +171,8 @@ def test_oracle_trains_on_ground_truth_with_the_plans_label_map(tmp_path, nnunet
     mapped, mapped_geom = read_array(ctx.run.mapped_truth() / "tiny_003.nii.gz")
     assert mapped_geom.matches(geom) and set(np.unique(mapped)) == {0, 1}
     assert mapped[lesion].tolist() == [1] and np.array_equal(mapped > 0, lab > 0)
-    assert pseudolabels._check_case("tiny_003", str(ctx.run.mapped_truth() / "tiny_003.nii.gz"), str(image), (0, 1)) == []
+    mapped_file = str(ctx.run.mapped_truth() / "tiny_003.nii.gz")
+    assert pseudolabels._check_case("tiny_003", mapped_file, str(image), (0, 1)) == []
     # the oracle's trainer reads the same mapped folder
     train = next(s for s in steps.values() if s.kind == "train" and s.output.name == "oracle")
     train_job(ctx, train)
