@@ -12,6 +12,7 @@
       inputs/<R|E|RE>/               links to the images a prediction reads
       predictions/<model>/<view>/    nnU-Net's per-view predictions of R and E
       pseudolabels/R_g<t>/           pseudo-label sets (fused, original geometry)
+      labels/R_truth/                R's ground truth with the plan's eval_label_map applied (oracle)
       fused/<name>/<R|E>/            fused predictions used for scoring
       eval/<target>/<part>.json      scores
       eval/monitors/<name>.json      label-free monitors
@@ -88,6 +89,10 @@ class RunDir:
 
     def pseudo_labels(self, name: str) -> Path:
         return self.root / "pseudolabels" / name
+
+    def mapped_truth(self) -> Path:
+        """R's ground truth with the plan's ``eval_label_map`` applied: the oracle's training labels."""
+        return self.root / "labels" / "R_truth"
 
     def evaluation(self, target: str, part: str) -> Path:
         return self.root / "eval" / target / f"{part}.json"

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution import Job
-from atso_nnunet.io import write_json
+from atso_nnunet.io import read_array, write_array, write_json
 from atso_nnunet.nnunet_commands import job_env, predict_command, train_command
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.rundir import RunDir
@@ -77,7 +77,9 @@ class RunContext:
         if isinstance(artefact, Model):
             return self.model_folder(artefact)
         if isinstance(artefact, GroundTruth):
-            return self.dataset_dir / layout.LABELS_REF
+            # training targets must carry the dataset's labels: with a label map (MSD tumour 2 ->
+            # pancreas 1) the oracle trains on mapped copies (write_mapped_truth)
+            return self.run.mapped_truth() if self.eval_label_map() else self.dataset_dir / layout.LABELS_REF
         return self.run.path(artefact)
 
     def image(self, case: str) -> Path:
@@ -210,9 +212,31 @@ def outputs_present(ctx: RunContext, step: Step) -> bool:
 # plugin steps
 
 
+def write_mapped_truth(ctx: RunContext, cases: Sequence[str]) -> Path:
+    """Copies of R's ground truth with the plan's ``eval_label_map`` applied, for training.
+
+    Scores map labels before comparing (``eval_label_map``: the MSD transfer counts tumour 2 as
+    pancreas 1), but a training target must hold the experiment dataset's labels (nnU-Net's and
+    the ingestion's checks refuse a 2 the dataset.json does not list). Existing copies are kept:
+    their modification time is part of the ingestion cache key.
+    """
+    from atso_nnunet.evaluation import _apply_label_map
+
+    out = ctx.run.mapped_truth()
+    for case in cases:
+        dst = out / f"{case}{layout.FILE_ENDING}"
+        if not dst.is_file():
+            array, geometry = read_array(layout.label_path(ctx.dataset_dir, layout.LABELS_REF, case))
+            write_array(_apply_label_map(array, ctx.eval_label_map()).astype(array.dtype), geometry, dst)
+    return out
+
+
 def run_ingest(ctx: RunContext, step: Step) -> dict:
     """Bring a label set into one view's preprocessed space (cached by content)."""
     from atso_nnunet.pseudolabels import ingest_pseudolabels
+
+    if isinstance(step.labels, GroundTruth) and ctx.eval_label_map():
+        write_mapped_truth(ctx, step.cases)
 
     res = ingest_pseudolabels(ctx.paths, ctx.plan.dataset_id, plans_identifier(step.view), ctx.plan.configuration,
                               ctx.path(step.labels), cases=step.cases, num_processes=ctx.num_processes)

@@ -128,3 +128,59 @@ def test_fuse_evaluate_and_monitors_in_process(ctx_steps):
     change = run_monitor(ctx, steps["g1/monitor/change_R_g1"])["value"]
     assert 0 < change < 1
     assert run_monitor(ctx, steps["g1/monitor/empty_R_g1"])["value"] == 0
+
+
+def test_oracle_trains_on_ground_truth_with_the_plans_label_map(tmp_path, nnunet_paths, monkeypatch):
+    """MSD-like transfer: R's ground truth has tumour 2, scored as pancreas ({2: 1}); the oracle's
+    training labels must be mapped the same way (the dataset's labels are {0, 1}, so ingesting
+    labelsRef as it is was refused: 'label values 2 are not in dataset.json labels [0, 1]')."""
+    from atso_nnunet import pseudolabels, runners
+    from atso_nnunet.data import layout
+    from atso_nnunet.schedule import GroundTruth
+
+    ds = write_tiny_dataset(nnunet_paths.raw, dataset_id=991, name="RunExp")
+    gt_file = layout.label_path(ds, layout.LABELS_REF, "tiny_003")
+    lab, geom = read_array(gt_file)
+    lesion = np.zeros_like(lab, dtype=bool)
+    lesion[np.nonzero(lab)[0][0], np.nonzero(lab)[1][0], np.nonzero(lab)[2][0]] = True
+    lab[lesion] = 2
+    gt_file.unlink()  # the dataset may hold links to a source: never write through them
+    write_array(lab, geom, gt_file)
+    image = layout.image_path(ds, layout.IMAGES_REF, "tiny_003")
+    assert pseudolabels._check_case("tiny_003", str(gt_file), str(image), (0, 1))  # refused as it is
+
+    plan = plan_from_dict({
+        "name": "oracle", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "RunExp",
+        "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
+        "test": ["tiny_007", "tiny_008"], "method": "oracle", "generations": 1, "views": ["axial"],
+        "eval_label_map": {"2": 1}})
+    ctx = make_context(plan, DriverOptions(run_dir=tmp_path / "run", paths=nnunet_paths))
+    steps = steps_by_id(build_schedule(plan, reference_subsets(plan)))
+    assert ctx.path(GroundTruth()) == ctx.run.mapped_truth()
+
+    seen = {}
+
+    def fake_ingest(paths, dataset, plans, configuration, folder, cases=None, num_processes=1):
+        seen["folder"], seen["cases"] = folder, list(cases)
+        return pseudolabels.IngestResult(folder, tuple(cases), ())
+
+    monkeypatch.setattr(pseudolabels, "ingest_pseudolabels", fake_ingest)
+    runners.run_ingest(ctx, next(s for s in steps.values() if s.kind == "ingest"))
+    assert seen["folder"] == ctx.run.mapped_truth()
+    assert sorted(seen["cases"]) == ["tiny_003", "tiny_004", "tiny_005", "tiny_006"]
+    mapped, mapped_geom = read_array(ctx.run.mapped_truth() / "tiny_003.nii.gz")
+    assert mapped_geom.matches(geom) and set(np.unique(mapped)) == {0, 1}
+    assert mapped[lesion].tolist() == [1] and np.array_equal(mapped > 0, lab > 0)
+    mapped_file = str(ctx.run.mapped_truth() / "tiny_003.nii.gz")
+    assert pseudolabels._check_case("tiny_003", mapped_file, str(image), (0, 1)) == []
+    # the oracle's trainer reads the same mapped folder
+    train = next(s for s in steps.values() if s.kind == "train" and s.output.name == "oracle")
+    train_job(ctx, train)
+    assert json.loads(ctx.run.run_config(train.id).read_text())["pseudo_label_dir"] == str(ctx.run.mapped_truth())
+
+
+def test_ground_truth_without_label_map_is_read_in_place(ctx_steps):
+    from atso_nnunet.schedule import GroundTruth
+
+    ctx, _ = ctx_steps
+    assert ctx.path(GroundTruth()) == ctx.dataset_dir / "labelsRef"
