@@ -133,8 +133,11 @@ def test_local_missing_executable_fails_cleanly(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_local_interrupt_terminates_children(tmp_path, sig):
     pidfile = tmp_path / "child.pid"
+    # A shell that starts the suite in the background ignores SIGINT, and Python then installs no
+    # KeyboardInterrupt handler: restore it, as in a terminal where Ctrl-C reaches the driver.
     driver = textwrap.dedent(f"""
-        import sys
+        import signal, sys
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from atso_nnunet.execution import Job, LocalExecutor
         child = "import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
         LocalExecutor(poll_interval=0.05, kill_grace_s=5).run_batch(
