@@ -19,7 +19,7 @@ import io
 import logging
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from atso_nnunet.io import atomic_path, write_json, write_text
 
@@ -84,7 +84,7 @@ def summarise(records) -> dict:
                 a = [v for v in ((g or {}).get("agreement") or {}).values() if v is not None]
                 agree.append(sum(a) / len(a) if a else None)
             row["agreement"] = agree
-            per_gen[m][t] = {k: {"per_seed": v, "mean": _mean_sd(v)[0], "sd": _mean_sd(v)[1], "n": _mean_sd(v)[2]}
+            per_gen[m][t] = {k: {"per_seed": v, **dict(zip(("mean", "sd", "n"), _mean_sd(v)))}
                              for k, v in row.items()}
     finals = {m: {s: final_score(by.get((m, s))) for s in seeds} for m in methods}
     final_stats = {m: dict(zip(("mean", "sd", "n"), _mean_sd(list(v.values())))) for m, v in finals.items()}

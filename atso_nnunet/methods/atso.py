@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from atso_nnunet.methods.base import Method, register
-from atso_nnunet.schedule.artefacts import LabelSet
+from atso_nnunet.schedule.artefacts import Ingested, LabelSet
 from atso_nnunet.schedule.builder import model_name, pseudo_label_set
 from atso_nnunet.schedule.step import FuseGroup, ReportCell
 
@@ -93,7 +93,7 @@ class ATSO(Method):
 
     def _ingest(self, b, t: int, labels: LabelSet, prefix: str) -> None:
         for v in b.views:
-            if not b.produced(_ingested(labels, v)):
+            if not b.produced(Ingested(labels, v)):
                 b.ingest(prefix, t, labels, v, b.R)
 
     def _generation(self, b, t: int, o: AtsoOptions) -> None:
@@ -154,8 +154,3 @@ class ATSO(Method):
     def final_model(self, plan) -> str:
         return "final"
 
-
-def _ingested(labels, view):
-    from atso_nnunet.schedule.artefacts import Ingested
-
-    return Ingested(labels, view)

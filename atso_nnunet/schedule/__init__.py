@@ -50,7 +50,6 @@ from atso_nnunet.schedule.builder import ScheduleBuilder, model_name, pseudo_lab
 from atso_nnunet.schedule.checks import (
     check_fold_swap,
     order_problems,
-    prediction_steps,
     steps_by_id,
     topological_batches,
     trained_cases,
@@ -60,6 +59,6 @@ from atso_nnunet.schedule.step import COLUMNS, INITS, KINDS, MONITORS, ROLES, Fu
 __all__ = [
     "COLUMNS", "FuseGroup", "GroundTruth", "INITS", "Ingested", "KINDS", "LabelSet", "MONITORS", "Model",
     "Monitor", "Prediction", "ROLES", "Report", "ReportCell", "ScheduleBuilder", "Score", "Step",
-    "build_schedule", "check_fold_swap", "model_name", "order_problems", "prediction_steps",
+    "build_schedule", "check_fold_swap", "model_name", "order_problems",
     "pseudo_label_set", "steps_by_id", "topological_batches", "trained_cases",
 ]

@@ -1,7 +1,7 @@
 """The generation schedule: an experiment turned into ordered steps, decided before anything runs."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from atso_nnunet.errors import InputError
 from atso_nnunet.schedule.artefacts import Report

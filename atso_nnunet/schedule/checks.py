@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Dict, Iterable, List, Optional, Sequence, Set
 
-from atso_nnunet.schedule.artefacts import Prediction
 from atso_nnunet.schedule.step import Step
 
 
@@ -120,7 +119,3 @@ def check_fold_swap(steps: Sequence[Step], reference_split: Sequence[Sequence[st
                                     f"{', '.join(overlap)}")
     return problems
 
-
-def prediction_steps(steps: Iterable[Step]) -> Dict[Prediction, Step]:
-    """The step producing each prediction."""
-    return {o: s for s in steps if s.kind == "predict" for o in s.outputs}
