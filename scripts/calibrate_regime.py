@@ -13,13 +13,15 @@ Each configuration is an ordinary run folder of the real driver (``atso_nnunet_r
 
 No semi-supervised method is run or read here: the regime is fixed before methods are compared.
 Rerunning the same command skips the configurations already in the results file and lets the
-driver continue an unfinished run folder. Results go to ``<out>/<tag>/results.csv`` and
+driver continue an unfinished run folder. Several instances with disjoint ``--configs`` may run at
+once (for example one per CPU core): each re-reads the results file under a lock before adding its row. Results go to ``<out>/<tag>/results.csv`` and
 ``results.json`` after every configuration; run folders stay under ``--work``.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import importlib.util
 import json
 import logging
@@ -129,9 +131,23 @@ def load_results(path: Path) -> list:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
+def add_result(row: dict, out: Path) -> list:
+    """Append ``row`` to the results file and return all rows.
+
+    The file is re-read under an exclusive lock, so several instances of this script (each with
+    its own ``--configs``, e.g. one per CPU core) can share one results file without losing rows.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = [r for r in load_results(out / "results.json") if r["config"] != row["config"]] + [row]
+        save_results(rows, out)
+    return rows
+
+
 def save_results(rows: list, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.json.tmp"
+    tmp = out / f"results.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(rows, indent=2) + "\n")
     tmp.replace(out / "results.json")
     with open(out / "results.csv.tmp", "w", newline="") as f:
@@ -309,8 +325,7 @@ def main(argv=None) -> int:
                "train_s": train_seconds(run_dir), "wall_s": round(wall, 1),
                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "run_dir": str(run_dir), "plan": str(plan_file), "test_dsc_per_case": per_case}
-        rows.append(row)
-        save_results(rows, out)
+        rows = add_result(row, out)
         summarize(rows, out, args.epochs * args.iters)
         logger.info("%s: test DSC %.2f, reference DSC %s, %.0f s", name, test, row["ref_dsc"], wall)
     return 0
