@@ -118,6 +118,26 @@ def test_exit_codes_and_uncaught_exception(probe_env):
     assert "Traceback (most recent call last)" in text and "RuntimeError: probe failure" in text
 
 
+def test_exit_keeps_what_a_normal_exit_does(probe_env):
+    """The child skips the interpreter's teardown but still joins threads, runs atexit handlers,
+    flushes its output and prints a sys.exit message, as the console script does (plain = reference)."""
+    env = probe_env
+    pool = env.make_pool()
+    for mode, executor in (("plain", LocalExecutor(retries=0)), ("warm", LocalExecutor(retries=0, warm=pool))):
+        out = env.tmp / f"cleanup_{mode}"
+        job = _job(env, f"cleanup_{mode}", "cleanup", str(out))
+        assert executor.run_batch([job])[0].returncode == 0, mode
+        assert Path(f"{out}.atexit").read_text() == "ran", mode
+        assert Path(f"{out}.thread").read_text() == "ran", mode
+        assert "buffered line without newline" in job.log_path.read_text(), mode
+    for args, expected, text in ((("message",), 1, "probe says goodbye"), (("exit", "300"), 300 & 0xFF, None)):
+        proc, log = _start(pool, _job(env, args[0], *args))
+        assert proc.wait(timeout=60) == expected, args
+        log.close()
+        if text:
+            assert text in (env.tmp / "logs" / f"{args[0]}.log").read_text()
+
+
 def test_failed_job_is_retried_and_reported_with_its_log(probe_env):
     env = probe_env
     executor = LocalExecutor(retries=1, warm=env.make_pool())

@@ -64,4 +64,21 @@ def main():
         return None
     if mode == "exit":
         sys.exit(int(sys.argv[2]))
+    if mode == "message":
+        sys.exit("probe says goodbye")
+    if mode == "cleanup":  # what a normal exit still does after the entry point returned
+        import atexit
+        import threading
+
+        out = sys.argv[2]
+        atexit.register(lambda: open(out + ".atexit", "w").write("ran"))
+
+        def late():
+            time.sleep(0.5)
+            with open(out + ".thread", "w") as f:
+                f.write("ran")
+
+        threading.Thread(target=late).start()  # non-daemon: the exit waits for it
+        print("buffered line without newline", end="")
+        return None
     raise SystemExit(f"unknown mode {mode}")
