@@ -53,7 +53,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -62,8 +62,9 @@ from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
 
 from atso_nnunet.errors import StepFailedError
 from atso_nnunet.execution import slurm_cluster
-from atso_nnunet.execution.jobs import (Executor, Job, JobResult, attempt_header, check_batch,
-                                        check_retries, raise_failures)
+from atso_nnunet.execution.jobs import Executor, Job, JobResult, attempt_header, check_batch, raise_failures
+from atso_nnunet.execution.slurm_config import SlurmConfig
+from atso_nnunet.execution.slurm_env import _slurm_origin, data_loader_workers, submission_env
 from atso_nnunet.io import write_json
 
 logger = logging.getLogger(__name__)
@@ -74,94 +75,7 @@ STATE_FILE = "jobs.json"
 # systems can be slow to show it).
 _RESULT_WAIT_S = 15.0
 
-# Variables of the driver's own environment that must not reach sbatch: a driver running as a
-# SLURM job would otherwise hand its job's identity and GPUs to every task it submits.
-_DRIVER_ONLY_PREFIXES = ("SLURM_",)
-_DRIVER_ONLY_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
-_KEEP_VARS = ("SLURM_CONF",)  # where the cluster's configuration is: needed by sbatch itself
-
 RUNNING, SUCCEEDED, FAILED, VANISHED = "running", "succeeded", "failed", "vanished"
-
-
-@dataclass
-class SlurmConfig:
-    """Resources and behaviour of the SLURM backend (one array task per job).
-
-    Attributes:
-        partition: SLURM partition (``--partition``); ``None``: the cluster's default.
-        gpus_per_job: GPUs per array task (``--gpus-per-node``); 0 for CPU-only jobs.
-        cpus_per_task: CPU cores per task (``--cpus-per-task``); nnU-Net's data augmentation
-            uses ``nnUNet_n_proc_DA`` worker processes.
-        mem_gb: memory per task in GB (``--mem``).
-        time_min: wall-clock limit per task in minutes (``--time``); a longer training is
-            requeued and resumed.
-        extra_sbatch_lines: shell lines run in the batch script before the job, e.g.
-            ``["module load cuda/12.1", "source /path/venv/bin/activate"]`` (submitit ``setup``).
-        additional_parameters: further ``#SBATCH`` options, e.g. ``{"account": "proj42",
-            "qos": "normal"}`` (submitit ``additional_parameters``).
-        log_folder: shared folder for submitit's files, batch state and task logs.
-        max_parallel: array tasks running at once (``%N`` of ``--array``).
-        retries: resubmissions of a failed job (with ``resume_argv``).
-        max_requeues: requeues after time-outs (submitit ``max_num_timeout``); preemptions do
-            not count.
-        signal_delay_s: seconds between the ``USR2`` warning and the end of the time limit.
-        poll_interval_s: seconds between two status checks (one ``sacct`` call per check).
-        python: command that runs Python on the compute nodes (default ``sys.executable``).
-        job_name_prefix: start of every job name; a task is named ``<prefix>:<step>`` in
-            ``squeue`` (``atso_nnunet_run`` uses ``atso:<run folder name>``).
-    """
-
-    partition: Optional[str] = None
-    gpus_per_job: int = 1
-    cpus_per_task: int = 8
-    mem_gb: float = 32.0
-    time_min: int = 24 * 60
-    extra_sbatch_lines: List[str] = field(default_factory=list)
-    additional_parameters: Dict[str, Any] = field(default_factory=dict)
-    log_folder: Path = Path("slurm_logs")
-    max_parallel: int = 6
-    retries: int = 1
-    max_requeues: int = 3
-    signal_delay_s: int = 120
-    poll_interval_s: float = 30.0
-    python: Optional[str] = None
-    job_name_prefix: str = "atso"
-
-    def __post_init__(self) -> None:
-        def positive_int(option: str, minimum: int) -> None:
-            value = getattr(self, option)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"SlurmConfig.{option} must be an integer >= {minimum}, got {value!r}")
-
-        if self.partition is not None and (not isinstance(self.partition, str) or not self.partition.strip()):
-            raise ValueError(f"SlurmConfig.partition must be a non-empty string or None, got {self.partition!r}")
-        positive_int("gpus_per_job", 0)
-        positive_int("cpus_per_task", 1)
-        positive_int("time_min", 1)
-        positive_int("max_parallel", 1)
-        positive_int("max_requeues", 0)
-        positive_int("signal_delay_s", 0)
-        check_retries(self.retries, "SlurmConfig.retries")
-        if isinstance(self.mem_gb, bool) or not isinstance(self.mem_gb, (int, float)) or self.mem_gb <= 0:
-            raise ValueError(f"SlurmConfig.mem_gb must be a number > 0, got {self.mem_gb!r}")
-        if not isinstance(self.poll_interval_s, (int, float)) or self.poll_interval_s <= 0:
-            raise ValueError(f"SlurmConfig.poll_interval_s must be > 0 seconds, got {self.poll_interval_s!r}")
-        if self.signal_delay_s >= self.time_min * 60:
-            raise ValueError(f"SlurmConfig.signal_delay_s ({self.signal_delay_s} s) must be shorter than "
-                             f"SlurmConfig.time_min ({self.time_min} min), or the job is told to stop as soon "
-                             "as it starts (--slurm-signal-delay-s, --slurm-time-min)")
-        if isinstance(self.extra_sbatch_lines, str) or not all(isinstance(x, str) for x in self.extra_sbatch_lines):
-            raise ValueError("SlurmConfig.extra_sbatch_lines must be a list of shell lines (strings), "
-                             f"got {self.extra_sbatch_lines!r}")
-        if not isinstance(self.additional_parameters, dict) or not all(
-                isinstance(k, str) for k in self.additional_parameters):
-            raise ValueError("SlurmConfig.additional_parameters must be a dict of sbatch option names "
-                             f"to values, got {self.additional_parameters!r}")
-        self.extra_sbatch_lines = list(self.extra_sbatch_lines)
-        self.additional_parameters = dict(self.additional_parameters)
-        self.log_folder = Path(self.log_folder)
-        if not isinstance(self.job_name_prefix, str):
-            raise ValueError(f"SlurmConfig.job_name_prefix must be a string, got {self.job_name_prefix!r}")
 
 
 class CommandFailedError(RuntimeError):
@@ -261,32 +175,6 @@ class CommandJob(submitit.helpers.Checkpointable):
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(proc.pid, 0)
-
-
-def _slurm_origin(env: Dict[str, str]) -> str:
-    """One log line naming the SLURM task an attempt runs in (empty outside SLURM)."""
-    if "SLURM_JOB_ID" not in env:
-        return ""
-    task = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env
-            else env["SLURM_JOB_ID"])
-    return (f"=== SLURM job {task} (job id {env['SLURM_JOB_ID']}) on {env.get('SLURMD_NODENAME', '?')}, "
-            f"restart {env.get('SLURM_RESTART_COUNT', '0')}, "
-            f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '(unset)')} ===\n")
-
-
-def submission_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """The environment ``sbatch`` runs in: ``base`` (default ``os.environ``) without the driver's
-    own ``SLURM_*`` and GPU-visibility variables (``SLURM_CONF`` is kept)."""
-    base = dict(os.environ if base is None else base)
-    return {k: v for k, v in base.items()
-            if k in _KEEP_VARS or not (k.startswith(_DRIVER_ONLY_PREFIXES) or k in _DRIVER_ONLY_VARS)}
-
-
-def data_loader_workers(cpus_per_task: int) -> int:
-    """``nnUNet_n_proc_DA`` for a task with ``cpus_per_task`` CPUs: one CPU stays with the training
-    process; with a single CPU augmentation runs in it (nnU-Net's workers die there otherwise,
-    MIC-DKFZ/nnUNet#2863)."""
-    return max(0, int(cpus_per_task) - 1)
 
 
 class _SubmititSlurmExecutor(submitit.SlurmExecutor):
