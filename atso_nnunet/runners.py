@@ -29,7 +29,7 @@ from atso_nnunet.io import read_array, write_array, write_json
 from atso_nnunet.nnunet_commands import job_env, predict_command, train_command
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.rundir import RunDir
-from atso_nnunet.schedule import GroundTruth, LabelSet, Model, Monitor, Prediction, Score, Step
+from atso_nnunet.schedule import GroundTruth, Model, Prediction, Step
 from atso_nnunet.views import plans_identifier
 
 logger = logging.getLogger(__name__)
