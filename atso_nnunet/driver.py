@@ -378,6 +378,13 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
                     plan.method, plan.generations, ", ".join(plan.views))
         if plan.note:
             logger.info("plan note: %s", plan.note)
+        executor = options.executor
+        if executor is None:
+            from atso_nnunet.execution import make_executor
+
+            executor = make_executor("local")
+        if options.only_step != PREPARE:
+            executor.warm_up(run.root / "logs")  # warm workers import while the data are prepared
         if not run.is_done(PREPARE):
             t0 = time.time()
             prepare(ctx, network)
@@ -388,11 +395,6 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
         from atso_nnunet.ground_truth import reopen_scoring
 
         reopen_scoring(ctx, steps, [source_dir(options.paths, s) for s in plan.sources])
-        executor = options.executor
-        if executor is None:
-            from atso_nnunet.execution import make_executor
-
-            executor = make_executor("local")
         progress = _Progress(steps, run.is_done, parallel=getattr(executor, "max_parallel", 1))
         if options.only_step:
             return _run_only(ctx, steps, options.only_step, executor, progress)

@@ -34,6 +34,12 @@ class FakeNnUNetExecutor(Executor):
         self.ran: List[str] = []
         self.argvs: Dict[str, List[str]] = {}
         self.threshold = threshold
+        self.warmed_up: List[Path] = []  # log folders of warm_up calls, in order
+        self.ran_when_warmed: List[int] = []  # len(self.ran) at each warm_up call
+
+    def warm_up(self, log_dir: Path) -> None:
+        self.warmed_up.append(Path(log_dir))
+        self.ran_when_warmed.append(len(self.ran))
 
     def run_batch(self, jobs: Sequence[Job]) -> List[JobResult]:
         check_batch(jobs)

@@ -47,6 +47,8 @@ def fake_run(tmp_path, nnunet_paths, monkeypatch):
 
 def test_atso_run_fills_every_report_cell_and_resume_runs_nothing(fake_run):
     rep, ex, run = fake_run(_plan("atso", generations=2))
+    # the executor was asked once, before any job, to start its workers (logs beside the jobs' logs)
+    assert ex.warmed_up == [run.root / "logs"] and ex.ran_when_warmed == [0]
     # M0, 2 x 2 half-models, final: one training each (one view); predictions: one call per model
     assert sum(n.startswith(("g0__train", "g1__train", "g2__train", "final__train")) for n in ex.ran) == 6
     assert [g.generation for g in rep.generations] == [0, 1, 2]

@@ -138,6 +138,21 @@ def test_exit_keeps_what_a_normal_exit_does(probe_env):
             assert text in (env.tmp / "logs" / f"{args[0]}.log").read_text()
 
 
+def test_executor_warm_up_starts_the_workers_in_the_background(probe_env):
+    env = probe_env
+    pool = env.make_pool(size=2)
+    executor = LocalExecutor(retries=0, warm=pool)
+    executor.warm_up(env.tmp / "early_logs")
+    assert len(pool.workers) == 2  # started, not waited for
+    assert all(w.wait_ready(60) for w in pool.workers)
+    assert sorted(p.name for p in (env.tmp / "early_logs").iterdir()) == ["warm_worker_1.log", "warm_worker_2.log"]
+    job = _job(env, "after_warm_up", "exit", "0")
+    assert executor.run_batch([job])[0].returncode == 0
+    assert len(pool.workers) == 2  # the first job used a worker already there
+    LocalExecutor(retries=0).warm_up(env.tmp / "none")  # plain subprocesses: nothing to start
+    assert not (env.tmp / "none").exists()
+
+
 def test_failed_job_is_retried_and_reported_with_its_log(probe_env):
     env = probe_env
     executor = LocalExecutor(retries=1, warm=env.make_pool())

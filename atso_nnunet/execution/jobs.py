@@ -113,6 +113,10 @@ class JobResult:
 class Executor(abc.ABC):
     """Runs batches of independent jobs; a batch is one step of a generation (e.g. six trainings)."""
 
+    def warm_up(self, log_dir: Path) -> None:
+        """Start, in the background, whatever the first batch would otherwise wait for (the local
+        executor's warm workers); ``log_dir`` takes their logs. Default: nothing to start."""
+
     @abc.abstractmethod
     def run_batch(self, jobs: Sequence[Job]) -> List[JobResult]:
         """Run ``jobs`` concurrently and return when all are finished.

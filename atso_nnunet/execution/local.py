@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Deque, Dict, Iterator, List, Optional, Sequence, Union
 
 from atso_nnunet.execution.jobs import (Executor, Job, JobResult, attempt_header, check_batch,
@@ -91,6 +92,11 @@ class LocalExecutor(Executor):
         """Stop the warm workers, if any (also done when the executor is garbage-collected)."""
         if self.warm is not None:
             self.warm.close()
+
+    def warm_up(self, log_dir: Path) -> None:
+        """Start the warm workers now, so that their imports overlap the caller's own work."""
+        if self.warm is not None:
+            self.warm.warm_up(log_dir)
 
     def run_batch(self, jobs: Sequence[Job]) -> List[JobResult]:
         """Run ``jobs`` concurrently within the GPU slots; see :meth:`Executor.run_batch`.
