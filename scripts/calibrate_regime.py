@@ -180,25 +180,33 @@ def summarize(rows: list, out: Path, iters_n: int) -> dict:
                       "test_dsc_sd": sd, "test_dsc_runs": vals,
                       "train_s_mean": round(sum(train) / len(train), 1) if train else None,
                       "configs": [r["config"] for r in rs]})
-    def mean_of(kind, n=None, mult=1):
-        hit = [t for t in table if t["kind"] == kind and (n is None or t["n_labeled"] == n)
-               and t["iterations"] == mult * iters_n]
+    def mean_at(kind, iters, n=None):
+        hit = [t for t in table if t["kind"] == kind and (n is None or t["n_labeled"] == n) and t["iterations"] == iters]
         return hit[0]["test_dsc_mean"] if hit else None
 
-    oracle_n, oracle_2n, lo2_n = mean_of("oracle"), mean_of("oracle", mult=2), mean_of("labeled-only", 2)
-    gap = None if oracle_n is None or lo2_n is None else round(oracle_n - lo2_n, 2)
-    gain = None if oracle_n is None or oracle_2n is None else round(oracle_2n - oracle_n, 2)
-    # Test-case sampling error of the gap: per-case oracle - labeled-only(2) differences, first runs at N.
-    first = {r["config"]: r for r in rows}
-    a, b = first.get("oracle", {}).get("test_dsc_per_case"), first.get("lo2", {}).get("test_dsc_per_case")
-    gap_cases = None
-    if a and b and set(a) == set(b) and len(a) > 1:
-        mean, sd = _stats([a[c] - b[c] for c in sorted(a)])
-        gap_cases = {"n_cases": len(a), "mean": mean, "sd": sd, "se": round(sd / len(a) ** 0.5, 2),
-                     "min": round(min(a[c] - b[c] for c in a), 2)}
-    summary = {"iterations_N": iters_n, "table": table, "gap_per_test_case": gap_cases,
-               "gap_oracle_minus_lo2_at_N": gap, "gap_condition_met": None if gap is None else gap >= 15,
-               "oracle_gain_2N_minus_N": gain, "convergence_condition_met": None if gain is None else gain < 1}
+    def first_run(kind, iters, n=None):
+        hit = [r for r in rows if r["labeled"] == kind and r["iterations"] == iters and not r.get("repeat")
+               and (n is None or r["n_labeled"] == n)]
+        return hit[0].get("test_dsc_per_case") if hit else None
+
+    # The two conditions at every schedule L that has the runs: gap oracle(L) - labeled-only(2, L) >= 15,
+    # gain oracle(2L) - oracle(L) < 1. The regime is the shortest schedule that meets both.
+    checks = []
+    for iters in sorted({t["iterations"] for t in table}):
+        oracle, oracle_2x, lo2 = mean_at("oracle", iters), mean_at("oracle", 2 * iters), mean_at("labeled-only", iters, 2)
+        gap = None if oracle is None or lo2 is None else round(oracle - lo2, 2)
+        gain = None if oracle is None or oracle_2x is None else round(oracle_2x - oracle, 2)
+        a, b = first_run("oracle", iters), first_run("labeled-only", iters, 2)
+        gap_cases = None  # test-case sampling error of the gap (first runs)
+        if a and b and set(a) == set(b) and len(a) > 1:
+            mean, sd = _stats([a[c] - b[c] for c in sorted(a)])
+            gap_cases = {"n_cases": len(a), "mean": mean, "sd": sd, "se": round(sd / len(a) ** 0.5, 2),
+                         "min": round(min(a[c] - b[c] for c in a), 2)}
+        checks.append({"iterations": iters, "gap_oracle_minus_lo2": gap, "gap_condition_met": None if gap is None else gap >= 15,
+                       "oracle_gain_at_2x": gain, "convergence_condition_met": None if gain is None else gain < 1,
+                       "gap_per_test_case": gap_cases})
+    regime = next((c["iterations"] for c in checks if c["gap_condition_met"] and c["convergence_condition_met"]), None)
+    summary = {"iterations_N": iters_n, "table": table, "conditions": checks, "regime_iterations": regime}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = ["| runs of | labeled | iterations | runs | test DSC mean | sd | each run | training (s) |",
              "|---|---:|---:|---:|---:|---:|---|---:|"]
@@ -206,13 +214,16 @@ def summarize(rows: list, out: Path, iters_n: int) -> dict:
         sd = "" if t["test_dsc_sd"] is None else f"{t['test_dsc_sd']:.1f}"
         lines.append(f"| {t['kind']} | {t['n_labeled']} | {t['iterations']} | {t['runs']} | {t['test_dsc_mean']:.1f} | "
                      f"{sd} | {', '.join(f'{v:.1f}' for v in t['test_dsc_runs'])} | {t['train_s_mean'] or ''} |")
-    lines += ["", f"Oracle - labeled-only(2) at N: {gap} DSC points (condition >= 15: "
-                  f"{summary['gap_condition_met']}); oracle 2N - N: {gain} (condition < 1: "
-                  f"{summary['convergence_condition_met']})."]
-    if gap_cases:
-        lines.append(f"Per test case (first runs at N), oracle - labeled-only(2): mean {gap_cases['mean']:.1f}, "
-                     f"sd {gap_cases['sd']:.1f}, standard error {gap_cases['se']:.1f} over {gap_cases['n_cases']} "
-                     f"cases, smallest {gap_cases['min']:.1f}.")
+    lines += ["", "| iterations | oracle - labeled-only(2) (>= 15?) | per test case: sd, standard error, smallest | "
+                  "oracle at 2x - oracle (< 1?) |", "|---:|---|---|---|"]
+    for c in checks:
+        g = c["gap_per_test_case"]
+        cases = "" if not g else f"{g['sd']:.1f}, {g['se']:.1f}, {g['min']:.1f} ({g['n_cases']} cases)"
+        gap = "" if c["gap_oracle_minus_lo2"] is None else f"{c['gap_oracle_minus_lo2']:.1f} ({c['gap_condition_met']})"
+        gain = "" if c["oracle_gain_at_2x"] is None else f"{c['oracle_gain_at_2x']:+.1f} ({c['convergence_condition_met']})"
+        lines.append(f"| {c['iterations']} | {gap} | {cases} | {gain} |")
+    lines += ["", f"Regime (shortest schedule meeting both conditions): "
+                  f"{'not yet established' if regime is None else f'{regime} iterations per training'}."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     plot(table, out / "learning_curve.png")
     return summary
