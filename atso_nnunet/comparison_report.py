@@ -35,7 +35,7 @@ def _mean_sd(values: Sequence[float]) -> Tuple[Optional[float], Optional[float],
     if not vals:
         return None, None, 0
     m = sum(vals) / len(vals)
-    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
     return m, sd, len(vals)
 
 

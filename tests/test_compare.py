@@ -140,3 +140,13 @@ def test_seed_draws_need_a_labeled_pool(tmp_path, nnunet_paths, fake_prepare):
     with pytest.raises(InputError, match="(without a label file|no ground-truth label).*tiny_00[3-6]"):
         run_comparison(_plan(), _options(tmp_path, nnunet_paths, FakeNnUNetExecutor(), seeds=[1],
                                          methods=["supervised"]))
+
+
+def test_one_seed_has_no_spread():
+    """A single seed has no sample standard deviation: the table must not print '± 0.0'."""
+    from atso_nnunet import comparison_report as cr
+
+    assert cr._mean_sd([0.437]) == (0.437, None, 1)
+    assert cr._pct(0.437, cr._mean_sd([0.437])[1]) == "43.7"
+    mean, sd, n = cr._mean_sd([0.4, 0.5])
+    assert n == 2 and abs(sd - 0.0707) < 1e-3
