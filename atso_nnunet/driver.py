@@ -383,7 +383,7 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
             from atso_nnunet.execution import make_executor
 
             executor = make_executor("local")
-        if options.only_step != PREPARE:
+        if options.only_step != PREPARE and not all(run.is_done(s.id) for s in steps):
             executor.warm_up(run.root / "logs")  # warm workers import while the data are prepared
         if not run.is_done(PREPARE):
             t0 = time.time()
