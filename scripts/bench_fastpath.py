@@ -22,6 +22,7 @@ Usage:
     python scripts/bench_fastpath.py threads --work /tmp/fp
     python scripts/bench_fastpath.py startup --work /tmp/fp --repeat 3
     python scripts/bench_fastpath.py demo --work /tmp/fp --mode warm     # or plain
+    python scripts/bench_fastpath.py demo --work /tmp/fp --mode warm --tag v2 --runs 10   # final DSC spread
     python scripts/bench_fastpath.py figures /tmp/fp/demo_warm/run /tmp/fp/demo_plain/run
 """
 from __future__ import annotations
@@ -273,8 +274,7 @@ def cmd_figures(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    where = args.work / f"demo_{args.mode}{args.tag}"
+def _one_demo(args, where: Path) -> dict:
     shutil.rmtree(where, ignore_errors=True)
     cmd = [str(Path(sys.executable).parent / "atso_nnunet_run"), "-d", PLAN[0], "-f", PLAN[1],
            "--nnunet-dir", str(where / "nn"), "--run-dir", str(where / "run"), "--num-processes", "1"]  # as `make demo`
@@ -295,8 +295,30 @@ def cmd_demo(args) -> int:
     startup = json.loads(args.startup.read_text()) if args.startup and args.startup.is_file() else None
     figures = run_figures(where / "run", startup)
     figures["command_wall_s"] = round(wall, 1)
-    print(json.dumps(figures))
+    figures["exit_code"] = rc
+    print(json.dumps(figures), flush=True)
     (where / "figures.json").write_text(json.dumps(figures, indent=1))
+    return figures
+
+
+def cmd_demo(args) -> int:
+    """One demo, or ``--runs N`` of them (resumable: finished ones are read back), then the final DSCs."""
+    if args.runs == 1:
+        _one_demo(args, args.work / f"demo_{args.mode}{args.tag}")
+        return 0
+    runs = []
+    for i in range(1, args.runs + 1):
+        where = args.work / f"demo_{args.mode}{args.tag}_{i}"
+        done = where / "figures.json"
+        runs.append(json.loads(done.read_text()) if done.is_file() else _one_demo(args, where))
+    dsc = [r["final_test_dsc_mean"] for r in runs]
+    walls = [r["command_wall_s"] / 60 for r in runs]
+    print("final-model test DSC (%) per run: " + ", ".join("-" if d is None else f"{100 * d:.2f}" for d in dsc))
+    finished = [100 * d for d in dsc if d is not None]
+    if finished:
+        print(f"min {min(finished):.1f}, median {statistics.median(finished):.1f}, max {max(finished):.1f} "
+              f"over {len(finished)} finished run(s); {sum(d < 10 for d in finished)} below 10 % (collapsed)")
+    print(f"wall per run (min): " + ", ".join(f"{w:.1f}" for w in walls))
     return 0
 
 
@@ -314,6 +336,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if name == "demo":
             p.add_argument("--mode", choices=("warm", "plain"), required=True)
             p.add_argument("--tag", default="")
+            p.add_argument("--runs", type=int, default=1, help="demos one after the other (folders "
+                           "demo_<mode><tag>_<i>; finished ones are read back), then final DSC min/median/max")
             p.add_argument("--startup", type=Path, help="startup.json written by the startup command")
             p.add_argument("--time-limit", type=float, default=None, help="stop the run after this many seconds")
             p.add_argument("extra", nargs="*", help="further atso_nnunet_run options (after --)")

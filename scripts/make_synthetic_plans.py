@@ -28,11 +28,13 @@ SHAPE_B = [64, 64, 15]
 SPACING_B = [2.0, 2.0, 5.0]
 N_A, N_B = 18, 16
 NETWORK = {"batch_size": 8, "max_features": 16, "n_stages": 4}
-# 350 iterations at a raised learning rate, two thirds of the patches forced onto foreground:
-# measured on the 2-core CPU, about the shortest schedule after which a model trained on 2 labeled
-# cases starts to segment the small organ (with nnU-Net's 0.33 the sagittal view often did not).
+# 350 iterations at a raised learning rate (0.05), every patch forced onto foreground: about the
+# shortest schedule that fits the 8-minute CPU demo. At 350 iterations a training leaves the
+# all-background plateau at a random epoch, sometimes never; with lr 0.03 and two thirds of the
+# patches on foreground that made 2 of 10 demo runs collapse to background. The setting was chosen
+# with scripts/screen_plateau.py (training logs only, no test case read; docs/benchmarks.md).
 SCHEDULE = {"num_epochs": 7, "num_iterations_per_epoch": 50, "num_val_iterations_per_epoch": 2,
-            "initial_lr": 0.03, "oversample_foreground": 0.66, "final_validation": False,
+            "initial_lr": 0.05, "oversample_foreground": 1.0, "final_validation": False,
             "test_time_augmentation": False}
 SOURCE_A, SOURCE_B = "Dataset980_SyntheticA", "Dataset983_SyntheticB"
 SYNTH = {
@@ -112,11 +114,13 @@ BENCH_N_TEST = 8
 BENCH_SHAPE_A, BENCH_SPACING_A = SHAPE_A, SPACING_A
 BENCH_SHAPE_B, BENCH_SPACING_B = SHAPE_B, SPACING_B
 BENCH_SOURCE_A, BENCH_SOURCE_B = "Dataset985_SynthBenchA", "Dataset986_SynthBenchB"
-# 200 epochs x 50 iterations = 10,000 iterations per training (2N of the calibration), the demo's
-# learning-rate settings: at 5,000 the oracle was not converged (54.9 -> 60.7 test DSC at 10,000,
-# docs/calibration.md); whether 10,000 is converged (4N) and still leaves the 15-point gap is
-# being measured.
-BENCH_SCHEDULE = {**SCHEDULE, "num_epochs": 200}
+# 200 epochs x 50 iterations = 10,000 iterations per training (2N of the calibration), lr 0.03 and
+# two thirds of the patches on foreground: the regime fixed by the calibration (docs/calibration.md;
+# oracle 54.9 -> 60.7 test DSC from 5,000 to 10,000, 59.1 at 20,000). Written out, not derived from
+# the demo's SCHEDULE, so that a change to the demo never changes the benchmark regime.
+BENCH_SCHEDULE = {"num_epochs": 200, "num_iterations_per_epoch": 50, "num_val_iterations_per_epoch": 2,
+                  "initial_lr": 0.03, "oversample_foreground": 0.66, "final_validation": False,
+                  "test_time_augmentation": False}
 
 
 def bench_generator(domain: str = "A", n_cases: int = BENCH_N_CASES, seed: int = 0, shape=None, spacing=None,

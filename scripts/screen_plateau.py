@@ -121,8 +121,9 @@ def read_result(record: dict, threshold: float) -> dict:
 
 def summarize(out: Path) -> str:
     """A markdown table over every tag's results under ``out``."""
-    rows = ["| tag | settings | trainings | stuck at the end | never left | escape epoch (median) | "
-            "final pseudo Dice (median) |", "|---|---|---:|---:|---:|---:|---:|"]
+    rows = ["| tag | settings | trainings | stuck at the end | never left | left late (epoch >= 4) or never | "
+            "escape epoch (median of those that left) | final pseudo Dice (median) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for results in sorted(out.glob("*/results.json")):
         res = json.loads(results.read_text())
         if not res:
@@ -132,7 +133,8 @@ def summarize(out: Path) -> str:
         settings = ", ".join(f"{k}={v}" for k, v in res[0]["overrides"].items()) or "the run's own"
         rows.append(f"| {res[0]['tag']} | {settings} | {len(res)} | {sum(r['stuck'] for r in res)} | "
                     f"{sum(r['escape_epoch'] is None for r in res)} | "
-                    f"{statistics.median(esc) if esc else '-'} | {statistics.median(final) if final else '-'} |")
+                    f"{sum(r['escape_epoch'] is None or r['escape_epoch'] >= 4 for r in res)} | "
+                    f"{statistics.median(esc) if esc else '-'} | {round(statistics.median(final), 3) if final else '-'} |")
     return "\n".join(rows) + "\n"
 
 

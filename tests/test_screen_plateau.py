@@ -58,4 +58,4 @@ def test_summary_counts_stuck_trainings(screen, tmp_path):
              "final_pseudo_dice": 0.0 if e is None else 0.6} for e in (None, 2, 3)]
     (tmp_path / "a" / "results.json").write_text(json.dumps(rows))
     table = screen.summarize(tmp_path)
-    assert "| a | initial_lr=0.01 | 3 | 1 | 1 | 2.5 | 0.6 |" in table
+    assert "| a | initial_lr=0.01 | 3 | 1 | 1 | 1 | 2.5 | 0.6 |" in table
