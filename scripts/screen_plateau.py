@@ -18,7 +18,7 @@ i.e. training cases for fold ``all``): no test case is predicted or scored, so s
 with it are not chosen on test accuracy. Per training it records the pseudo Dice per epoch, the
 first epoch above ``--escape`` ("left the plateau") and whether the last epoch is still below it
 ("stuck"). Results: ``<out>/<tag>/results.json`` (rerunning skips finished repeats) and a summary
-table over all tags in ``<out>/summary.md``.
+table over all tags in ``<out>/summary.md``, the pseudo Dice curves in ``<out>/plateau.png``.
 """
 from __future__ import annotations
 
@@ -138,6 +138,37 @@ def summarize(out: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
+def plot(out: Path, target: Path) -> None:
+    """Pseudo Dice per epoch of every training, one panel per tag, coloured by view."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tags = [json.loads(r.read_text()) for r in sorted(out.glob("*/results.json"))]
+    tags = [t for t in tags if t]
+    if not tags:
+        return
+    colours = {"axial": "tab:blue", "coronal": "tab:orange", "sagittal": "tab:green"}
+    fig, axes = plt.subplots(1, len(tags), figsize=(3.2 * len(tags), 3.0), sharey=True, squeeze=False)
+    for ax, res in zip(axes[0], tags):
+        for r in res:
+            style = "-" if "/M0/" in r["step"] else "--"
+            ax.plot(range(len(r["pseudo_dice"])), r["pseudo_dice"], style, color=colours.get(r["view"], "grey"),
+                    alpha=0.8, lw=1.2)
+        settings = ", ".join(f"{k}={v}" for k, v in res[0]["overrides"].items()) or "run's own settings"
+        ax.set_title(f"{res[0]['tag']}\n{settings}", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.axhline(0.1, color="k", lw=0.5, ls=":")
+    axes[0][0].set_ylabel("pseudo Dice (training batches)")
+    handles = [plt.Line2D([], [], color=c, label=v) for v, c in colours.items()]
+    handles += [plt.Line2D([], [], color="k", ls="-", label="M0"), plt.Line2D([], [], color="k", ls="--", label="student")]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -186,6 +217,7 @@ def main(argv=None) -> int:
             close()
     table = summarize(args.out)
     (args.out / "summary.md").write_text(table)
+    plot(args.out, args.out / "plateau.png")
     sys.stdout.write(table)
     return 0
 
