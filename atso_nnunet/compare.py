@@ -36,6 +36,7 @@ import numpy as np
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_json, write_json
 from atso_nnunet.paths import NnUNetPaths
+from atso_nnunet.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class ComparisonOptions:
         device: ``cpu`` or ``cuda``.
         num_processes: processes for preprocessing and ingestion.
         command: the command line that reproduces the comparison (written into its tables).
+        report_only: run nothing; write the comparison from the run folders already under
+            ``out_dir`` (a look at a long comparison while it runs, or after it was stopped).
     """
 
     out_dir: Path
@@ -72,6 +75,7 @@ class ComparisonOptions:
     device: str = "cpu"
     num_processes: int = 2
     command: str = ""
+    report_only: bool = False
 
 
 def labeled_draw(pool: Sequence[str], n: int, seed: int) -> List[str]:
@@ -171,6 +175,7 @@ class RunRecord:
     run_dir: Path
     report: Optional[dict] = None
     labeled: List[str] = field(default_factory=list)
+    finished: bool = True
 
 
 def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
@@ -193,7 +198,21 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
         raise InputError(f"--seeds: give one or more seeds >= 0, got {options.seeds}")
     plans = {(s, m): plan_for_seed(plan, s, m, options.generations, options.views) for s in seeds for m in methods}
     out = Path(options.out_dir).resolve()
-    records: List[RunRecord] = []
+
+    def on_disk() -> List[RunRecord]:
+        # every run of the asked seeds x methods that has a report, also one another invocation
+        # wrote (e.g. one per seed, in parallel): not only the runs of this process
+        return [RunRecord(s, m, out / f"seed{s}" / m, read_json(out / f"seed{s}" / m / "report.json"),
+                          list(plans[(s, m)].labeled), finished=RunDir(out / f"seed{s}" / m).is_done("report"))
+                for s in seeds for m in methods if (out / f"seed{s}" / m / "report.json").is_file()]
+
+    if options.report_only:
+        records = on_disk()
+        if not records:
+            raise InputError(f"--report-only: no run folder with a report under {out} for seeds "
+                             f"{' '.join(map(str, seeds))} and methods {' '.join(methods)}")
+        comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
+        return records
     for s in seeds:
         shared_ctx = None
         for m in methods:
@@ -213,6 +232,5 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
                 logger.info("seed %d, %s: %d generation-0 step(s) shared with the labeled-only run", s, m, n)
             logger.info("=== seed %d, method %s: %s", s, m, run_dir)
             run_experiment(p, opts)
-            records.append(RunRecord(s, m, run_dir, read_json(run_dir / "report.json"), list(p.labeled)))
-            comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
-    return records
+            comparison_report.write_comparison(on_disk(), out, plan_name=plan.name, command=options.command)
+    return on_disk()

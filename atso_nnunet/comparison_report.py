@@ -86,7 +86,9 @@ def summarise(records) -> dict:
             row["agreement"] = agree
             per_gen[m][t] = {k: {"per_seed": v, **dict(zip(("mean", "sd", "n"), _mean_sd(v)))}
                              for k, v in row.items()}
-    finals = {m: {s: final_score(by.get((m, s))) for s in seeds} for m in methods}
+    # an unfinished run has no result yet (its last scored generation may be the shared M0)
+    finished = {(r.method, r.seed) for r in records if r.report and getattr(r, "finished", True)}
+    finals = {m: {s: final_score(by.get((m, s))) if (m, s) in finished else None for s in seeds} for m in methods}
     final_stats = {m: dict(zip(("mean", "sd", "n"), _mean_sd(list(v.values())))) for m, v in finals.items()}
     pairs = {}
     for a, b in PAIRS:
@@ -111,7 +113,7 @@ def summarise(records) -> dict:
             "stats": final_stats}, "paired_differences": pairs, "monitor_correlation": correlation,
             "monitor_points": points, "labeled_only": labeled_only, "oracle": oracle,
             "runs": [{"seed": r.seed, "method": r.method, "run_dir": str(r.run_dir), "labeled": r.labeled,
-                      "finished": bool(r.report)} for r in records]}
+                      "finished": (r.method, r.seed) in finished} for r in records]}
 
 
 def _pct(v: Optional[float], sd: Optional[float] = None) -> str:
@@ -128,6 +130,10 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
               "each seed is its own labeled draw, reference split and training seed.\n\n")
     if command:
         out.write(f"Reproduce: `{command}`\n\n")
+    unfinished = [f"seed {r['seed']} {NAMES.get(r['method'], r['method'])}" for r in summary.get("runs", [])
+                  if not r["finished"]]
+    if unfinished:
+        out.write(f"**Not finished yet** (no final score, '–'; rerun the command to continue): {', '.join(unfinished)}.\n\n")
     out.write("## Final models on E\n\n| method | test DSC | n | per seed |\n|---|---|---|---|\n")
     for m in summary["methods"]:
         st = summary["final"]["stats"][m]

@@ -150,3 +150,40 @@ def test_one_seed_has_no_spread():
     assert cr._pct(0.437, cr._mean_sd([0.437])[1]) == "43.7"
     mean, sd, n = cr._mean_sd([0.4, 0.5])
     assert n == 2 and abs(sd - 0.0707) < 1e-3
+
+
+def test_report_only_reads_every_run_folder_and_runs_nothing(tmp_path, nnunet_paths, fake_prepare):
+    write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
+    # two invocations, one per seed (as two processes beside each other would run them)
+    for seed in (0, 1):
+        run_comparison(_plan(), _options(tmp_path, nnunet_paths, FakeNnUNetExecutor(), seeds=[seed],
+                                         methods=["supervised", "stso"]))
+    # each invocation's tables cover the seeds it was asked for
+    assert set(json.loads((tmp_path / "cmp" / "comparison.json").read_text())["final"]["per_seed"]["stso"]) == {"1"}
+    records = run_comparison(_plan(), _options(tmp_path, nnunet_paths, None, seeds=[0, 1],
+                                               methods=["supervised", "stso", "atso"], report_only=True))
+    assert {(r.seed, r.method) for r in records} == {(s, m) for s in (0, 1) for m in ("supervised", "stso")}
+    summary = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    for r in records:
+        rep = json.loads((r.run_dir / "report.json").read_text())
+        final = rep["final"]["test_dsc_mean"] if rep["final"]["test_dsc_mean"] is not None else \
+            rep["generations"][-1]["test_dsc"]
+        assert summary["final"]["per_seed"][r.method][str(r.seed)] == pytest.approx(final)
+    assert not (tmp_path / "cmp" / "seed0" / "atso").exists()
+    with pytest.raises(InputError, match="--report-only: no run folder"):
+        run_comparison(_plan(), _options(tmp_path, nnunet_paths, None, seeds=[5], report_only=True))
+
+
+def test_an_unfinished_run_has_no_final_score(tmp_path):
+    from atso_nnunet.compare import RunRecord
+    from atso_nnunet.comparison_report import render_markdown, summarise
+
+    m0 = {"metric": "mean", "final": {}, "generations": [{"generation": 0, "test_dsc": 0.44}]}
+    records = [RunRecord(0, "supervised", tmp_path / "a", m0),
+               RunRecord(0, "stso", tmp_path / "b", {**m0, "generations": m0["generations"] + [
+                   {"generation": 1, "test_dsc": None}]}, finished=False)]
+    summary = summarise(records)
+    assert summary["final"]["per_seed"]["supervised"][0] == pytest.approx(0.44)
+    assert summary["final"]["per_seed"]["stso"][0] is None  # not the shared M0's 0.44
+    assert "Not finished yet** (no final score, '–'; rerun the command to continue): seed 0 STSO" in \
+        render_markdown(summary, "p")

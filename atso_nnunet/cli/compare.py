@@ -7,7 +7,9 @@ Every (seed, method) is an ordinary resumable run folder ``<out>/seed<s>/<method
 same command to continue. Seed s draws its own labeled set from the plan's training pool (the
 test set never changes), splits R with seed s and seeds every training with s; the labeled-only
 run of a seed trains M0 once for every method of that seed. The tables and the figure
-(``<out>/comparison.{md,csv,json,png}``) are rewritten after every run.
+(``<out>/comparison.{md,csv,json,png}``) are rewritten after every run, from every run folder of
+the asked seeds and methods that has a report (also one another invocation wrote, e.g. one per
+seed running beside this one); ``--report-only`` writes them without running anything.
 """
 from __future__ import annotations
 
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--generations", type=int, metavar="T", help="generations of the semi-supervised methods (default: the plan's)")
     add_views_option(cmp_, None, "views to train (default: the plan's)")
     cmp_.add_argument("--out", type=Path, required=True, help="folder of the comparison and its run folders")
+    cmp_.add_argument("--report-only", action="store_true",
+                      help="run nothing: write the comparison from the run folders already under --out "
+                           "(finished and unfinished runs; a look at a long comparison while it runs)")
     ex = p.add_argument_group("execution (the same executors as atso_nnunet_run)")
     add_nnunet_dir_option(ex)
     add_execution_options(p, ex)
@@ -69,9 +74,11 @@ def _run(args) -> int:
     out = args.out.resolve()
     options = ComparisonOptions(out_dir=out, paths=paths, methods=args.methods, seeds=args.seeds,
                                 generations=args.generations, views=args.views,
-                                executor=make_executor_from_args(args, out, plan),
+                                executor=None if args.report_only else make_executor_from_args(args, out, plan),
                                 device=resolve_device(args, plan, out), num_processes=args.num_processes,
-                                command=shlex.join(["atso_nnunet_compare", *sys.argv[1:]]))
+                                command=shlex.join(["atso_nnunet_compare",
+                                                    *(a for a in sys.argv[1:] if a != "--report-only")]),
+                                report_only=args.report_only)
     run_comparison(plan, options)
     print((args.out / "comparison.md").read_text())
     return 0
