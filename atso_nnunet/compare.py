@@ -202,9 +202,10 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
     def on_disk() -> List[RunRecord]:
         # every run of the asked seeds x methods that has a report, also one another invocation
         # wrote (e.g. one per seed, in parallel): not only the runs of this process
-        return [RunRecord(s, m, out / f"seed{s}" / m, read_json(out / f"seed{s}" / m / "report.json"),
-                          list(plans[(s, m)].labeled), finished=RunDir(out / f"seed{s}" / m).is_done("report"))
-                for s in seeds for m in methods if (out / f"seed{s}" / m / "report.json").is_file()]
+        runs = [(s, m, out / f"seed{s}" / m) for s in seeds for m in methods]
+        return [RunRecord(s, m, d, read_json(d / "report.json"), list(plans[(s, m)].labeled),
+                          finished=RunDir(d).is_done("report"))
+                for s, m, d in runs if (d / "report.json").is_file()]
 
     if options.report_only:
         records = on_disk()
@@ -232,5 +233,6 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
                 logger.info("seed %d, %s: %d generation-0 step(s) shared with the labeled-only run", s, m, n)
             logger.info("=== seed %d, method %s: %s", s, m, run_dir)
             run_experiment(p, opts)
-            comparison_report.write_comparison(on_disk(), out, plan_name=plan.name, command=options.command)
-    return on_disk()
+            records = on_disk()
+            comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
+    return records

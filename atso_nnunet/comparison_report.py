@@ -87,7 +87,7 @@ def summarise(records) -> dict:
             per_gen[m][t] = {k: {"per_seed": v, **dict(zip(("mean", "sd", "n"), _mean_sd(v)))}
                              for k, v in row.items()}
     # an unfinished run has no result yet (its last scored generation may be the shared M0)
-    finished = {(r.method, r.seed) for r in records if r.report and getattr(r, "finished", True)}
+    finished = {(r.method, r.seed) for r in records if r.report and r.finished}
     finals = {m: {s: final_score(by.get((m, s))) if (m, s) in finished else None for s in seeds} for m in methods}
     final_stats = {m: dict(zip(("mean", "sd", "n"), _mean_sd(list(v.values())))) for m, v in finals.items()}
     pairs = {}

@@ -66,12 +66,11 @@ def parse_set(items: List[str]) -> Dict[str, object]:
 
 
 def build_jobs(args, overrides: Dict[str, object]):
-    """(record, Job) per repeat not yet finished, from the run's own training jobs."""
+    """(record, Job) per repeat of each chosen step and view, from the run's own training jobs."""
     from dataclasses import replace
 
     from atso_nnunet.cli.common import nnunet_paths
-    from atso_nnunet.driver import DriverOptions, drop_absent_cases, make_context
-    from atso_nnunet.execution.jobs import Job
+    from atso_nnunet.driver import PREPARE, DriverOptions, drop_absent_cases, make_context
     from atso_nnunet.methods import get_method
     from atso_nnunet.plan import find_plan, load_plan, reference_subsets, resolve_case_rule, with_overrides
     from atso_nnunet import runners
@@ -82,7 +81,7 @@ def build_jobs(args, overrides: Dict[str, object]):
     plan = drop_absent_cases(resolve_case_rule(plan, paths), paths)
     steps = build_schedule(plan, reference_subsets(plan), get_method(plan.method))
     ctx = make_context(plan, DriverOptions(run_dir=args.run_dir.resolve(), paths=paths, executor=None, device="cpu"))
-    if not ctx.run.is_done("prepare"):
+    if not ctx.run.is_done(PREPARE):
         raise SystemExit(f"{args.run_dir}: not a prepared run folder of this plan (run it first)")
     todo = []
     for prefix in args.steps:
@@ -119,19 +118,24 @@ def read_result(record: dict, threshold: float) -> dict:
             "stuck": bool(dice) and dice[-1] <= threshold, "final_pseudo_dice": round(dice[-1], 4) if dice else None}
 
 
+def load_tags(out: Path) -> List[List[dict]]:
+    """The results of every tag under ``out`` (one list of rows per tag; tags without rows left out)."""
+    return [res for res in (json.loads(r.read_text()) for r in sorted(out.glob("*/results.json"))) if res]
+
+
+def settings_words(rows: List[dict]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in rows[0]["overrides"].items()) or "the run's own"
+
+
 def summarize(out: Path) -> str:
     """A markdown table over every tag's results under ``out``."""
     rows = ["| tag | settings | trainings | stuck at the end | never left | left late (epoch >= 4) or never | "
             "escape epoch (median of those that left) | final pseudo Dice (median) |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for results in sorted(out.glob("*/results.json")):
-        res = json.loads(results.read_text())
-        if not res:
-            continue
+    for res in load_tags(out):
         esc = [r["escape_epoch"] for r in res if r["escape_epoch"] is not None]
         final = [r["final_pseudo_dice"] for r in res if r["final_pseudo_dice"] is not None]
-        settings = ", ".join(f"{k}={v}" for k, v in res[0]["overrides"].items()) or "the run's own"
-        rows.append(f"| {res[0]['tag']} | {settings} | {len(res)} | {sum(r['stuck'] for r in res)} | "
+        rows.append(f"| {res[0]['tag']} | {settings_words(res)} | {len(res)} | {sum(r['stuck'] for r in res)} | "
                     f"{sum(r['escape_epoch'] is None for r in res)} | "
                     f"{sum(r['escape_epoch'] is None or r['escape_epoch'] >= 4 for r in res)} | "
                     f"{statistics.median(esc) if esc else '-'} | {round(statistics.median(final), 3) if final else '-'} |")
@@ -145,8 +149,7 @@ def plot(out: Path, target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tags = [json.loads(r.read_text()) for r in sorted(out.glob("*/results.json"))]
-    tags = [t for t in tags if t]
+    tags = load_tags(out)
     if not tags:
         return
     colours = {"axial": "tab:blue", "coronal": "tab:orange", "sagittal": "tab:green"}
@@ -156,8 +159,7 @@ def plot(out: Path, target: Path) -> None:
             style = "-" if "/M0/" in r["step"] else "--"
             ax.plot(range(len(r["pseudo_dice"])), r["pseudo_dice"], style, color=colours.get(r["view"], "grey"),
                     alpha=0.8, lw=1.2)
-        settings = ", ".join(f"{k}={v}" for k, v in res[0]["overrides"].items()) or "run's own settings"
-        ax.set_title(f"{res[0]['tag']}\n{settings}", fontsize=8)
+        ax.set_title(f"{res[0]['tag']}\n{settings_words(res)}", fontsize=8)
         ax.set_xlabel("epoch")
         ax.axhline(0.1, color="k", lw=0.5, ls=":")
     axes[0][0].set_ylabel("pseudo Dice (training batches)")
@@ -212,9 +214,7 @@ def main(argv=None) -> int:
                 logger.info("%s r%d: pseudo Dice per epoch %s", rec["step"], rec["repeat"], row["pseudo_dice"])
             results_file.write_text(json.dumps(sorted(done.values(), key=lambda r: (r["step"], r["repeat"])), indent=1))
     finally:
-        close = getattr(executor, "close", None)
-        if close:
-            close()
+        executor.close()
     table = summarize(args.out)
     (args.out / "summary.md").write_text(table)
     plot(args.out, args.out / "plateau.png")

@@ -12,8 +12,19 @@ from atso_nnunet.data import layout
 from atso_nnunet.io import Geometry, write_array
 from atso_nnunet.paths import NnUNetPaths
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_SHAPE = (12, 40, 36)          # z, y, x
 TINY_SPACING = (1.5, 1.5, 3.0)     # x, y, z in mm (SimpleITK order)
+
+
+def load_script(name: str):
+    """A module of ``scripts/`` (not a package) imported from its file, e.g. ``load_script("make_paper_plans")``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_case(seed: int, shape: Sequence[int] = TINY_SHAPE):

@@ -55,6 +55,13 @@ def fake_prepare(monkeypatch):
     return events
 
 
+def _final_of(run_dir):
+    """A finished run's own final score: its final model's, else its last generation's."""
+    rep = json.loads((run_dir / "report.json").read_text())
+    final = rep["final"]["test_dsc_mean"]
+    return final if final is not None else rep["generations"][-1]["test_dsc"]
+
+
 def _options(tmp_path, nnunet_paths, executor, **kw):
     return ComparisonOptions(out_dir=tmp_path / "cmp", paths=nnunet_paths, executor=executor, **kw)
 
@@ -91,10 +98,7 @@ def test_comparison_shares_m0_within_a_seed_and_tables_match_the_runs(tmp_path, 
     # the table's numbers are the run folders' own scores
     summary = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     for r in records:
-        rep = json.loads((r.run_dir / "report.json").read_text())
-        final = rep["final"]["test_dsc_mean"] if rep["final"]["test_dsc_mean"] is not None else \
-            rep["generations"][-1]["test_dsc"]
-        assert summary["final"]["per_seed"][r.method][str(r.seed)] == pytest.approx(final)
+        assert summary["final"]["per_seed"][r.method][str(r.seed)] == pytest.approx(_final_of(r.run_dir))
     d = summary["paired_differences"]["atso-stso"]
     assert d["per_seed"][0] == pytest.approx(summary["final"]["per_seed"]["atso"]["0"]
                                              - summary["final"]["per_seed"]["stso"]["0"])
@@ -165,10 +169,7 @@ def test_report_only_reads_every_run_folder_and_runs_nothing(tmp_path, nnunet_pa
     assert {(r.seed, r.method) for r in records} == {(s, m) for s in (0, 1) for m in ("supervised", "stso")}
     summary = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     for r in records:
-        rep = json.loads((r.run_dir / "report.json").read_text())
-        final = rep["final"]["test_dsc_mean"] if rep["final"]["test_dsc_mean"] is not None else \
-            rep["generations"][-1]["test_dsc"]
-        assert summary["final"]["per_seed"][r.method][str(r.seed)] == pytest.approx(final)
+        assert summary["final"]["per_seed"][r.method][str(r.seed)] == pytest.approx(_final_of(r.run_dir))
     assert not (tmp_path / "cmp" / "seed0" / "atso").exists()
     with pytest.raises(InputError, match="--report-only: no run folder"):
         run_comparison(_plan(), _options(tmp_path, nnunet_paths, None, seeds=[5], report_only=True))

@@ -1,13 +1,14 @@
 """The shipped paper plans follow the protocol and are reproduced by scripts/make_paper_plans.py."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from atso_nnunet.plan import CaseRule, load_plan
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 PLANS = REPO / "plans"
@@ -16,10 +17,7 @@ GENERATED = ("NIH/10pct.json", "NIH/20pct.json", "transfer/nih_to_msd.json")
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("make_paper_plans", REPO / "scripts" / "make_paper_plans.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_paper_plans")
 
 
 def nih(name):

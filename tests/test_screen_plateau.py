@@ -1,21 +1,16 @@
 """scripts/screen_plateau.py reads the per-epoch pseudo Dice of nnU-Net's training logs."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def screen():
-    spec = importlib.util.spec_from_file_location("screen_plateau", REPO / "scripts" / "screen_plateau.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("screen_plateau")
 
 
 LOG = """2026-11-29 21:03:01.1: Epoch 0

@@ -2,13 +2,14 @@
 follow the calibrated regime (docs/calibration.md)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from atso_nnunet.plan import load_plan
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 PLANS = REPO / "plans" / "synthetic"
@@ -17,10 +18,7 @@ SHIPPED = ("10pct.json", "20pct.json", "transfer.json", "bench_10pct.json", "ben
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("make_synthetic_plans", REPO / "scripts" / "make_synthetic_plans.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_synthetic_plans")
 
 
 def test_generator_reproduces_shipped_plans(script, tmp_path):
