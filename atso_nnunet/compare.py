@@ -17,6 +17,12 @@ markers, noting where they came from). Adoption is content-keyed: it happens onl
 generation-0 part of the two resolved plans is identical, so a changed plan or seed never
 reuses an M0 it did not make.
 
+Parallel invocations (one per seed or per GPU node, on a shared ``--out``): a run folder another
+process is driving (its lock is held) is skipped with a warning instead of failing the whole
+comparison; when that is a seed's labeled-only run, the seed is skipped (its other methods must
+adopt that run's M0, not train their own). The tables cover every run folder on disk, so a last
+invocation (or ``--report-only``) after all have finished writes the complete comparison.
+
 Test labels: runs are made with ``defer_test_scores`` (every training and pseudo-labelling step
 of a run finishes before any score on E is computed), and the comparison reads scores only from
 finished runs.
@@ -33,10 +39,10 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from atso_nnunet.errors import InputError
+from atso_nnunet.errors import InputError, RunLockedError
 from atso_nnunet.io import read_json, write_json
 from atso_nnunet.paths import NnUNetPaths
-from atso_nnunet.rundir import RunDir
+from atso_nnunet.rundir import RunDir, RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -214,11 +220,21 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
                              f"{' '.join(map(str, seeds))} and methods {' '.join(methods)}")
         comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
         return records
+    skipped = []
     for s in seeds:
         shared_ctx = None
         for m in methods:
             p = plans[(s, m)]
             run_dir = out / f"seed{s}" / m
+            busy = driven_elsewhere(run_dir)
+            if busy:
+                skipped.append(f"seed {s} {m}")
+                if m == LABELED_ONLY:
+                    logger.warning("seed %d skipped: its labeled-only run (which trains the M0 every method of "
+                                   "the seed shares) is being driven elsewhere: %s", s, busy)
+                    break
+                logger.warning("seed %d, %s skipped: %s", s, m, busy)
+                continue
             opts = DriverOptions(run_dir=run_dir, paths=options.paths, executor=options.executor,
                                  device=options.device, num_processes=options.num_processes,
                                  defer_test_scores=True)
@@ -233,6 +249,20 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
                 logger.info("seed %d, %s: %d generation-0 step(s) shared with the labeled-only run", s, m, n)
             logger.info("=== seed %d, method %s: %s", s, m, run_dir)
             run_experiment(p, opts)
-            records = on_disk()
-            comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
+            comparison_report.write_comparison(on_disk(), out, plan_name=plan.name, command=options.command)
+    records = on_disk()
+    if records:
+        comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
+    if skipped:
+        logger.warning("skipped because another process is driving them: %s. Rerun this command (or add "
+                       "--report-only) once they have finished, for tables that include them.", ", ".join(skipped))
     return records
+
+
+def driven_elsewhere(run_dir: Path) -> Optional[str]:
+    """The lock error's message when another process holds ``run_dir``'s lock, else ``None``."""
+    try:
+        with RunLock(run_dir):
+            return None
+    except RunLockedError as e:
+        return str(e)

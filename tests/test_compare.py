@@ -188,3 +188,29 @@ def test_an_unfinished_run_has_no_final_score(tmp_path):
     assert summary["final"]["per_seed"]["stso"][0] is None  # not the shared M0's 0.44
     assert "Not finished yet** (no final score, '–'; rerun the command to continue): seed 0 STSO" in \
         render_markdown(summary, "p")
+
+
+def test_a_run_driven_by_another_process_is_skipped_not_fatal(tmp_path, nnunet_paths, fake_prepare, caplog):
+    """Parallel invocations on one --out: a locked run is skipped; a locked labeled-only run skips
+    its seed (the seed's methods must share its M0, not train their own)."""
+    from atso_nnunet.rundir import RunLock
+
+    write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
+    out = tmp_path / "cmp"
+    ex = FakeNnUNetExecutor()
+    with RunLock(out / "seed0" / "stso"), RunLock(out / "seed1" / "supervised"):
+        records = run_comparison(_plan(), _options(tmp_path, nnunet_paths, ex, seeds=[0, 1],
+                                                   methods=["supervised", "stso", "atso"]))
+    assert {(r.seed, r.method) for r in records} == {(0, "supervised"), (0, "atso")}
+    assert not (out / "seed0" / "stso" / "report.json").exists()
+    assert not (out / "seed1" / "atso").exists() and not (out / "seed1" / "stso").exists()
+    assert [n for n in ex.ran if n.startswith("g0__train__M0")] == ["g0__train__M0__axial"]
+    assert "seed 1 skipped" in caplog.text and "seed 0, stso skipped" in caplog.text
+    # once the other process is gone, the same command does the rest, sharing each seed's M0
+    ex2 = FakeNnUNetExecutor()
+    records = run_comparison(_plan(), _options(tmp_path, nnunet_paths, ex2, seeds=[0, 1],
+                                               methods=["supervised", "stso", "atso"]))
+    assert {(r.seed, r.method) for r in records} == {(s, m) for s in (0, 1) for m in ("supervised", "stso", "atso")}
+    assert [n for n in ex2.ran if n.startswith("g0__train__M0")] == ["g0__train__M0__axial"]  # seed 1's only
+    marker = read_json(out / "seed0" / "stso" / "state" / "g0" / "train" / "M0" / "axial.done")
+    assert marker["shared_from"] == str(out / "seed0" / "supervised")

@@ -9,7 +9,9 @@ test set never changes), splits R with seed s and seeds every training with s; t
 run of a seed trains M0 once for every method of that seed. The tables and the figure
 (``<out>/comparison.{md,csv,json,png}``) are rewritten after every run, from every run folder of
 the asked seeds and methods that has a report (also one another invocation wrote, e.g. one per
-seed running beside this one); ``--report-only`` writes them without running anything.
+seed running beside this one); ``--report-only`` writes them without running anything. A run
+folder another invocation is driving is skipped with a warning (its whole seed when it is the
+labeled-only run that trains the shared M0).
 """
 from __future__ import annotations
 
