@@ -192,22 +192,29 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
     ax = axes[0]
-    for m in summary["methods"]:
+    curves = [m for m in summary["methods"] if m not in ("supervised", "oracle")]
+    last = max((t for m in curves for t in summary["per_generation"][m]), default=0)
+    x_final = last + 1  # the final model (S + all of R) is drawn apart from the generations' M_t
+    for m in curves:
         row = summary["per_generation"][m]
-        if m in ("supervised", "oracle"):
-            continue
         ts = [t for t in sorted(row) if row[t]["test"]["mean"] is not None]
-        if not ts:
+        final = summary["final"]["stats"].get(m, {})
+        if not ts and final.get("mean") is None:
             continue
         mean = [100 * row[t]["test"]["mean"] for t in ts]
         sd = [100 * (row[t]["test"]["sd"] or 0) for t in ts]
-        ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=NAMES.get(m, m))
+        line = ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=NAMES.get(m, m))
+        if final.get("mean") is not None:
+            ax.errorbar([x_final], [100 * final["mean"]], yerr=[100 * (final["sd"] or 0)], marker="*",
+                        markersize=10, capsize=3, color=line[0].get_color(), ls="none")
+    ax.set_xticks(list(range(last + 1)) + [x_final])
+    ax.set_xticklabels([f"G{t}" for t in range(last + 1)] + ["final"])
     for key, style, label in (("labeled_only", "--", "labeled-only (M0)"), ("oracle", "-.", "oracle (S + R true labels)")):
         if summary.get(key) is not None:
             ax.axhline(100 * summary[key], color="k", ls=style, lw=1, label=label)
-    ax.set_xlabel("generation")
+    ax.set_xlabel("generation (M_t) and final model (*)")
     ax.set_ylabel("test DSC (%)")
-    ax.set_title("M_t on E, mean ± sd over seeds")
+    ax.set_title("test DSC on E, mean ± sd over seeds")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
