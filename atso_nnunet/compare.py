@@ -251,9 +251,9 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
             run_experiment(p, opts)
             comparison_report.write_comparison(on_disk(), out, plan_name=plan.name, command=options.command)
     records = on_disk()
-    if records:
-        comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
     if skipped:
+        if records:  # after a skipped last run the tables were not rewritten yet
+            comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
         logger.warning("skipped because another process is driving them: %s. Rerun this command (or add "
                        "--report-only) once they have finished, for tables that include them.", ", ".join(skipped))
     return records
