@@ -361,6 +361,24 @@ def test_slurm_result_file_decides_once_the_job_ended(tmp_path, monkeypatch):
     assert ex._status(tracked) == ("succeeded", "")
 
 
+def test_slurm_failure_names_the_state_the_cluster_ended_the_job_in(tmp_path, monkeypatch):
+    """A command killed by ``scancel`` exits -15 and its task writes the result file before the
+    controller records CANCELLED: the failure waits for the cluster and says CANCELLED."""
+    answers = iter(["77_1|RUNNING|n", "77_1|COMPLETING|n", "77_1|CANCELLED|n"])
+    monkeypatch.setattr(slurm_mod.slurm_cluster, "_run", lambda argv, timeout=60: (0, next(answers), ""))
+    monkeypatch.setattr(slurm_mod.time, "sleep", lambda s: None)
+    ex = SlurmExecutor(SlurmConfig(log_folder=tmp_path))
+    handle = ex._handle(tmp_path / "b", "77_1")
+    handle.paths.folder.mkdir(parents=True)
+    tracked = slurm_mod._Tracked(Job(name="j", argv=["true"], log_path=tmp_path / "j.log"), handle, 1, 0, 0.0)
+    submitit.core.utils.cloudpickle_dump(("error", "Traceback\nCommandFailedError: job j: command exited with "
+                                                   "code -15; log: x"), handle.paths.result_pickle)
+    ex._refresh_states([handle])  # RUNNING: the result file came first
+    status, info = ex._status(tracked)
+    assert status == "failed" and info.endswith("; SLURM state CANCELLED") and slurm_mod._returncode(info) == -15
+    assert next(answers, None) is None  # asked until the job left COMPLETING
+
+
 def test_command_job_carries_only_the_run_variables(tmp_path, monkeypatch):
     """Job.env and the executor's resource variables travel; the node's own environment is kept."""
     job = Job(name="env", argv=[PY, "-c", "import os, json; print(json.dumps(dict(os.environ)))"],

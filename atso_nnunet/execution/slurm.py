@@ -547,7 +547,7 @@ class SlurmExecutor(Executor):
             return VANISHED, f"submitit folder {handle.paths.folder} is missing"
         outcome = _read_outcome(handle, wait_s=0.0)
         if outcome is not None:
-            return outcome
+            return self._with_final_state(handle, outcome)
         cluster = self._cluster_state(handle)
         if cluster is None:
             return RUNNING, "state unknown (the cluster could not be asked)"
@@ -555,10 +555,38 @@ class SlurmExecutor(Executor):
             return RUNNING, cluster.state
         outcome = _read_outcome(handle, wait_s=_RESULT_WAIT_S)
         if outcome is not None:
-            return outcome
+            return self._with_final_state(handle, outcome, cluster)
         if cluster.state == "UNKNOWN":
             return VANISHED, "no longer known to the cluster, and no result file"
         return FAILED, f"state {cluster.state} ({cluster.source}), no result file"
+
+
+    def _with_final_state(self, handle: Any, outcome: Tuple[str, str],
+                          known: Optional[slurm_cluster.JobState] = None) -> Tuple[str, str]:
+        """A failed ``outcome`` with the state the cluster ended the job in appended, e.g.
+        ``command exited with code -15; SLURM state CANCELLED``: a command killed by a signal
+        says nothing of who sent it (``scancel``, an administrator, the out-of-memory killer).
+
+        The task writes its result file a moment before the cluster records the end, so the
+        cluster is asked again for up to ``_RESULT_WAIT_S`` seconds while it still lists the job
+        as active. Successes, local runs and a cluster that cannot be asked leave it as it is.
+        """
+        status, detail = outcome
+        if status != FAILED or self.cluster != "slurm":
+            return outcome
+        state = known
+        deadline = time.monotonic() + _RESULT_WAIT_S
+        while state is None or state.active:
+            try:
+                state = slurm_cluster.query_states([str(handle.job_id)]).get(str(handle.job_id))
+            except slurm_cluster.ClusterQueryError:
+                return outcome
+            if state is None or not state.active or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+        if state is None or state.active or state.state == "UNKNOWN":
+            return outcome
+        return status, f"{detail}; SLURM state {state.state}"
 
 
 def _read_outcome(handle: Any, wait_s: float) -> Optional[Tuple[str, str]]:
