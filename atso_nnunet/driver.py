@@ -284,6 +284,9 @@ def _wipe(run: RunDir) -> None:
 
 @contextmanager
 def _log_to_file(path: Path):
+    """Copy the package's log lines to the run log; the reason the driver stopped, if it did not
+    finish (failed jobs and their logs, a bad input, an interrupt), is the log's last line there,
+    so a run read later says why it stopped (the CLI prints it on stderr itself)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -291,6 +294,10 @@ def _log_to_file(path: Path):
     root.addHandler(handler)
     try:
         yield
+    except BaseException as e:
+        why = "interrupted (Ctrl-C or SIGTERM)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "driver stopped: %s", (why,), None))
+        raise
     finally:
         root.removeHandler(handler)
         handler.close()

@@ -99,3 +99,21 @@ def test_metric_global_fills_the_cells_with_global_dsc(fake_run):
     assert rep.generations[1].test_dsc == pytest.approx(ev["global_dsc"])
     ref = json.loads((run.root / "eval" / "R_g1" / "R.json").read_text())
     assert rep.generations[1].reference_dsc == pytest.approx(ref["global_dsc"])
+
+
+def test_the_reason_a_run_stopped_is_the_last_line_of_its_run_log(fake_run, tmp_path):
+    """Read later, run.log says why the driver stopped (here: a training failed after its retries)."""
+    from atso_nnunet.errors import StepFailedError
+
+    class FailingTraining(FakeNnUNetExecutor):
+        def run_batch(self, jobs):
+            if any("__train__" in j.name for j in jobs):
+                raise StepFailedError("1 job(s) failed after their retries:\n  - g0__train__M0__axial: exit code 1; "
+                                      "log: /x/logs/g0/train/M0/axial.log")
+            return super().run_batch(jobs)
+
+    with pytest.raises(StepFailedError):
+        fake_run(_plan("supervised"), executor=FailingTraining())
+    last = RunDir(tmp_path / "run").log_file.read_text().splitlines()[-2:]
+    assert "ERROR atso_nnunet.driver: driver stopped: StepFailedError: 1 job(s) failed" in last[0], last
+    assert last[1] == "  - g0__train__M0__axial: exit code 1; log: /x/logs/g0/train/M0/axial.log"
