@@ -3,8 +3,9 @@
 Read from the run folders' ``report.json`` files only (:mod:`atso_nnunet.compare`), so every
 number can be re-derived from the runs. DSC values are fractions in JSON and CSV, % in Markdown.
 
-- **Test DSC per generation per method**, mean and standard deviation over seeds, with the
-  labeled-only (M0) and oracle means as reference lines.
+- **Test DSC per generation per method**, mean and standard deviation over the seeds whose run
+  of that method has finished (the same seeds at every generation), with the labeled-only (M0)
+  and oracle means as reference lines.
 - **Final models**, and **paired per-seed differences** (ATSO - STSO, ATSO - self,
   ATSO - labeled-only, oracle - labeled-only): a difference is taken within a seed, where the
   labeled draw and M0 are the same, so draw-to-draw spread cancels.
@@ -68,8 +69,15 @@ def summarise(records) -> dict:
     by = {(r.method, r.seed): r.report for r in records if r.report}
     methods = list(dict.fromkeys(r.method for r in records))
     seeds = sorted({r.seed for r in records})
+    # an unfinished run has no result yet (its last scored generation may be the shared M0)
+    finished = {(r.method, r.seed) for r in records if r.report and r.finished}
     per_gen: Dict[str, Dict[int, dict]] = {}
     for m in methods:
+        # Every point of a method's curve is a mean over the same seeds: those whose run finished.
+        # (Mixing them, a seed still training would count at G0 and nowhere after, and the step
+        # G0 -> G1 would carry that seed's M0 rather than what the method did.) The per-seed values
+        # of unfinished runs stay in ``per_seed`` (and the CSV).
+        done = [i for i, s in enumerate(seeds) if (m, s) in finished]
         gens = sorted({g["generation"] for (mm, _), rep in by.items() if mm == m for g in rep.get("generations", [])})
         per_gen[m] = {}
         for t in gens:
@@ -84,10 +92,8 @@ def summarise(records) -> dict:
                 a = [v for v in ((g or {}).get("agreement") or {}).values() if v is not None]
                 agree.append(sum(a) / len(a) if a else None)
             row["agreement"] = agree
-            per_gen[m][t] = {k: {"per_seed": v, **dict(zip(("mean", "sd", "n"), _mean_sd(v)))}
+            per_gen[m][t] = {k: {"per_seed": v, **dict(zip(("mean", "sd", "n"), _mean_sd([v[i] for i in done])))}
                              for k, v in row.items()}
-    # an unfinished run has no result yet (its last scored generation may be the shared M0)
-    finished = {(r.method, r.seed) for r in records if r.report and r.finished}
     finals = {m: {s: final_score(by.get((m, s))) if (m, s) in finished else None for s in seeds} for m in methods}
     final_stats = {m: dict(zip(("mean", "sd", "n"), _mean_sd(list(v.values())))) for m, v in finals.items()}
     pairs = {}
@@ -147,10 +153,13 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
                   f"{', '.join(_pct(x) for x in d['per_seed'])} |\n")
     out.write("\n## Test DSC per generation\n\n")
     gens = sorted({t for m in summary["methods"] for t in summary["per_generation"][m]})
-    out.write("| method | " + " | ".join(f"G{t}" for t in gens) + " |\n" + "|---" * (len(gens) + 1) + "|\n")
+    out.write("Mean ± sd over the seeds whose run of that method has finished (n), the same seeds at every "
+              "generation; a run still training is left out here and kept, per seed, in comparison.csv.\n\n")
+    out.write("| method | n | " + " | ".join(f"G{t}" for t in gens) + " |\n" + "|---" * (len(gens) + 2) + "|\n")
     for m in summary["methods"]:
         row = summary["per_generation"][m]
-        out.write(f"| {NAMES.get(m, m)} | " + " | ".join(
+        n = summary["final"]["stats"][m]["n"]
+        out.write(f"| {NAMES.get(m, m)} | {n} | " + " | ".join(
             _pct(row[t]["test"]["mean"], row[t]["test"]["sd"]) if t in row else "" for t in gens) + " |\n")
     out.write("\n## Pseudo-labels on R (truth) next to the label-free monitors\n\n"
               "| method | generation | @R DSC | change vs previous | half-model agreement | empty |\n"
@@ -203,15 +212,17 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
             continue
         mean = [100 * row[t]["test"]["mean"] for t in ts]
         sd = [100 * (row[t]["test"]["sd"] or 0) for t in ts]
-        line = ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=NAMES.get(m, m))
+        line = ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=f"{NAMES.get(m, m)} (n = {final.get('n', 0)})")
         if final.get("mean") is not None:
             ax.errorbar([x_final], [100 * final["mean"]], yerr=[100 * (final["sd"] or 0)], marker="*",
                         markersize=10, capsize=3, color=line[0].get_color(), ls="none")
     ax.set_xticks(list(range(last + 1)) + [x_final])
     ax.set_xticklabels([f"G{t}" for t in range(last + 1)] + ["final"])
-    for key, style, label in (("labeled_only", "--", "labeled-only (M0)"), ("oracle", "-.", "oracle (S + R true labels)")):
+    for key, m, style, label in (("labeled_only", "supervised", "--", "labeled-only (M0)"),
+                                 ("oracle", "oracle", "-.", "oracle (S + R true labels)")):
         if summary.get(key) is not None:
-            ax.axhline(100 * summary[key], color="k", ls=style, lw=1, label=label)
+            n = summary["final"]["stats"].get(m, {}).get("n", 0)
+            ax.axhline(100 * summary[key], color="k", ls=style, lw=1, label=f"{label}, n = {n}")
     ax.set_xlabel("generation (M_t) and final model (*)")
     ax.set_ylabel("test DSC (%)")
     ax.set_title("test DSC on E, mean ± sd over seeds")

@@ -190,6 +190,31 @@ def test_an_unfinished_run_has_no_final_score(tmp_path):
         render_markdown(summary, "p")
 
 
+def test_a_curve_averages_the_same_seeds_at_every_generation(tmp_path):
+    """Seed 1's STSO is still training: its G0 (the shared M0, 0.30) must not enter STSO's G0 mean
+    while seed 1 is absent from G1, or the step G0 -> G1 would show seed 1's weak M0, not STSO."""
+    from atso_nnunet.compare import RunRecord
+    from atso_nnunet.comparison_report import plot, render_markdown, summarise
+
+    def rep(*tests, final=None):
+        return {"metric": "mean", "final": {"test_dsc_mean": final} if final else {},
+                "generations": [{"generation": t, "test_dsc": v} for t, v in enumerate(tests)]}
+
+    records = [RunRecord(0, "supervised", tmp_path / "a", rep(0.50)),
+               RunRecord(1, "supervised", tmp_path / "b", rep(0.30)),
+               RunRecord(0, "stso", tmp_path / "c", rep(0.50, 0.55, final=0.56)),
+               RunRecord(1, "stso", tmp_path / "d", rep(0.30, None), finished=False)]
+    summary = summarise(records)
+    g = summary["per_generation"]["stso"]
+    assert (g[0]["test"]["mean"], g[0]["test"]["n"]) == (pytest.approx(0.50), 1)
+    assert (g[1]["test"]["mean"], g[1]["test"]["n"]) == (pytest.approx(0.55), 1)
+    assert g[0]["test"]["per_seed"] == [0.50, 0.30]  # kept per seed (CSV) though left out of the mean
+    assert summary["per_generation"]["supervised"][0]["test"]["n"] == 2
+    md = render_markdown(summary, "p")
+    assert "| STSO | 1 | 50.0 | 55.0 |" in md and "| labeled-only | 2 | 40.0 ± 14.1 |  |" in md
+    assert plot(summary, tmp_path / "c.png", "p").stat().st_size > 0
+
+
 def test_a_run_driven_by_another_process_is_skipped_not_fatal(tmp_path, nnunet_paths, fake_prepare, caplog):
     """Parallel invocations on one --out: a locked run is skipped; a locked labeled-only run skips
     its seed (the seed's methods must share its M0, not train their own)."""
