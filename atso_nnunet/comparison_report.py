@@ -6,8 +6,8 @@ number can be re-derived from the runs. DSC values are fractions in JSON and CSV
 - **Test DSC per generation per method**, mean and standard deviation over the seeds whose run
   of that method has finished (the same seeds at every generation), with the labeled-only (M0)
   and oracle means as reference lines.
-- **Final models**, and **paired per-seed differences** (ATSO - STSO, ATSO - self,
-  ATSO - labeled-only, oracle - labeled-only): a difference is taken within a seed, where the
+- **Final models**, and **paired per-seed differences** (ATSO - STSO, ATSO - self, STSO - self,
+  and each method - labeled-only, the oracle's included): a difference is taken within a seed, where the
   labeled draw and M0 are the same, so draw-to-draw spread cancels.
 - **Monitors vs truth**: per generation the pseudo-label DSC on R next to the label-free monitors
   (change of pseudo-labels, agreement of ATSO's half-models, empty pseudo-labels), and the
@@ -26,8 +26,10 @@ from atso_nnunet.io import atomic_path, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
-PAIRS: Tuple[Tuple[str, str], ...] = (("atso", "stso"), ("atso", "self"), ("atso", "supervised"),
-                                      ("oracle", "supervised"))
+# The three ATSO differences, the paper's other step (STSO over self-learning), and what
+# each method buys over labeled-only, with the oracle's gap as the scale those gains are read on.
+PAIRS: Tuple[Tuple[str, str], ...] = (("atso", "stso"), ("atso", "self"), ("stso", "self"), ("atso", "supervised"),
+                                      ("stso", "supervised"), ("self", "supervised"), ("oracle", "supervised"))
 NAMES = {"supervised": "labeled-only", "self": "self-learning", "stso": "STSO", "atso": "ATSO", "oracle": "oracle"}
 
 
