@@ -72,6 +72,27 @@ def _source_cases(source: Path) -> Dict[str, bool]:
     return cases
 
 
+def dataset_id_problems(plan, paths: NnUNetPaths) -> List[str]:
+    """A folder of another name under the plan's ``dataset_id`` in nnU-Net's three folders.
+
+    nnU-Net finds a dataset by its id alone (``nnUNetv2_train 988 ...``): a second
+    ``Dataset988_*`` there makes every command of this run fail ("More than one dataset name
+    found") after the experiment dataset was written, and the other experiment's commands too.
+    """
+    own = f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}"
+    problems = []
+    for var, root in (("nnUNet_raw", paths.raw), ("nnUNet_preprocessed", paths.preprocessed),
+                      ("nnUNet_results", paths.results)):
+        if not root.is_dir():
+            continue
+        taken = sorted(p.name for p in root.glob(f"Dataset{plan.dataset_id:03d}_*") if p.is_dir() and p.name != own)
+        if taken:
+            problems.append(f"dataset_id {plan.dataset_id}: {var} ({root}) already holds {', '.join(taken)}; nnU-Net "
+                            f"finds datasets by id, so this run's {own} cannot share it: give the plan another "
+                            "dataset_id (atso_nnunet_compare uses dataset_id + seed for each seed)")
+    return problems
+
+
 def source_problems(plan, paths: NnUNetPaths) -> Tuple[List[str], List[str]]:
     """Problems of the plan's sources and case ids, and notes (sources generated on first use).
 
@@ -130,7 +151,7 @@ def preflight(plan, paths: NnUNetPaths) -> List[str]:
         InputError: listing every problem, each naming the field, source or case and the fix.
     """
     source, notes = source_problems(plan, paths)
-    problems = source
+    problems = source + dataset_id_problems(plan, paths)
     if problems:
         raise InputError(f"plan '{plan.name}': {len(problems)} problem(s) found before any work\n  - "
                          + "\n  - ".join(problems))

@@ -207,7 +207,9 @@ def bench_transfer_plan() -> dict:
                 f"hypodense lesions labelled 2): the first {BENCH_N_TEST} sorted B cases are the test set. Scored with "
                 "the global DSC, lesion counted as organ {2: 1}. Written by scripts/make_synthetic_plans.py.",
         "sources": [BENCH_SOURCE_A, BENCH_SOURCE_B],
-        "dataset_id": 988,
+        # atso_nnunet_compare uses dataset_id + seed: 970.. stays clear of bench_10pct's 987.. (was 988,
+        # which is bench_10pct's seed 1: nnU-Net finds datasets by id, so the two could not share a folder)
+        "dataset_id": 970,
         "dataset_name": "SynthBenchTransfer",
         "convert_hint": "generated automatically on first use (atso_nnunet_synth)",
         "labeled": train_a,

@@ -111,3 +111,18 @@ def test_plan_refused_by_the_data_check_leaves_nothing_behind(tmp_path, caplog):
     rc = main(["--plan", str(corrected), "--nnunet-dir", str(nn), "--run-dir", str(run), "--dry-run"])
     assert rc == 0 and "different plan" not in caplog.text
     assert json.loads((run / "plan.json").read_text())["reference"] == ["tiny_003", "tiny_004", "tiny_005"]
+
+
+def test_a_dataset_id_another_dataset_uses_is_refused_before_anything(tmp_path, caplog):
+    """nnU-Net finds datasets by id: a second Dataset991_* would break this run's commands and the other's."""
+    nn = _nn_with_source(tmp_path)
+    other = nn / "nnUNet_preprocessed" / "Dataset991_OtherExperiment"
+    other.mkdir(parents=True)
+    rc, run = _dry(tmp_path, _tiny_plan(tmp_path))
+    assert rc == 2 and not run.exists()
+    assert ("dataset_id 991: nnUNet_preprocessed" in caplog.text and "Dataset991_OtherExperiment" in caplog.text
+            and "give the plan another dataset_id" in caplog.text)
+    assert other.is_dir() and not (nn / "nnUNet_raw" / "Dataset991_TinyExp").exists()
+    other.rename(other.with_name("Dataset991_TinyExp"))  # its own name: this run's dataset, resumed
+    caplog.clear()
+    assert _dry(tmp_path, _tiny_plan(tmp_path))[0] == 0

@@ -61,3 +61,17 @@ def test_oracle_plan_is_supervised_without_reference(script, tmp_path):
     assert plan["reference"] == [] and (plan["method"], plan["generations"]) == ("supervised", 0)
     (tmp_path / "oracle.json").write_text(json.dumps(plan))
     assert len(load_plan(tmp_path / "oracle.json").labeled) == len(script.bench_split()[1])
+
+
+def test_benchmark_seeds_never_share_a_dataset_id():
+    """atso_nnunet_compare builds seed s's experiment dataset under dataset_id + s; nnU-Net finds
+    datasets by id, so seeds 0-4 of one benchmark plan must not land on another shipped plan's
+    experiment, a source, or another benchmark's seeds."""
+    plans = {p.name: json.loads(p.read_text()) for p in REPO.glob("plans/**/*.json")}
+    sources = {int(s[len("Dataset"):len("Dataset") + 3]) for p in plans.values() for s in p["sources"]}
+    taken = {name: {p["dataset_id"]} for name, p in plans.items()}
+    for name in ("bench_10pct.json", "bench_transfer.json"):
+        taken[name] = set(range(plans[name]["dataset_id"], plans[name]["dataset_id"] + 5))
+    for name in ("bench_10pct.json", "bench_transfer.json"):
+        others = set().union(*(ids for n, ids in taken.items() if n != name)) | sources
+        assert not taken[name] & others, (name, sorted(taken[name] & others))
