@@ -220,6 +220,14 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
                              f"{' '.join(map(str, seeds))} and methods {' '.join(methods)}")
         comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
         return records
+    from atso_nnunet.preflight import dataset_id_problems
+
+    # Seed s builds its dataset under dataset_id + s: a clash on the last seed is found now, not
+    # after hours of the first seeds' training.
+    clashes = [f"seed {s}: {problem}" for s in seeds for problem in dataset_id_problems(plans[(s, LABELED_ONLY)],
+                                                                                       options.paths)]
+    if clashes:
+        raise InputError("dataset ids of the comparison's seeds are taken:\n  - " + "\n  - ".join(clashes))
     skipped = []
     for s in seeds:
         shared_ctx = None

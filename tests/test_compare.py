@@ -239,3 +239,13 @@ def test_a_run_driven_by_another_process_is_skipped_not_fatal(tmp_path, nnunet_p
     assert [n for n in ex2.ran if n.startswith("g0__train__M0")] == ["g0__train__M0__axial"]  # seed 1's only
     marker = read_json(out / "seed0" / "stso" / "state" / "g0" / "train" / "M0" / "axial.done")
     assert marker["shared_from"] == str(out / "seed0" / "supervised")
+
+
+def test_a_taken_dataset_id_of_any_seed_is_refused_before_the_first_run(tmp_path, nnunet_paths, fake_prepare):
+    """Seed 2 would build Dataset993_*, which another experiment holds: refused before seed 0 starts."""
+    write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
+    (nnunet_paths.raw / "Dataset993_SomeoneElse").mkdir()
+    with pytest.raises(InputError, match=r"seed 2: dataset_id 993: nnUNet_raw .* Dataset993_SomeoneElse"):
+        run_comparison(_plan(), _options(tmp_path, nnunet_paths, FakeNnUNetExecutor(), seeds=[0, 1, 2],
+                                         methods=["supervised"]))
+    assert not (tmp_path / "cmp").exists() and not list(nnunet_paths.raw.glob("Dataset991_*"))

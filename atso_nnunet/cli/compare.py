@@ -5,7 +5,9 @@
 
 Every (seed, method) is an ordinary resumable run folder ``<out>/seed<s>/<method>``; rerun the
 same command to continue. Seed s draws its own labeled set from the plan's training pool (the
-test set never changes), splits R with seed s and seeds every training with s; the labeled-only
+test set never changes), splits R with seed s and seeds every training with s, and builds its
+experiment dataset under the plan's dataset id + s (an id already taken in nnU-Net's folders is
+refused for every seed before anything runs); the labeled-only
 run of a seed trains M0 once for every method of that seed. The tables and the figure
 (``<out>/comparison.{md,csv,json,png}``) are rewritten after every run, from every run folder of
 the asked seeds and methods that has a report (also one another invocation wrote, e.g. one per
