@@ -346,14 +346,20 @@ def test_slurm_status_from_the_cluster(tmp_path, monkeypatch, squeue_out, sacct_
     assert ex._status(tracked)[0] == expected
 
 
-def test_slurm_result_file_decides_once_the_job_ended(tmp_path, monkeypatch):
-    monkeypatch.setattr(slurm_mod.slurm_cluster, "_run", lambda argv, timeout=60: (0, "", ""))
+def _slurm_job_that_failed(tmp_path, returncode):
+    """A SLURM executor tracking task 77_1, whose result file says its command exited with ``returncode``."""
     ex = SlurmExecutor(SlurmConfig(log_folder=tmp_path))
     handle = ex._handle(tmp_path / "b", "77_1")
     handle.paths.folder.mkdir(parents=True)
     tracked = slurm_mod._Tracked(Job(name="j", argv=["true"], log_path=tmp_path / "j.log"), handle, 1, 0, 0.0)
     submitit.core.utils.cloudpickle_dump(("error", "Traceback\nCommandFailedError: job j: command exited with "
-                                                   "code 3; log: x"), handle.paths.result_pickle)
+                                                   f"code {returncode}; log: x"), handle.paths.result_pickle)
+    return ex, handle, tracked
+
+
+def test_slurm_result_file_decides_once_the_job_ended(tmp_path, monkeypatch):
+    monkeypatch.setattr(slurm_mod.slurm_cluster, "_run", lambda argv, timeout=60: (0, "", ""))
+    ex, handle, tracked = _slurm_job_that_failed(tmp_path, returncode=3)
     ex._refresh_states([handle])
     status, info = ex._status(tracked)
     assert status == "failed" and slurm_mod._returncode(info) == 3
@@ -367,12 +373,7 @@ def test_slurm_failure_names_the_state_the_cluster_ended_the_job_in(tmp_path, mo
     answers = iter(["77_1|RUNNING|n", "77_1|COMPLETING|n", "77_1|CANCELLED|n"])
     monkeypatch.setattr(slurm_mod.slurm_cluster, "_run", lambda argv, timeout=60: (0, next(answers), ""))
     monkeypatch.setattr(slurm_mod.time, "sleep", lambda s: None)
-    ex = SlurmExecutor(SlurmConfig(log_folder=tmp_path))
-    handle = ex._handle(tmp_path / "b", "77_1")
-    handle.paths.folder.mkdir(parents=True)
-    tracked = slurm_mod._Tracked(Job(name="j", argv=["true"], log_path=tmp_path / "j.log"), handle, 1, 0, 0.0)
-    submitit.core.utils.cloudpickle_dump(("error", "Traceback\nCommandFailedError: job j: command exited with "
-                                                   "code -15; log: x"), handle.paths.result_pickle)
+    ex, handle, tracked = _slurm_job_that_failed(tmp_path, returncode=-15)
     ex._refresh_states([handle])  # RUNNING: the result file came first
     status, info = ex._status(tracked)
     assert status == "failed" and info.endswith("; SLURM state CANCELLED") and slurm_mod._returncode(info) == -15
