@@ -4,9 +4,12 @@
 run folder ``<out>/seed<s>/<method>`` through the usual driver and executors, then writes
 ``comparison.{md,csv,json,png}`` (:mod:`atso_nnunet.comparison_report`).
 
-Seeds: seed ``s`` draws the labeled set S afresh from the plan's training pool (S + R of the
-plan; the test set E never changes): ``sorted(default_rng(s).choice(sorted(pool), |S|))``, the
-rule of ``scripts/make_synthetic_plans.py``; the rest is R, split into subsets with seed ``s``,
+Seeds: seed ``s`` draws the labeled set S afresh from the plan's labeled pool (the test set E
+never changes): ``sorted(default_rng(s).choice(sorted(pool), |S|))``, the rule of
+``scripts/make_synthetic_plans.py``. The pool (:func:`labeled_pool`) is S plus the reference cases
+that have ground truth *and* come from a source S comes from: a transfer plan (S from domain A, R
+from domain B) keeps S as it is for every seed, and a plan whose R has no labels (a hospital's
+unlabeled scans) cannot put an unlabeled case into S. The rest of S + R is R, split into subsets with seed ``s``,
 and every training of that seed gets ``training.seed = s``. Each seed has its own experiment
 dataset ``Dataset<plan id + s>_<name>S<s>`` (nnU-Net's fingerprint sees only that seed's S).
 
@@ -92,13 +95,39 @@ def labeled_draw(pool: Sequence[str], n: int, seed: int) -> List[str]:
     return sorted(np.random.default_rng(seed).choice(pool, n, replace=False).tolist())
 
 
+def labeled_pool(plan, case_files) -> List[str]:
+    """The cases a seed may draw its labeled set from.
+
+    Args:
+        plan: the comparison's plan.
+        case_files: ``{case: CaseFiles}`` of at least the plan's labeled and reference cases
+            (:func:`atso_nnunet.data.materialize.find_cases`).
+
+    Returns:
+        The plan's labeled cases plus every reference case that has ground truth and lives in a
+        source one of the labeled cases lives in (sorted). A reference case from another domain
+        (transfer) or without a label never becomes labeled.
+    """
+    labeled_sources = {case_files[c].source for c in plan.labeled}
+    extra = [c for c in plan.reference
+             if case_files[c].label is not None and case_files[c].source in labeled_sources]
+    return sorted([*plan.labeled, *extra])
+
+
 def plan_for_seed(plan, seed: int, method: str, generations: Optional[int] = None,
-                  views: Optional[Sequence[str]] = None):
-    """The plan of one run of the comparison (see the module docstring)."""
+                  views: Optional[Sequence[str]] = None, pool: Optional[Sequence[str]] = None):
+    """The plan of one run of the comparison (see the module docstring).
+
+    ``pool``: the cases S is drawn from (:func:`labeled_pool`); default the plan's S + R (a plan
+    with one source whose reference cases all have labels).
+    """
     from atso_nnunet.methods import get_method
     from atso_nnunet.plan import plan_from_dict
 
-    pool = [*plan.labeled, *plan.reference]
+    pool = list(pool) if pool is not None else [*plan.labeled, *plan.reference]
+    unknown = sorted(set(pool) - set(plan.labeled) - set(plan.reference))
+    if unknown:
+        raise InputError(f"labeled pool has cases outside the plan's labeled and reference sets: {unknown}")
     labeled = labeled_draw(pool, len(plan.labeled), seed)
     m = get_method(method)
     gens = plan.generations if generations is None else generations
@@ -109,7 +138,7 @@ def plan_for_seed(plan, seed: int, method: str, generations: Optional[int] = Non
     data.update({
         "name": f"{plan.name} [seed {seed}, {method}]",
         "labeled": labeled,
-        "reference": sorted(set(pool) - set(labeled)),
+        "reference": sorted((set(plan.labeled) | set(plan.reference)) - set(labeled)),
         "dataset_id": plan.dataset_id + seed,
         "dataset_name": f"{plan.dataset_name}S{seed}",
         "seed": seed,
@@ -202,14 +231,15 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
     seeds = list(dict.fromkeys(int(s) for s in options.seeds))
     if not seeds or any(s < 0 for s in seeds):
         raise InputError(f"--seeds: give one or more seeds >= 0, got {options.seeds}")
-    plans = {(s, m): plan_for_seed(plan, s, m, options.generations, options.views) for s in seeds for m in methods}
     out = Path(options.out_dir).resolve()
 
     def on_disk() -> List[RunRecord]:
         # every run of the asked seeds x methods that has a report, also one another invocation
-        # wrote (e.g. one per seed, in parallel): not only the runs of this process
+        # wrote (e.g. one per seed, in parallel): not only the runs of this process; the labeled
+        # cases are those the run itself used (its plan.json)
         runs = [(s, m, out / f"seed{s}" / m) for s in seeds for m in methods]
-        return [RunRecord(s, m, d, read_json(d / "report.json"), list(plans[(s, m)].labeled),
+        return [RunRecord(s, m, d, read_json(d / "report.json"),
+                          list((read_json(d / "plan.json") or {}).get("labeled", [])),
                           finished=RunDir(d).is_done("report"))
                 for s, m, d in runs if (d / "report.json").is_file()]
 
@@ -220,7 +250,18 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
                              f"{' '.join(map(str, seeds))} and methods {' '.join(methods)}")
         comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
         return records
+    from atso_nnunet.data.materialize import find_cases
+    from atso_nnunet.driver import drop_absent_cases, ensure_sources
     from atso_nnunet.preflight import dataset_id_problems
+
+    present = drop_absent_cases(plan, options.paths)
+    pool = labeled_pool(present, find_cases(ensure_sources(present, options.paths),
+                                            [*present.labeled, *present.reference]))
+    if len(pool) == len(plan.labeled):
+        logger.warning("the labeled set is the same for every seed (no reference case has ground truth in a "
+                       "source of the labeled cases): seeds differ in the reference split and the training seed only")
+    plans = {(s, m): plan_for_seed(plan, s, m, options.generations, options.views, pool=pool)
+             for s in seeds for m in methods}
 
     # Seed s builds its dataset under dataset_id + s: a clash on the last seed is found now, not
     # after hours of the first seeds' training.

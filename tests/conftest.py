@@ -43,8 +43,9 @@ def tiny_case(seed: int, shape: Sequence[int] = TINY_SHAPE):
 
 
 def write_tiny_dataset(raw_root: Path, dataset_id: int = 990, n_labeled: int = 3, n_reference: int = 4,
-                       n_test: int = 2, name: str = "Tiny", seed: int = 0) -> Path:
-    """Write an experiment dataset (see :mod:`atso_nnunet.data.layout`) of tiny ellipsoid cases."""
+                       n_test: int = 2, name: str = "Tiny", seed: int = 0, prefix: str = "tiny") -> Path:
+    """Write an experiment dataset (see :mod:`atso_nnunet.data.layout`) of tiny ellipsoid cases
+    ``<prefix>_000``, ``<prefix>_001``, ... (labeled, then reference, then test)."""
     ds = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
     geom = Geometry(tuple(reversed(TINY_SHAPE)), TINY_SPACING, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     roles = [("labeled", layout.IMAGES_TR, layout.LABELS_TR, n_labeled),
@@ -55,7 +56,7 @@ def write_tiny_dataset(raw_root: Path, dataset_id: int = 990, n_labeled: int = 3
     for role, img_dir, lab_dir, n in roles:
         ids[role] = []
         for _ in range(n):
-            case = f"tiny_{k:03d}"
+            case = f"{prefix}_{k:03d}"
             img, lab = tiny_case(seed * 1000 + k)
             write_array(img, geom, layout.image_path(ds, img_dir, case))
             write_array(lab, geom, layout.label_path(ds, lab_dir, case))

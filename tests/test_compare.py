@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from atso_nnunet import driver, runners
-from atso_nnunet.compare import ComparisonOptions, labeled_draw, plan_for_seed, run_comparison
+from atso_nnunet.compare import ComparisonOptions, labeled_draw, labeled_pool, plan_for_seed, run_comparison
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_json
 from atso_nnunet.plan import plan_from_dict
@@ -78,6 +78,65 @@ def test_seeds_draw_different_labeled_sets_and_keep_the_test_set():
     assert plan_for_seed(plan, 0, "oracle").generations == 1
 
 
+def _two_sources(raw):
+    """Domain A (Dataset990_Tiny: tiny_000-002 labeled, tiny_003-004 reference with labels) and
+    domain B (Dataset989_TinyB: tinyb_000-003 reference with labels, tinyb_004-005 test)."""
+    write_tiny_dataset(raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=2, n_test=0)
+    write_tiny_dataset(raw, dataset_id=989, name="TinyB", n_labeled=0, n_reference=4, n_test=2, seed=1,
+                       prefix="tinyb")
+    return [raw / "Dataset990_Tiny", raw / "Dataset989_TinyB"]
+
+
+def _transfer_plan(reference):
+    return _plan(sources=["Dataset990_Tiny", "Dataset989_TinyB"], labeled=["tiny_000", "tiny_001", "tiny_002"],
+                 reference=reference, test=["tinyb_004", "tinyb_005"])
+
+
+def test_labeled_pool_stays_in_the_labeled_sources_and_needs_ground_truth(nnunet_paths):
+    from atso_nnunet.data.materialize import find_cases
+
+    sources = _two_sources(nnunet_paths.raw)
+    a_labeled = ["tiny_000", "tiny_001", "tiny_002"]
+    b_ref = ["tinyb_000", "tinyb_001", "tinyb_002", "tinyb_003"]
+    # transfer (S from A, R from B): S is the whole pool, whatever the seed
+    plan = _transfer_plan(b_ref)
+    pool = labeled_pool(plan, find_cases(sources, [*plan.labeled, *plan.reference]))
+    assert pool == a_labeled
+    assert {plan_for_seed(plan, s, "atso", pool=pool).labeled for s in (0, 1, 2)} == {tuple(a_labeled)}
+    assert set(plan_for_seed(plan, 1, "atso", pool=pool).reference) == set(b_ref)
+    # R from both domains: only the A reference cases can become labeled
+    plan = _transfer_plan(["tiny_003", "tiny_004", "tinyb_000", "tinyb_001"])
+    pool = labeled_pool(plan, find_cases(sources, [*plan.labeled, *plan.reference]))
+    assert pool == [*a_labeled, "tiny_003", "tiny_004"]
+    for s in (0, 1, 2):
+        p = plan_for_seed(plan, s, "atso", pool=pool)
+        assert all(c.startswith("tiny_") for c in p.labeled)
+        assert set(p.labeled) | set(p.reference) == set(plan.labeled) | set(plan.reference)
+    # a reference case without ground truth never becomes labeled
+    (sources[0] / "labelsRef" / "tiny_003.nii.gz").unlink()
+    pool = labeled_pool(plan, find_cases(sources, [*plan.labeled, *plan.reference]))
+    assert pool == [*a_labeled, "tiny_004"]
+    with pytest.raises(InputError, match="outside the plan"):
+        plan_for_seed(plan, 0, "atso", pool=[*a_labeled, "tinyb_005"])
+
+
+def test_a_transfer_comparison_keeps_its_labeled_domain_for_every_seed(tmp_path, nnunet_paths, fake_prepare):
+    """S from domain A, R and E from domain B: every seed's runs train on the A cases only (the
+    redraw from S + R once put B cases into S and the comparison stopped before its first run)."""
+    _two_sources(nnunet_paths.raw)
+    plan = _transfer_plan(["tinyb_000", "tinyb_001", "tinyb_002", "tinyb_003"])
+    ex = FakeNnUNetExecutor()
+    records = run_comparison(plan, _options(tmp_path, nnunet_paths, ex, seeds=[0, 1], methods=["supervised", "stso"]))
+    assert {(r.seed, r.method) for r in records} == {(s, m) for s in (0, 1) for m in ("supervised", "stso")}
+    for r in records:
+        used = read_json(r.run_dir / "plan.json")
+        assert used["labeled"] == ["tiny_000", "tiny_001", "tiny_002"] == r.labeled
+        assert sorted(used["reference"]) == ["tinyb_000", "tinyb_001", "tinyb_002", "tinyb_003"]
+    # seeds still differ: their own training seed and reference split
+    splits = {r.seed: read_json(r.run_dir / "plan.json")["training"]["seed"] for r in records}
+    assert splits == {0: 0, 1: 1}
+
+
 def test_comparison_shares_m0_within_a_seed_and_tables_match_the_runs(tmp_path, nnunet_paths, fake_prepare):
     write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
     ex = FakeNnUNetExecutor()
@@ -137,13 +196,17 @@ def test_oracle_is_refused_without_reference_ground_truth(tmp_path, nnunet_paths
     assert ex.ran == []  # refused before any training
 
 
-def test_seed_draws_need_a_labeled_pool(tmp_path, nnunet_paths, fake_prepare):
-    """Seeds redraw S from S + R, so R needs ground truth: a clear error names the cases."""
+def test_without_reference_labels_every_seed_keeps_the_plans_labeled_set(tmp_path, nnunet_paths, fake_prepare,
+                                                                          caplog):
+    """R without ground truth (a hospital's unlabeled scans): no unlabeled case may become labeled,
+    so S stays the plan's for every seed, and the log says the seeds differ only in split and seed."""
     ds = write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
     shutil.rmtree(ds / "labelsRef")
-    with pytest.raises(InputError, match="(without a label file|no ground-truth label).*tiny_00[3-6]"):
-        run_comparison(_plan(), _options(tmp_path, nnunet_paths, FakeNnUNetExecutor(), seeds=[1],
-                                         methods=["supervised"]))
+    with caplog.at_level("WARNING", logger="atso_nnunet.compare"):
+        records = run_comparison(_plan(), _options(tmp_path, nnunet_paths, FakeNnUNetExecutor(), seeds=[1, 2],
+                                                   methods=["supervised"]))
+    assert [r.labeled for r in records] == [POOL[:3], POOL[:3]]
+    assert "labeled set is the same for every seed" in caplog.text
 
 
 def test_one_seed_has_no_spread():

@@ -4,8 +4,10 @@
     atso_nnunet_compare --plan my_plan.json --methods supervised stso atso --seeds 0 1 2 --gpus 0,1,2,3
 
 Every (seed, method) is an ordinary resumable run folder ``<out>/seed<s>/<method>``; rerun the
-same command to continue. Seed s draws its own labeled set from the plan's training pool (the
-test set never changes), splits R with seed s and seeds every training with s, and builds its
+same command to continue. Seed s draws its own labeled set from the plan's labeled cases plus
+the reference cases that have ground truth and come from the labeled cases' sources (a transfer
+plan's S, and a plan whose R has no labels, stay as they are for every seed; the test set never
+changes), splits R with seed s and seeds every training with s, and builds its
 experiment dataset under the plan's dataset id + s (an id already taken in nnU-Net's folders is
 refused for every seed before anything runs); the labeled-only
 run of a seed trains M0 once for every method of that seed. The tables and the figure
