@@ -65,6 +65,17 @@ def test_training_roles_per_method():
     assert ("g2_all", "student") in roles["stso"] and ("g2_all", "self") in roles["self"]
 
 
+@pytest.mark.parametrize("views, words", [(["axial"], "axial view only"),
+                                          (["axial", "coronal", "sagittal"], "tri-view majority vote"),
+                                          (["axial", "sagittal"], "majority vote of the axial and sagittal views")])
+def test_the_report_names_the_views_a_model_is_scored_with(views, words):
+    for name in ("supervised", "stso", "self"):
+        text = get_method(name).describe(_plan(name, generations=0 if name == "supervised" else 2, views=views))
+        assert words in text and "{views}" not in text
+        if len(views) != 3:
+            assert "tri-view" not in text
+
+
 def test_only_atso_passes_the_fold_swap_check():
     for name in ("atso", "stso", "self"):
         plan = _plan(name)

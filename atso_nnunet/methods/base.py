@@ -22,6 +22,16 @@ SEMI_TRAINER = "ATSOSemiTrainer"
 _REGISTRY: Dict[str, "Method"] = {}
 
 
+def views_words(views) -> str:
+    """How a model is scored over ``views``: "tri-view majority vote", "axial view only", ..."""
+    views = list(views)
+    if len(views) == 1:
+        return f"{views[0]} view only"
+    if len(views) == 3:
+        return "tri-view majority vote"
+    return f"majority vote of the {' and '.join(views)} views"
+
+
 class Method(ABC):
     """What a semi-supervised method (or baseline) contributes to a run.
 
@@ -95,8 +105,9 @@ class Method(ABC):
         return out
 
     def describe(self, plan) -> str:
-        """The report's words on how this run is evaluated (options included)."""
-        return self.how_evaluated
+        """The report's words on how this run is evaluated (options included); ``{views}`` in
+        :attr:`how_evaluated` becomes the plan's views ("tri-view majority vote", "axial view only")."""
+        return self.how_evaluated.replace("{views}", views_words(plan.views))
 
     def default_generations(self) -> int:
         """``generations`` when ``--method`` switches a plan to this method without ``--generations``."""

@@ -16,7 +16,7 @@ from atso_nnunet.methods.stso import STSO
 class SelfLearning(STSO):
     name = "self"
     summary = "self-learning: each student continues from its teacher's snapshot (continual learning)"
-    how_evaluated = ("M_t on E is the tri-view majority vote of the generation's model, which continued from "
+    how_evaluated = ("M_t on E is the {views} of the generation's model, which continued from "
                      "its teacher's weights; @R scores its pseudo-labels.")
     student_role = "self"
 

@@ -15,7 +15,7 @@ from atso_nnunet.schedule.builder import model_name, pseudo_label_set
 class STSO(Method):
     name = "stso"
     summary = "synchronous teacher-student: every student trained from scratch on S + all of R"
-    how_evaluated = "M_t on E is the tri-view majority vote of the generation's model; @R scores its pseudo-labels."
+    how_evaluated = "M_t on E is the {views} of the generation's model; @R scores its pseudo-labels."
     #: training role of the students (which of the plan's training settings they use)
     student_role = "student"
 

@@ -8,7 +8,7 @@ from atso_nnunet.methods.base import Method, register
 class Supervised(Method):
     name = "supervised"
     summary = "labeled-only baseline: nnU-Net trained on the labeled set S (generation 0 only)"
-    how_evaluated = "M0 trained on the labeled set only, tri-view majority vote."
+    how_evaluated = "M0 trained on the labeled set only, {views}."
     needs_reference = False
     min_generations = 0
     max_generations = 0
