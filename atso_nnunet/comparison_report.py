@@ -134,8 +134,12 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
     out = io.StringIO()
     seeds = summary["seeds"]
     out.write(f"# Comparison: {plan_name}\n\n")
+    draws = {tuple(r["labeled"]) for r in summary.get("runs", []) if r.get("labeled")}
+    what = ("each seed is its own labeled draw, reference split and training seed" if len(draws) != 1 or len(seeds) < 2
+            else "the labeled set is the same for every seed (the plan allows no other draw); each seed is its own "
+                 "reference split and training seed")
     out.write(f"Test DSC in %, mean ± sample standard deviation over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
-              "each seed is its own labeled draw, reference split and training seed.\n\n")
+              f"{what}.\n\n")
     if command:
         out.write(f"Reproduce: `{command}`\n\n")
     unfinished = [f"seed {r['seed']} {NAMES.get(r['method'], r['method'])}" for r in summary.get("runs", [])

@@ -135,6 +135,7 @@ def test_a_transfer_comparison_keeps_its_labeled_domain_for_every_seed(tmp_path,
     # seeds still differ: their own training seed and reference split
     splits = {r.seed: read_json(r.run_dir / "plan.json")["training"]["seed"] for r in records}
     assert splits == {0: 0, 1: 1}
+    assert "the labeled set is the same for every seed" in (tmp_path / "cmp" / "comparison.md").read_text()
 
 
 def test_comparison_shares_m0_within_a_seed_and_tables_match_the_runs(tmp_path, nnunet_paths, fake_prepare):
@@ -162,6 +163,7 @@ def test_comparison_shares_m0_within_a_seed_and_tables_match_the_runs(tmp_path, 
     assert d["per_seed"][0] == pytest.approx(summary["final"]["per_seed"]["atso"]["0"]
                                              - summary["final"]["per_seed"]["stso"]["0"])
     assert (tmp_path / "cmp" / "comparison.md").is_file() and (tmp_path / "cmp" / "comparison.png").is_file()
+    assert "each seed is its own labeled draw" in (tmp_path / "cmp" / "comparison.md").read_text()
     # no score on E before a run's trainings and pseudo-labels were done: in each run the test
     # scores come after every other scoring of R
     for run in (f"seed{s}/{m}" for s in (0, 1) for m in ("supervised", "stso", "atso", "oracle")):
