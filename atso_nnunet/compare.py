@@ -9,8 +9,8 @@ never changes): ``sorted(default_rng(s).choice(sorted(pool), |S|))``, the rule o
 ``scripts/make_synthetic_plans.py``. The pool (:func:`labeled_pool`) is S plus the reference cases
 that have ground truth *and* come from a source S comes from: a transfer plan (S from domain A, R
 from domain B) keeps S as it is for every seed, and a plan whose R has no labels (a hospital's
-unlabeled scans) cannot put an unlabeled case into S. The rest of S + R is R, split into subsets with seed ``s``,
-and every training of that seed gets ``training.seed = s``. Each seed has its own experiment
+unlabeled scans) cannot put an unlabeled case into S. The rest of S + R is R, split into subsets
+with seed ``s``, and every training of that seed gets ``training.seed = s``. Each seed has its own experiment
 dataset ``Dataset<plan id + s>_<name>S<s>`` (nnU-Net's fingerprint sees only that seed's S).
 
 Generation 0 is the same work for every method of a seed, so it is done once: the labeled-only
