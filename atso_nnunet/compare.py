@@ -45,7 +45,7 @@ import numpy as np
 from atso_nnunet.errors import InputError, RunLockedError
 from atso_nnunet.io import read_json, write_json
 from atso_nnunet.paths import NnUNetPaths
-from atso_nnunet.rundir import RunDir, RunLock
+from atso_nnunet.rundir import PUBLISHED, RunDir, RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,19 @@ class RunRecord:
     finished: bool = True
 
 
+def read_records(out: Path, seeds: Sequence[int], methods: Sequence[str]) -> List[RunRecord]:
+    """Every run folder ``<out>/seed<s>/<method>`` of ``seeds`` x ``methods`` that has a report.
+
+    A run's labeled cases are those the run itself trained on (its ``plan.json``), and it counts
+    as finished when its report step is done; no run is read beyond its folder.
+    """
+    runs = [(s, m, Path(out) / f"seed{s}" / m) for s in seeds for m in methods]
+    return [RunRecord(s, m, d, read_json(d / "report.json"),
+                      list((read_json(d / "plan.json") or {}).get("labeled", [])),
+                      finished=RunDir(d).is_done("report"))
+            for s, m, d in runs if (d / "report.json").is_file()]
+
+
 def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
     """Run every (seed, method) and write the comparison; see the module docstring.
 
@@ -234,14 +247,8 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
     out = Path(options.out_dir).resolve()
 
     def on_disk() -> List[RunRecord]:
-        # every run of the asked seeds x methods that has a report, also one another invocation
-        # wrote (e.g. one per seed, in parallel): not only the runs of this process; the labeled
-        # cases are those the run itself used (its plan.json)
-        runs = [(s, m, out / f"seed{s}" / m) for s in seeds for m in methods]
-        return [RunRecord(s, m, d, read_json(d / "report.json"),
-                          list((read_json(d / "plan.json") or {}).get("labeled", [])),
-                          finished=RunDir(d).is_done("report"))
-                for s, m, d in runs if (d / "report.json").is_file()]
+        # also the runs another invocation wrote (e.g. one per seed, in parallel)
+        return read_records(out, seeds, methods)
 
     if options.report_only:
         records = on_disk()
@@ -250,6 +257,9 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
                              f"{' '.join(map(str, seeds))} and methods {' '.join(methods)}")
         comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
         return records
+    if (out / PUBLISHED).is_file():
+        raise InputError(f"--out {out} is a published comparison (run records without models): it cannot be run "
+                         "or continued. Add --report-only to re-derive its tables, or give a new --out.")
     from atso_nnunet.data.materialize import find_cases
     from atso_nnunet.driver import drop_absent_cases, ensure_sources
     from atso_nnunet.preflight import dataset_id_problems

@@ -270,10 +270,19 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
     return Path(path)
 
 
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def write_comparison(records, out_dir: Path, plan_name: str, command: str = "") -> Dict[str, Path]:
     """Write ``comparison.{md,csv,json,png}`` into ``out_dir`` from the runs' reports."""
     out_dir = Path(out_dir)
     summary = summarise(records)
+    for run in summary["runs"]:  # relative to the comparison: the tables stay true when it moves
+        run["run_dir"] = _relative(Path(run["run_dir"]), out_dir)
     files = {"md": write_text(render_markdown(summary, plan_name, command), out_dir / "comparison.md"),
              "csv": write_text(render_csv(summary), out_dir / "comparison.csv"),
              "json": write_json({"plan": plan_name, "command": command, **summary}, out_dir / "comparison.json"),

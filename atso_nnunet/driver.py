@@ -356,6 +356,10 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
         raise InputError(f"{', '.join(stray)} set in this shell: every job would inherit it and it would beat "
                          "the run's settings. The plan's training (schedule) section is the single source of "
                          f"training settings: unset {' '.join(stray)} and put the value there.")
+    if RunDir(options.run_dir).published_file.is_file():
+        raise InputError(f"{options.run_dir} holds the published records of a run (scores, no models): it cannot be "
+                         "run or continued. Continue the run folder it was published from (see its published.json), "
+                         "or give a new run folder.")
     network = _network_override(plan)
     plan = drop_absent_cases(plan, options.paths)
     method = get_method(plan.method)

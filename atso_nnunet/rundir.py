@@ -17,6 +17,8 @@
       eval/<target>/<part>.json      scores
       eval/monitors/<name>.json      label-free monitors
       report.{md,csv,json,png}
+      published.json                 only in a published copy of a run's records (atso_nnunet.publish):
+                                     scores without models, never run or continued
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ from atso_nnunet.errors import RunLockedError
 from atso_nnunet.io import read_json, write_json
 
 
+PUBLISHED = "published.json"
+
+
 class RunDir:
     """Paths of a run's artefacts (names as in :mod:`atso_nnunet.schedule`)."""
 
@@ -40,6 +45,11 @@ class RunDir:
     @property
     def plan_file(self) -> Path:
         return self.root / "plan.json"
+
+    @property
+    def published_file(self) -> Path:
+        """Marks a published copy of a run's records (:mod:`atso_nnunet.publish`), which no driver may run."""
+        return self.root / PUBLISHED
 
     @property
     def log_file(self) -> Path:

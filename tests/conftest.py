@@ -96,3 +96,38 @@ def nnunet_paths(tmp_path) -> NnUNetPaths:
 def tiny_dataset(nnunet_paths) -> Path:
     """Dataset990_Tiny: 3 labeled, 4 reference, 2 test tiny cases (with ground truth)."""
     return write_tiny_dataset(nnunet_paths.raw)
+
+
+@pytest.fixture
+def fake_prepare(monkeypatch):
+    """prepare = sources + experiment dataset only (no nnU-Net planning); ingestion recorded; test
+    labels read only when scoring E (recorded with the time they were read)."""
+    return install_fake_prepare(monkeypatch)
+
+
+def install_fake_prepare(monkeypatch) -> list:
+    """What :func:`fake_prepare` does, for a fixture of a wider scope (``pytest.MonkeyPatch.context()``)."""
+    from atso_nnunet import driver, runners
+    from atso_nnunet.data.materialize import find_cases, materialize
+    from atso_nnunet.errors import InputError
+
+    events = []
+
+    def prepare(ctx, network):
+        sources = driver.ensure_sources(ctx.plan, ctx.paths)
+        find_cases(sources, [*ctx.plan.labeled, *ctx.plan.reference, *ctx.plan.test])
+        materialize(ctx.dataset_dir, sources, ctx.plan.labeled, ctx.plan.reference, ctx.plan.test)
+        problems = driver.get_method(ctx.plan.method).dataset_problems(ctx.dataset_dir, ctx.plan)
+        if problems:
+            raise InputError("; ".join(problems))
+
+    real_evaluate = runners.PLUGIN_RUNNERS["evaluate"]
+
+    def evaluate(ctx, step):
+        events.append(("score", step.role, f"{ctx.run.root.parent.name}/{ctx.run.root.name}"))
+        return real_evaluate(ctx, step)
+
+    monkeypatch.setattr(driver, "prepare", prepare)
+    monkeypatch.setitem(runners.PLUGIN_RUNNERS, "ingest", lambda ctx, step: events.append(("ingest",)) or {})
+    monkeypatch.setitem(runners.PLUGIN_RUNNERS, "evaluate", evaluate)
+    return events

@@ -27,34 +27,6 @@ def _plan(**over):
     return plan_from_dict(data)
 
 
-@pytest.fixture
-def fake_prepare(monkeypatch):
-    """prepare = sources + experiment dataset only (no nnU-Net planning); ingestion recorded; test
-    labels read only when scoring E (recorded with the time they were read)."""
-    from atso_nnunet.data.materialize import find_cases, materialize
-
-    events = []
-
-    def prepare(ctx, network):
-        sources = driver.ensure_sources(ctx.plan, ctx.paths)
-        find_cases(sources, [*ctx.plan.labeled, *ctx.plan.reference, *ctx.plan.test])
-        materialize(ctx.dataset_dir, sources, ctx.plan.labeled, ctx.plan.reference, ctx.plan.test)
-        problems = driver.get_method(ctx.plan.method).dataset_problems(ctx.dataset_dir, ctx.plan)
-        if problems:
-            raise InputError("; ".join(problems))
-
-    real_evaluate = runners.PLUGIN_RUNNERS["evaluate"]
-
-    def evaluate(ctx, step):
-        events.append(("score", step.role, f"{ctx.run.root.parent.name}/{ctx.run.root.name}"))
-        return real_evaluate(ctx, step)
-
-    monkeypatch.setattr(driver, "prepare", prepare)
-    monkeypatch.setitem(runners.PLUGIN_RUNNERS, "ingest", lambda ctx, step: events.append(("ingest",)) or {})
-    monkeypatch.setitem(runners.PLUGIN_RUNNERS, "evaluate", evaluate)
-    return events
-
-
 def _final_of(run_dir):
     """A finished run's own final score: its final model's, else its last generation's."""
     rep = json.loads((run_dir / "report.json").read_text())

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", type=Path, required=True, help="folder of the comparison and its run folders")
     cmp_.add_argument("--report-only", action="store_true",
                       help="run nothing: write the comparison from the run folders already under --out "
-                           "(finished and unfinished runs; a look at a long comparison while it runs)")
+                           "(finished and unfinished runs; a look at a long comparison while it runs), or "
+                           "from published run records (scripts/publish_comparison.py); needs no nnU-Net folders")
     ex = p.add_argument_group("execution (the same executors as atso_nnunet_run)")
     add_nnunet_dir_option(ex)
     add_execution_options(p, ex)
@@ -75,8 +76,11 @@ def _run(args) -> int:
     plan = load_plan(args.plan if args.plan is not None else find_plan(args.dataset, args.split))
     for m in args.methods:
         get_method(m)
-    paths = nnunet_paths(args.nnunet_dir)
-    plan = resolve_case_rule(plan, paths)
+    if args.report_only:  # reads run folders only: tables re-derived from published records need no nnU-Net
+        paths = None
+    else:
+        paths = nnunet_paths(args.nnunet_dir)
+        plan = resolve_case_rule(plan, paths)
     out = args.out.resolve()
     options = ComparisonOptions(out_dir=out, paths=paths, methods=args.methods, seeds=args.seeds,
                                 generations=args.generations, views=args.views,
