@@ -45,7 +45,7 @@ import numpy as np
 from atso_nnunet.errors import InputError, RunLockedError
 from atso_nnunet.io import read_json, write_json
 from atso_nnunet.paths import NnUNetPaths
-from atso_nnunet.rundir import PUBLISHED, RunDir, RunLock
+from atso_nnunet.rundir import RunDir, RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -246,18 +246,14 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
         raise InputError(f"--seeds: give one or more seeds >= 0, got {options.seeds}")
     out = Path(options.out_dir).resolve()
 
-    def on_disk() -> List[RunRecord]:
-        # also the runs another invocation wrote (e.g. one per seed, in parallel)
-        return read_records(out, seeds, methods)
-
     if options.report_only:
-        records = on_disk()
+        records = read_records(out, seeds, methods)
         if not records:
             raise InputError(f"--report-only: no run folder with a report under {out} for seeds "
                              f"{' '.join(map(str, seeds))} and methods {' '.join(methods)}")
         comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
         return records
-    if (out / PUBLISHED).is_file():
+    if RunDir(out).published_file.is_file():
         raise InputError(f"--out {out} is a published comparison (run records without models): it cannot be run "
                          "or continued. Add --report-only to re-derive its tables, or give a new --out.")
     from atso_nnunet.data.materialize import find_cases
@@ -308,8 +304,10 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
                 logger.info("seed %d, %s: %d generation-0 step(s) shared with the labeled-only run", s, m, n)
             logger.info("=== seed %d, method %s: %s", s, m, run_dir)
             run_experiment(p, opts)
-            comparison_report.write_comparison(on_disk(), out, plan_name=plan.name, command=options.command)
-    records = on_disk()
+            # also the runs another invocation wrote (e.g. one per seed, in parallel)
+            comparison_report.write_comparison(read_records(out, seeds, methods), out, plan_name=plan.name,
+                                               command=options.command)
+    records = read_records(out, seeds, methods)
     if skipped:
         if records:  # after a skipped last run the tables were not rewritten yet
             comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)

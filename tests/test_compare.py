@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from atso_nnunet import driver, runners
+from atso_nnunet import driver
 from atso_nnunet.compare import ComparisonOptions, labeled_draw, labeled_pool, plan_for_seed, run_comparison
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_json
