@@ -27,10 +27,11 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m "slow or not slow"
 
 # The SLURM executor against a real single-node cluster (root; Debian packages installed if missing).
-# A cluster that already answers is used as it is; one started here is stopped afterwards.
+# A cluster that already answers is used as it is; one started here is stopped afterwards (a cluster
+# whose node does not come up is torn down and started once more before the suite gives up).
 SLURM_TEST_ARGS ?= -v -s
 test-slurm: $(STAMP)
-	@if sinfo --noheader >/dev/null 2>&1; then started=0; else scripts/slurm_cluster.sh up || exit 1; started=1; fi; \
+	@if sinfo --noheader >/dev/null 2>&1; then started=0; else scripts/slurm_cluster.sh up || { echo "slurm_cluster: second try from a clean state"; scripts/slurm_cluster.sh down; scripts/slurm_cluster.sh up; } || exit 1; started=1; fi; \
 	$(PY) -m pytest --slurm -m slurm_cluster $(SLURM_TEST_ARGS) tests/test_slurm_integration.py; rc=$$?; \
 	if [ $$started = 1 ]; then scripts/slurm_cluster.sh down; fi; exit $$rc
 

@@ -12,7 +12,8 @@
 # is none; an existing one not written here is used as it is (a site's own configuration).
 #
 # Environment: SLURM_CLUSTER_DIR (default /var/tmp/atso-slurm: state, spool, logs, pids),
-#              SLURM_CLUSTER_CPUS / SLURM_CLUSTER_MEM_MB (default: this machine's cores and 90% of its memory).
+#              SLURM_CLUSTER_CPUS / SLURM_CLUSTER_MEM_MB (default: the node as `slurmd -C` detects it, 90% of its memory).
+#              SLURM_CLUSTER_WAIT_S (default 180): how long to wait for the node to turn idle.
 set -euo pipefail
 
 DIR=${SLURM_CLUSTER_DIR:-/var/tmp/atso-slurm}
@@ -64,8 +65,21 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 
 write_slurm_conf() {
     local accounting=$1
-    local cpus=${SLURM_CLUSTER_CPUS:-$(nproc)}
-    local mem_mb=${SLURM_CLUSTER_MEM_MB:-$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)}
+    # The node's shape as slurmd itself detects it (slurmd -C), so that its registration can never
+    # be refused for "Low CPUs" / "Low RealMemory" (a node left INVAL never becomes idle).
+    local hw cpus mem_mb topo=""
+    hw=$(slurmd -C 2>/dev/null | head -1 || true)
+    cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$hw")
+    mem_mb=$(sed -n 's/.* RealMemory=\([0-9]*\).*/\1/p' <<<"$hw")
+    [ -n "$cpus" ] || cpus=$(nproc)
+    if [ -n "$mem_mb" ]; then
+        mem_mb=$(( mem_mb * 9 / 10 ))
+        topo=$(grep -o 'Boards=[0-9]* SocketsPerBoard=[0-9]* CoresPerSocket=[0-9]* ThreadsPerCore=[0-9]*' <<<"$hw" || true)
+    else
+        mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
+    fi
+    if [ -n "${SLURM_CLUSTER_CPUS:-}" ]; then cpus=$SLURM_CLUSTER_CPUS; topo=""; fi
+    mem_mb=${SLURM_CLUSTER_MEM_MB:-$mem_mb}
     local acct="AccountingStorageType=accounting_storage/none"
     if [ "$accounting" = 1 ]; then
         acct="AccountingStorageType=accounting_storage/slurmdbd
@@ -101,7 +115,7 @@ MpiDefault=none
 # how long ended jobs stay visible to squeue / scontrol (the driver reads states from there without sacct)
 MinJobAge=300
 KillWait=10
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus ${topo:+$topo }RealMemory=$mem_mb State=UNKNOWN
 PartitionName=cpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 }
@@ -160,7 +174,41 @@ EOF
     sacctmgr -i add cluster atso >/dev/null 2>&1 || true
 }
 
-node_idle() { [ "$(sinfo -h -n "$HOST" -o %T 2>/dev/null | head -1)" = idle ]; }
+node_state() { sinfo -h -n "$HOST" -o '%T|%E' 2>/dev/null | head -1; }
+
+# wait_node_idle SECONDS: wait for the node to register and turn idle, nudging it every 15 s when it
+# does not (a lost registration, a DOWN/DRAIN left by a slow start, a slurmd that died), and saying
+# what it saw; on failure the node's record and the daemons' logs go to stdout, where CI shows them.
+wait_node_idle() {
+    local limit=$1 end next state restarted=0
+    end=$(( $(date +%s) + limit )); next=$(( $(date +%s) + 15 ))
+    while :; do
+        state=$(node_state)
+        [ "${state%%|*}" = idle ] && return 0
+        if [ "$(date +%s)" -ge "$end" ]; then
+            echo "node $HOST: last state '${state:-none}' after ${limit}s; scontrol show node:"
+            scontrol show node "$HOST" 2>&1 || true
+            for f in "$DIR"/log/slurmctld.log "$DIR"/log/slurmd.log "$DIR"/log/munged.out; do
+                [ -f "$f" ] && { echo "--- tail $f"; grep -v pmix "$f" | tail -n 15; }
+            done
+            die "node $HOST idle: not ready after ${limit}s (state '${state:-none}')"
+        fi
+        if [ "$(date +%s)" -ge "$next" ]; then
+            next=$(( $(date +%s) + 15 ))
+            say "node $HOST not idle yet: state '${state:-none}'"
+            if ! alive slurmd && [ $restarted = 0 ]; then
+                say "slurmd exited: starting it again"; restarted=1
+                start slurmd slurmd -D -N "$HOST"
+            else
+                case "${state%%|*}" in
+                    down*|drain*|fail*) scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true ;;
+                    *) scontrol reconfigure >/dev/null 2>&1 || true ;;  # makes slurmd register again
+                esac
+            fi
+        fi
+        sleep 0.5
+    done
+}
 
 up() {
     local accounting=0
@@ -183,7 +231,7 @@ up() {
     start slurmctld slurmctld -D -i
     wait_for 30 slurmctld scontrol ping
     start slurmd slurmd -D -N "$HOST"
-    wait_for 60 "node $HOST idle" node_idle
+    wait_node_idle "${SLURM_CLUSTER_WAIT_S:-180}"
     say "cluster up"
     sinfo
 }
