@@ -8,7 +8,9 @@ number can be re-derived from the runs. DSC values are fractions in JSON and CSV
   and oracle means as reference lines.
 - **Final models**, and **paired per-seed differences** (ATSO - STSO, ATSO - self, STSO - self,
   and each method - labeled-only, the oracle's included): a difference is taken within a seed, where the
-  labeled draw and M0 are the same, so draw-to-draw spread cancels.
+  labeled draw and M0 are the same, so draw-to-draw spread cancels; a run whose M0 is another
+  training (its generation-0 score differs: an M0 retrained after its folder was lost) is left out
+  of the pairs and named.
 - **Monitors vs truth**: per generation the pseudo-label DSC on R next to the label-free monitors
   (change of pseudo-labels, agreement of ATSO's half-models, empty pseudo-labels), and the
   correlation of each monitor with the pseudo-label DSC across generations and seeds.
@@ -22,6 +24,7 @@ import math
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
+from atso_nnunet.compare import LABELED_ONLY
 from atso_nnunet.io import atomic_path, write_json, write_text
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,28 @@ def final_score(report: Optional[dict]) -> Optional[float]:
     return gens[-1]["test_dsc"] if gens else None
 
 
+def same_m0(a: Optional[float], b: Optional[float]) -> bool:
+    """Whether two runs of a seed started from the same M0, judged by their generation-0 test DSC.
+
+    Within a comparison every method of a seed adopts the labeled-only run's M0 and its scores, so
+    the two numbers are the same float; a different number means another training of M0 (one
+    retrained after its folder was lost: training is not bit-deterministic), whose difference to
+    the others would mix M0's run-to-run spread into the method's effect. Unknown counts as same.
+    """
+    return a is None or b is None or abs(a - b) < 1e-9
+
+
+def different_m0(g0: Dict[Tuple[str, int], Optional[float]], seeds: Sequence[int]) -> list:
+    """The runs whose M0 is not their seed's labeled-only M0 (they are left out of the paired differences)."""
+    out = []
+    for s in seeds:
+        ref = g0.get((LABELED_ONLY, s))
+        for (m, ss), v in sorted(g0.items()):
+            if ss == s and m != LABELED_ONLY and not same_m0(v, ref):
+                out.append({"seed": s, "method": m, "m0_test_dsc": v, "labeled_only_m0_test_dsc": ref})
+    return out
+
+
 def summarise(records) -> dict:
     """The comparison as JSON-able data (see the module docstring)."""
     by = {(r.method, r.seed): r.report for r in records if r.report}
@@ -98,11 +123,14 @@ def summarise(records) -> dict:
                              for k, v in row.items()}
     finals = {m: {s: final_score(by.get((m, s))) if (m, s) in finished else None for s in seeds} for m in methods}
     final_stats = {m: dict(zip(("mean", "sd", "n"), _mean_sd(list(v.values())))) for m, v in finals.items()}
+    g0 = {(m, s): next((g.get("test_dsc") for g in rep.get("generations", []) if g["generation"] == 0), None)
+          for (m, s), rep in by.items()}
+    other_m0 = different_m0(g0, seeds)
     pairs = {}
     for a, b in PAIRS:
         if a in finals and b in finals:
-            d = [finals[a][s] - finals[b][s] if finals[a][s] is not None and finals[b][s] is not None else None
-                 for s in seeds]
+            d = [finals[a][s] - finals[b][s] if finals[a][s] is not None and finals[b][s] is not None
+                 and same_m0(g0.get((a, s)), g0.get((b, s))) else None for s in seeds]
             mean, sd, n = _mean_sd(d)
             pairs[f"{a}-{b}"] = {"per_seed": d, "mean": mean, "sd": sd, "n": n,
                                  "positive": sum(1 for x in d if x is not None and x > 0)}
@@ -119,7 +147,7 @@ def summarise(records) -> dict:
     oracle = final_stats.get("oracle", {}).get("mean")
     return {"methods": methods, "seeds": seeds, "per_generation": per_gen, "final": {"per_seed": finals,
             "stats": final_stats}, "paired_differences": pairs, "monitor_correlation": correlation,
-            "monitor_points": points, "labeled_only": labeled_only, "oracle": oracle,
+            "monitor_points": points, "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
             "runs": [{"seed": r.seed, "method": r.method, "run_dir": str(r.run_dir), "labeled": r.labeled,
                       "finished": (r.method, r.seed) in finished} for r in records]}
 
@@ -157,6 +185,10 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
         a, b = k.split("-")
         out.write(f"| {NAMES.get(a, a)} − {NAMES.get(b, b)} | {_pct(d['mean'], d['sd'])} | {d['positive']}/{d['n']} | "
                   f"{', '.join(_pct(x) for x in d['per_seed'])} |\n")
+    for r in summary.get("different_m0", []):
+        out.write(f"\nSeed {r['seed']} {NAMES.get(r['method'], r['method'])} started from another training of M0 "
+                  f"(its G0 test DSC {_pct(r['m0_test_dsc'])}, the labeled-only run's {_pct(r['labeled_only_m0_test_dsc'])}): "
+                  "it is left out of the paired differences ('–'), which hold only runs on the same M0.\n")
     out.write("\n## Test DSC per generation\n\n")
     gens = sorted({t for m in summary["methods"] for t in summary["per_generation"][m]})
     out.write("Mean ± sd over the seeds whose run of that method has finished (n), the same seeds at every "

@@ -286,3 +286,32 @@ def test_a_taken_dataset_id_of_any_seed_is_refused_before_the_first_run(tmp_path
         run_comparison(_plan(), _options(tmp_path, nnunet_paths, FakeNnUNetExecutor(), seeds=[0, 1, 2],
                                          methods=["supervised"]))
     assert not (tmp_path / "cmp").exists() and not list(nnunet_paths.raw.glob("Dataset991_*"))
+
+
+def test_a_run_on_another_training_of_m0_is_left_out_of_the_pairs(tmp_path):
+    """Seed 1's STSO ran on a retrained M0 (its folder was lost; training is not bit-deterministic):
+    its difference to seed 1's labeled-only or ATSO would carry M0's run-to-run spread, so it is
+    left out of every pair, named in the tables, and still counted in STSO's own mean."""
+    from atso_nnunet.compare import RunRecord
+    from atso_nnunet.comparison_report import render_markdown, summarise
+
+    def rep(*tests, final):
+        return {"metric": "mean", "final": {"test_dsc_mean": final},
+                "generations": [{"generation": t, "test_dsc": v} for t, v in enumerate(tests)]}
+
+    records = [RunRecord(0, "supervised", tmp_path / "a", rep(0.40, final=None)),
+               RunRecord(1, "supervised", tmp_path / "b", rep(0.30, final=None)),
+               RunRecord(0, "stso", tmp_path / "c", rep(0.40, 0.45, final=0.46)),
+               RunRecord(1, "stso", tmp_path / "d", rep(0.36, 0.41, final=0.42)),
+               RunRecord(0, "atso", tmp_path / "e", rep(0.40, 0.47, final=0.50)),
+               RunRecord(1, "atso", tmp_path / "f", rep(0.30, 0.35, final=0.37))]
+    summary = summarise(records)
+    pairs = summary["paired_differences"]
+    assert pairs["atso-stso"]["per_seed"] == [pytest.approx(0.04), None] and pairs["atso-stso"]["n"] == 1
+    assert pairs["stso-supervised"]["per_seed"] == [pytest.approx(0.06), None]
+    assert pairs["atso-supervised"]["per_seed"] == [pytest.approx(0.10), pytest.approx(0.07)]
+    assert summary["final"]["stats"]["stso"]["n"] == 2  # the run itself still counts
+    assert summary["different_m0"] == [{"seed": 1, "method": "stso", "m0_test_dsc": 0.36,
+                                        "labeled_only_m0_test_dsc": 0.30}]
+    assert "Seed 1 STSO started from another training of M0 (its G0 test DSC 36.0, the labeled-only run's 30.0)" \
+        in render_markdown(summary, "p")
