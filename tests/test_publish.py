@@ -169,3 +169,21 @@ def test_the_benchmarks_in_the_docs_have_their_records():
     """Every comparison published in docs/benchmarks/ comes with the records it was made from."""
     tables = sorted(p.parent.name for p in (REPO / "docs" / "benchmarks").glob("*/comparison.json"))
     assert tables and [p.name for p in PUBLISHED] == tables
+
+
+def test_tables_re_derived_from_a_publication_keep_its_command(tmp_path, comparison, monkeypatch):
+    """``atso_nnunet_compare --report-only --out <publication>`` re-derives the tables; their
+    'Reproduce' line stays the command that made the runs (the publication's), not the
+    --out <publication> one, which without --report-only is refused."""
+    from atso_nnunet.cli import compare as cli
+
+    dst = tmp_path / "pub"
+    publish_comparison(comparison, dst)
+    plan_file = tmp_path / "pub.json"
+    plan_file.write_text(json.dumps(_plan().to_dict(include_split=True)))
+    (dst / "comparison.md").unlink()
+    argv = ["--plan", str(plan_file), "--seeds", "0", "1", "--methods", "supervised", "stso", "atso",
+            "--out", str(dst), "--report-only"]
+    monkeypatch.setattr("sys.argv", ["atso_nnunet_compare", *argv])
+    assert cli.main(argv) == 0
+    assert "Reproduce: `atso_nnunet_compare --plan pub.json`" in (dst / "comparison.md").read_text()

@@ -29,6 +29,8 @@ from typing import Optional, Sequence
 from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, add_views_option, nnunet_paths, plain, run_cli
 from atso_nnunet.cli.run import add_execution_options, make_executor_from_args, resolve_device
 from atso_nnunet.errors import InputError
+from atso_nnunet.io import read_json
+from atso_nnunet.rundir import PUBLISHED
 
 logger = logging.getLogger("atso_nnunet.compare")
 
@@ -82,12 +84,19 @@ def _run(args) -> int:
         paths = nnunet_paths(args.nnunet_dir)
         plan = resolve_case_rule(plan, paths)
     out = args.out.resolve()
+    command = shlex.join(["atso_nnunet_compare", *(a for a in sys.argv[1:] if a != "--report-only")])
+    if args.report_only:
+        # tables re-derived from a publication keep the command that made its runs, not this one
+        # (which, without --report-only, would be refused on published records)
+        published = read_json(out / PUBLISHED)
+        if published and published.get("command"):
+            command = published["command"]
+            logger.info("published records: the tables keep the command that made them: %s", command)
     options = ComparisonOptions(out_dir=out, paths=paths, methods=args.methods, seeds=args.seeds,
                                 generations=args.generations, views=args.views,
                                 executor=None if args.report_only else make_executor_from_args(args, out, plan),
                                 device=resolve_device(args, plan, out), num_processes=args.num_processes,
-                                command=shlex.join(["atso_nnunet_compare",
-                                                    *(a for a in sys.argv[1:] if a != "--report-only")]),
+                                command=command,
                                 report_only=args.report_only)
     run_comparison(plan, options)
     print((args.out / "comparison.md").read_text())
