@@ -163,7 +163,8 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
     seeds = summary["seeds"]
     out.write(f"# Comparison: {plan_name}\n\n")
     draws = {tuple(r["labeled"]) for r in summary.get("runs", []) if r.get("labeled")}
-    what = ("each seed is its own labeled draw, reference split and training seed" if len(draws) != 1 or len(seeds) < 2
+    what = ("one seed: its labeled draw, reference split and training seed" if len(seeds) < 2
+            else "each seed is its own labeled draw, reference split and training seed" if len(draws) != 1
             else "the labeled set is the same for every seed (the plan allows no other draw); each seed is its own "
                  "reference split and training seed")
     out.write(f"Test DSC in %, mean ± sample standard deviation over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
