@@ -42,7 +42,7 @@ case "$cmd" in
         tmp=$(mktemp "$STATE/.$name.XXXXXX")
         trap 'rm -f "$tmp"' EXIT
         tar -C / --exclude=checkpoint_best.pth --exclude='.warm*' -cJf "$tmp" "${rel[@]}"
-        mv "$tmp" "$archive"; trap - EXIT
+        chmod 644 "$tmp"; mv "$tmp" "$archive"; trap - EXIT
         echo "saved $archive ($(du -h "$archive" | cut -f1)): $*"
         ;;
     restore)
