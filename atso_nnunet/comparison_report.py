@@ -80,15 +80,11 @@ def same_m0(a: Optional[float], b: Optional[float]) -> bool:
     return a is None or b is None or abs(a - b) < 1e-9
 
 
-def different_m0(g0: Dict[Tuple[str, int], Optional[float]], seeds: Sequence[int]) -> list:
+def different_m0(g0: Dict[Tuple[str, int], Optional[float]]) -> list:
     """The runs whose M0 is not their seed's labeled-only M0 (they are left out of the paired differences)."""
-    out = []
-    for s in seeds:
-        ref = g0.get((LABELED_ONLY, s))
-        for (m, ss), v in sorted(g0.items()):
-            if ss == s and m != LABELED_ONLY and not same_m0(v, ref):
-                out.append({"seed": s, "method": m, "m0_test_dsc": v, "labeled_only_m0_test_dsc": ref})
-    return out
+    return [{"seed": s, "method": m, "m0_test_dsc": v, "labeled_only_m0_test_dsc": g0.get((LABELED_ONLY, s))}
+            for (m, s), v in sorted(g0.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+            if m != LABELED_ONLY and not same_m0(v, g0.get((LABELED_ONLY, s)))]
 
 
 def summarise(records) -> dict:
@@ -123,9 +119,9 @@ def summarise(records) -> dict:
                              for k, v in row.items()}
     finals = {m: {s: final_score(by.get((m, s))) if (m, s) in finished else None for s in seeds} for m in methods}
     final_stats = {m: dict(zip(("mean", "sd", "n"), _mean_sd(list(v.values())))) for m, v in finals.items()}
-    g0 = {(m, s): next((g.get("test_dsc") for g in rep.get("generations", []) if g["generation"] == 0), None)
-          for (m, s), rep in by.items()}
-    other_m0 = different_m0(g0, seeds)
+    # generation 0's test score per run, from the curves above (the same float for every run on one M0)
+    g0 = {(m, s): per_gen[m][0]["test"]["per_seed"][i] for m in methods if 0 in per_gen[m] for i, s in enumerate(seeds)}
+    other_m0 = different_m0(g0)
     pairs = {}
     for a, b in PAIRS:
         if a in finals and b in finals:

@@ -8,8 +8,8 @@
 #   scripts/bench_state.sh list NAME           what it holds
 #
 # What is packed: the run folders and nnU-Net folders named, without checkpoint_best.pth (nnU-Net's
-# own checkpoint_latest.pth / checkpoint_final.pth are what a run resumes and predicts from) and
-# without the comparison's warm-worker scratch. Paths are stored absolute (run folders record where
+# own checkpoint_latest.pth / checkpoint_final.pth are what a run resumes and predicts from).
+# Paths are stored absolute (run folders record where
 # their nnU-Net folders are), so restore puts them back at the same place.
 # Example (the tri-view seed of docs/benchmarks.md):
 #   scripts/bench_state.sh save 10pct_triview /work/bench/10pct_triview \
@@ -41,7 +41,7 @@ case "$cmd" in
         mkdir -p "$STATE"
         tmp=$(mktemp "$STATE/.$name.XXXXXX")
         trap 'rm -f "$tmp"' EXIT
-        tar -C / --exclude=checkpoint_best.pth --exclude='.warm*' -cJf "$tmp" "${rel[@]}"
+        tar -C / --exclude=checkpoint_best.pth -cJf "$tmp" "${rel[@]}"
         chmod 644 "$tmp"; mv "$tmp" "$archive"; trap - EXIT
         echo "saved $archive ($(du -h "$archive" | cut -f1)): $*"
         ;;
