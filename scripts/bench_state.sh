@@ -16,6 +16,12 @@
 #       /work/bench/nnunet/nnUNet_raw/Dataset985_SynthBenchA \
 #       /work/bench/nnunet/nnUNet_raw/Dataset987_SynthBench10pctS0 \
 #       /work/bench/nnunet/nnUNet_preprocessed/Dataset987_SynthBench10pctS0
+# BENCH_STATE_EXCLUDE="PATTERN ..." leaves out more (tar --exclude patterns), e.g. the models and
+# saved probabilities of runs that have finished: a resumed comparison trusts the steps its runs
+# recorded as done and never opens them again (keep those of unfinished runs, and M0's while a
+# self-learning run still has to start from it):
+#   BENCH_STATE_EXCLUDE="*.npz work/bench/10pct_triview/seed0/atso/models work/bench/10pct_triview/seed0/oracle/models" \
+#       scripts/bench_state.sh save 10pct_triview ...
 # Save only while the benchmark is stopped (or between its steps): a checkpoint being written is
 # not a checkpoint.
 set -euo pipefail
@@ -41,7 +47,10 @@ case "$cmd" in
         mkdir -p "$STATE"
         tmp=$(mktemp "$STATE/.$name.XXXXXX")
         trap 'rm -f "$tmp"' EXIT
-        tar -C / --exclude=checkpoint_best.pth -cJf "$tmp" "${rel[@]}"
+        excl=(--exclude=checkpoint_best.pth)
+        read -r -a extra <<< "${BENCH_STATE_EXCLUDE:-}"     # split on spaces, no glob expansion
+        for x in ${extra[@]+"${extra[@]}"}; do excl+=("--exclude=$x"); done
+        tar -C / "${excl[@]}" -cJf "$tmp" "${rel[@]}"
         chmod 644 "$tmp"; mv "$tmp" "$archive"; trap - EXIT
         echo "saved $archive ($(du -h "$archive" | cut -f1)): $*"
         ;;
