@@ -34,7 +34,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -204,29 +204,33 @@ class SetVolumes:
         return float(np.mean(d)) if d else float("nan")
 
 
+def set_volumes(name: str, part: str, cases: Sequence[str], label_file: Callable[[str], Path],
+                gt_file: Callable[[str], Optional[Path]], label_map: Dict[int, int]) -> SetVolumes:
+    """One label set's volumes and overlap against ground truth, per case (cases missing either are skipped)."""
+    sv = SetVolumes(name, part, [], [], [], [], [], [])
+    for case in cases:
+        f, g = label_file(case), gt_file(case)
+        if not f.is_file() or g is None:
+            continue
+        ml = _voxel_ml(g)
+        pred = read_array(f)[0] > 0
+        gt = _foreground(read_array(g)[0], label_map)
+        sv.cases.append(case)
+        sv.volume.append(pred.sum() * ml)
+        sv.gt_volume.append(gt.sum() * ml)
+        sv.tp.append((pred & gt).sum() * ml)
+        sv.fp.append((pred & ~gt).sum() * ml)
+        sv.fn.append((~pred & gt).sum() * ml)
+    return sv
+
+
 def label_set_volumes(run: RunData) -> List[SetVolumes]:
     """Volumes of every pseudo-label set (on R) and fused test prediction (on E) against ground truth."""
-    out = []
-    for names, part, cases in ((run.pseudo_label_sets, "R", run.plan["reference"]),
-                               (run.test_sets, "E", run.plan["test"])):
-        for name in names:
-            sv = SetVolumes(name, part, [], [], [], [], [], [])
-            for case in cases:
-                f, g = run.label_set_file(name, case), run.gt_file(case)
-                if not f.is_file() or g is None:
-                    continue
-                ml = _voxel_ml(g)
-                pred = read_array(f)[0] > 0
-                gt = _foreground(read_array(g)[0], run.label_map)
-                sv.cases.append(case)
-                sv.volume.append(pred.sum() * ml)
-                sv.gt_volume.append(gt.sum() * ml)
-                sv.tp.append((pred & gt).sum() * ml)
-                sv.fp.append((pred & ~gt).sum() * ml)
-                sv.fn.append((~pred & gt).sum() * ml)
-            if sv.cases:
-                out.append(sv)
-    return out
+    sets = (set_volumes(name, part, cases, lambda c, n=name: run.label_set_file(n, c), run.gt_file, run.label_map)
+            for names, part, cases in ((run.pseudo_label_sets, "R", run.plan["reference"]),
+                                       (run.test_sets, "E", run.plan["test"]))
+            for name in names)
+    return [sv for sv in sets if sv.cases]
 
 
 def plot_volumes(sets: List[SetVolumes], path: Path) -> Optional[Path]:

@@ -18,35 +18,26 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
-import SimpleITK as sitk
+
+from atso_nnunet.data.layout import FILE_ENDING
+from atso_nnunet.diagnosis import _generation_key, set_volumes
 
 logger = logging.getLogger("view_volumes")
 VIEWS = ("axial", "coronal", "sagittal")
 
 
-def _mask(path: Path) -> np.ndarray:
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
-
-
-def score_folder(folder: Path, truth: Dict[str, np.ndarray]) -> Optional[Tuple[float, float]]:
+def score_folder(folder: Path, labels: Path, cases: Sequence[str],
+                 label_map: Optional[Dict[int, int]] = None) -> Optional[Tuple[float, float]]:
     """(mean DSC %, median predicted/true volume) over the test cases, None if a case is missing."""
-    dscs, ratios = [], []
-    for case, gt in truth.items():
-        f = folder / f"{case}.nii.gz"
-        if not f.is_file():
-            return None
-        pred = _mask(f)
-        total = gt.sum() + pred.sum()
-        dscs.append(200.0 * (gt & pred).sum() / total if total else 100.0)
-        ratios.append(pred.sum() / gt.sum() if gt.sum() else float("nan"))
-    return float(np.mean(dscs)), float(np.median(ratios))
-
-
-def _order(name: str) -> Tuple[int, str]:
-    return (0, name) if name == "M0" else (2, name) if name == "final" else (1, name)
+    sv = set_volumes(folder.name, "E", cases, lambda c: folder / f"{c}{FILE_ENDING}",
+                     lambda c: labels / f"{c}{FILE_ENDING}", label_map or {})
+    if sv.cases != list(cases):
+        return None
+    ratios = [v / g if g else float("nan") for v, g in zip(sv.volume, sv.gt_volume)]
+    return 100.0 * sv.mean_dsc, float(np.median(ratios))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -56,23 +47,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     plan = json.loads((args.run_dir / "plan.json").read_text())
-    cases: List[str] = plan.get("test") or plan.get("split", {}).get("test") or []
+    cases = plan.get("test") or plan.get("split", {}).get("test") or []
     if not cases:
         logger.error("%s: plan.json names no test cases", args.run_dir)
         return 2
-    missing = [c for c in cases if not (args.labels / f"{c}.nii.gz").is_file()]
+    missing = [c for c in cases if not (args.labels / f"{c}{FILE_ENDING}").is_file()]
     if missing:
         logger.error("%s: no ground truth for %s", args.labels, ", ".join(missing))
         return 2
-    truth = {c: _mask(args.labels / f"{c}.nii.gz") for c in cases}
+    label_map = {int(k): int(v) for k, v in (plan.get("eval_label_map") or {}).items()}
     models = sorted({d.name for sub in ("predictions", "fused") if (args.run_dir / sub).is_dir()
-                     for d in (args.run_dir / sub).iterdir() if d.is_dir()}, key=_order)
+                     for d in (args.run_dir / sub).iterdir() if d.is_dir()}, key=_generation_key)
     print("| model | " + " | ".join(f"{v} DSC | {v} vol" for v in VIEWS) + " | vote DSC | vote vol |")
     print("|---|" + "---:|" * (2 * len(VIEWS) + 2))
     for m in models:
         cells = []
         for folder in [args.run_dir / "predictions" / m / v for v in VIEWS] + [args.run_dir / "fused" / m / "E"]:
-            s = score_folder(folder, truth) if folder.is_dir() else None
+            s = score_folder(folder, args.labels, cases, label_map) if folder.is_dir() else None
             cells += ["–", "–"] if s is None else [f"{s[0]:.1f}", f"{s[1]:.2f}"]
         print(f"| {m} | " + " | ".join(cells) + " |")
     return 0

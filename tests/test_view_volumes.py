@@ -32,7 +32,7 @@ def test_vote_keeping_less_foreground_than_each_view_shows(vv, tmp_path, capsys)
     half = gt.copy()
     half[3:] = 0                                                            # the vote keeps half
     _write(run / "fused" / "M0" / "E" / "c0.nii.gz", half)
-    assert vv.score_folder(run / "fused" / "M0" / "E", {"c0": gt > 0}) == pytest.approx((200 * 32 / 96, 0.5))
+    assert vv.score_folder(run / "fused" / "M0" / "E", labels, ["c0"]) == pytest.approx((200 * 32 / 96, 0.5))
     assert vv.main([str(run), "--labels", str(labels)]) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| M0")][0]
     assert row.split(" | ")[1:] == ["100.0", "1.00", "100.0", "1.00", "100.0", "1.00", "66.7", "0.50 |"]
