@@ -40,6 +40,7 @@ def command_lines(ctx: RunContext, steps: Sequence[Step]) -> list:
 # nnU-Net's defaults when a plan leaves a setting unset
 DEFAULT_EPOCHS, DEFAULT_ITERATIONS = 1000, 250
 _EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
+_EPOCH_START = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+): Epoch (\d+)\s*$", re.M)
 
 
 def training_iterations(ctx: RunContext, steps: Sequence[Step]) -> Dict[int, int]:
@@ -53,18 +54,42 @@ def training_iterations(ctx: RunContext, steps: Sequence[Step]) -> Dict[int, int
     return out
 
 
-def seconds_per_iteration(folder: Path) -> Optional[float]:
-    """Median seconds per training iteration in nnU-Net's ``training_log_*.txt`` below ``folder``.
+def epoch_seconds(text: str) -> List[float]:
+    """Wall-clock seconds of each epoch in an nnU-Net ``training_log_*.txt``.
 
-    nnU-Net logs ``Epoch time: X s`` per epoch; the iterations per epoch come from the run config
-    atso_nnunet writes next to the log (``atso_run_config.json``), else nnU-Net's 250. The epoch time
-    includes the epoch's validation iterations, so the figure errs on the safe side.
+    An epoch lasts from its ``Epoch N`` line to the next epoch's line: that includes what nnU-Net
+    does after its ``Epoch time: X s`` line (checkpoint on a new best, the progress plot), which for
+    small networks on a GPU is most of the epoch (0.5 s logged vs 1.3 s wall on an H200,
+    docs/benchmarks.md "On a GPU"). The last epoch of a log, and a log with one epoch, fall back on
+    the logged ``Epoch time``; a gap between epochs that are not consecutive (a restart, ``--c``) is
+    not an epoch.
+    """
+    starts = [(int(m.group(2)), _stamp(m.group(1))) for m in _EPOCH_START.finditer(text)]
+    logged = [float(m.group(1)) for m in _EPOCH_TIME.finditer(text)]
+    walls = [(t1 - t0).total_seconds() for (e0, t0), (e1, t1) in zip(starts, starts[1:])
+             if e1 == e0 + 1 and t1 >= t0]
+    return walls if walls else logged
+
+
+def _stamp(text: str):
+    import datetime
+
+    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f")
+
+
+def seconds_per_iteration(folder: Path) -> Optional[float]:
+    """Median wall-clock seconds per training iteration in nnU-Net's ``training_log_*.txt`` below ``folder``.
+
+    Epochs are timed by :func:`epoch_seconds`; the iterations per epoch come from the run config
+    atso_nnunet writes next to the log (``atso_run_config.json``), else nnU-Net's 250. An epoch
+    includes its validation iterations and nnU-Net's end-of-epoch work, so the figure errs on the
+    safe side.
     """
     import json
 
     rates: List[float] = []
     for log in sorted(Path(folder).rglob("training_log_*.txt")):
-        times = [float(m.group(1)) for m in _EPOCH_TIME.finditer(log.read_text(errors="replace"))]
+        times = epoch_seconds(log.read_text(errors="replace"))
         if not times:
             continue
         cfg = log.parent / "atso_run_config.json"

@@ -104,3 +104,21 @@ def test_verbose_before_or_after_the_subcommand():
 
 def test_plain_strips_rst():
     assert common.plain("See ``x`` and :func:`~a.b`. Example::\n\n    cmd") == "See x and a.b. Example:\n\n    cmd"
+
+
+def test_jobs_per_gpu_flag_reaches_executor_and_is_checked(tmp_path):
+    from atso_nnunet.cli.run import build_parser, make_executor_from_args
+    from atso_nnunet.errors import InputError
+
+    def executor(*flags):
+        args = build_parser().parse_args(["-d", "synthetic", "-f", "10pct", *flags])
+        return make_executor_from_args(args, tmp_path)
+
+    ex = executor("--gpus", "0,1", "--jobs-per-gpu", "3")
+    assert ex.gpu_slots == ["0", "1"] * 3 and ex.max_parallel == 6
+    assert executor("--gpus", "0,1").max_parallel == 2
+    for flags, match in ((["--jobs-per-gpu", "2"], "needs local GPUs"),
+                         (["--gpus", "0", "--jobs-per-gpu", "0"], ">= 1"),
+                         (["--gpus", "0", "--executor", "slurm", "--jobs-per-gpu", "2"], "slurm-gpus-per-job")):
+        with pytest.raises(InputError, match=match):
+            executor(*flags)

@@ -75,6 +75,43 @@ def test_local_gpu_slots_concurrent_and_exclusive(tmp_path):
     assert dict(os.environ) == environ_before
 
 
+def test_local_jobs_per_gpu_share_each_gpu_up_to_n(tmp_path, monkeypatch):
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    names = [f"job{i}" for i in range(6)]
+    ex = LocalExecutor(gpus=["7", "8"], jobs_per_gpu=2, poll_interval=0.05)
+    assert ex.max_parallel == 4 and ex.gpu_slots == ["7", "8", "7", "8"]
+    ex.run_batch([probe_job(tmp_path, n, sleep=0.8) for n in names])
+    probes = [read_probe(tmp_path, n) for n in names]
+    assert {p["gpu"] for p in probes} == {"7", "8"}
+    for gpu in ("7", "8"):
+        mine = [p for p in probes if p["gpu"] == gpu]
+        # never more than 2 at once on one GPU (counted at each start), and 2 did run together there
+        for p in mine:
+            assert len([q for q in mine if q["start"] <= p["start"] < q["end"]]) <= 2
+        assert any(overlaps(a, b) for i, a in enumerate(mine) for b in mine[i + 1:]), f"GPU {gpu} never shared"
+    for p in probes:
+        assert len([q for q in probes if q["start"] <= p["start"] < q["end"]]) <= 4
+
+
+def test_local_jobs_per_gpu_splits_augmentation_workers(tmp_path, monkeypatch):
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    shared = LocalExecutor(gpus=["0", "1"], jobs_per_gpu=2)
+    job = probe_job(tmp_path, "a")
+    assert shared._gpu_env(job, "1") == {"CUDA_VISIBLE_DEVICES": "1", "nnUNet_n_proc_DA": "3"}   # 16 // 4 - 1
+    assert LocalExecutor(gpus=["0"])._gpu_env(job, "0") == {"CUDA_VISIBLE_DEVICES": "0"}        # nnU-Net's own choice
+    own = Job(name="own", argv=["true"], log_path=tmp_path / "own.log", env={"nnUNet_n_proc_DA": "5"})
+    assert "nnUNet_n_proc_DA" not in shared._gpu_env(own, "0")
+    monkeypatch.setenv("nnUNet_n_proc_DA", "2")
+    assert "nnUNet_n_proc_DA" not in shared._gpu_env(job, "0")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("nnUNet_n_proc_DA")
+    assert shared._gpu_env(job, "0")["nnUNet_n_proc_DA"] == "1"
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="jobs_per_gpu"):
+            LocalExecutor(gpus=["0"], jobs_per_gpu=bad)
+
+
 def test_local_cpu_only_runs_one_at_a_time(tmp_path):
     jobs = [probe_job(tmp_path, n, sleep=0.5) for n in ("a", "b")]
     LocalExecutor(poll_interval=0.05).run_batch(jobs)
@@ -173,6 +210,12 @@ def test_job_and_executor_validation(tmp_path):
 def test_make_executor(tmp_path):
     ex = make_executor("local", gpus=["0", "1"])
     assert isinstance(ex, LocalExecutor) and ex.max_parallel == 2 and ex.retries == 1
+    ex = make_executor("local", gpus=["0", "1"], jobs_per_gpu=3)
+    assert ex.max_parallel == 6 and ex.jobs_per_gpu == 3
+    with pytest.raises(InputError, match="jobs_per_gpu.*gpus"):
+        make_executor("local", jobs_per_gpu=2)
+    with pytest.raises(InputError, match="jobs_per_gpu"):
+        make_executor("local", gpus=["0"], jobs_per_gpu=0)
     ex = make_executor("slurm", slurm=SlurmConfig(log_folder=tmp_path, retries=2), retries=4)
     assert isinstance(ex, SlurmExecutor) and ex.config.retries == 4
     with pytest.raises(InputError, match="kind"):

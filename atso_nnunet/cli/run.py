@@ -72,6 +72,10 @@ def add_execution_options(p: argparse.ArgumentParser, ex) -> None:
     ex.add_argument("--executor", choices=("local", "slurm"), default="local",
                     help="where nnU-Net jobs run: this machine or SLURM job arrays (default: %(default)s)")
     ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, see --cpu-jobs)")
+    ex.add_argument("--jobs-per-gpu", type=int, default=None, metavar="N",
+                    help="local with --gpus: N jobs share each GPU at a time, each with CPUs/(GPUs x N) - 1 "
+                         "augmentation workers unless nnUNet_n_proc_DA is set (default 1; small networks leave "
+                         "a large GPU mostly idle, see docs/benchmarks.md 'On a GPU')")
     ex.add_argument("--device", choices=DEVICES, help="where nnU-Net trains and predicts (default: cuda with --gpus "
                                                      "or SLURM GPUs per job > 0, else cpu)")
     ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
@@ -163,6 +167,13 @@ def make_executor_from_args(args, run_dir: Path, plan=None):
     from atso_nnunet.preflight import parse_gpu_ids
 
     gpus = parse_gpu_ids(args.gpus)
+    jobs_per_gpu = getattr(args, "jobs_per_gpu", None)
+    if jobs_per_gpu is not None:
+        if jobs_per_gpu < 1:
+            raise InputError(f"--jobs-per-gpu {jobs_per_gpu}: give a whole number >= 1")
+        if args.executor != "local" or not gpus:
+            raise InputError(f"--jobs-per-gpu {jobs_per_gpu} needs local GPUs (--gpus 0,1,...); on SLURM each job "
+                             "gets its own GPUs (--slurm-gpus-per-job), on the CPU use --cpu-jobs")
     if args.executor == "slurm":
         executor = make_executor("slurm", slurm=slurm_config(args, plan, run_dir), retries=args.retries)
         executor.check_cluster()
@@ -170,7 +181,7 @@ def make_executor_from_args(args, run_dir: Path, plan=None):
     # CPU slots are for CPU runs: a GPU run without --gpus keeps one job at a time unless asked otherwise
     cpu_jobs = args.cpu_jobs if args.cpu_jobs is not None or args.device in (None, "cpu") else 1
     return make_executor("local", gpus=gpus, retries=args.retries, warm_workers=args.warm_workers,
-                         cpu_jobs=cpu_jobs)
+                         cpu_jobs=cpu_jobs, jobs_per_gpu=jobs_per_gpu or 1)
 
 
 def resolve_device(args, plan, run_dir: Path) -> str:
@@ -208,7 +219,7 @@ def _run(args) -> int:
 
         sec_per_iter = seconds_per_iteration(args.timing_from)
         if sec_per_iter is None:
-            raise InputError(f"--timing-from {args.timing_from}: no nnU-Net training_log_*.txt with 'Epoch time' "
+            raise InputError(f"--timing-from {args.timing_from}: no nnU-Net training_log_*.txt with timed epochs "
                              "lines below it; give --sec-per-iter instead")
         logger.info("%.3g s per training iteration, from the nnU-Net logs below %s", sec_per_iter, args.timing_from)
     if sec_per_iter is not None and sec_per_iter <= 0:

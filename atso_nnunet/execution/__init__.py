@@ -1,7 +1,7 @@
 """Executors: run a batch of independent jobs (trainings, predictions) and report their outcome.
 
 - :class:`~atso_nnunet.execution.local.LocalExecutor`: subprocesses on this machine, one job per
-  GPU slot.
+  GPU slot (one or more slots per GPU).
 - :class:`~atso_nnunet.execution.slurm.SlurmExecutor`: one SLURM job array per batch through
   submitit, with requeue on time-out and reattachment after a driver restart.
 
@@ -28,7 +28,8 @@ __all__ = ["EXECUTOR_KINDS", "CommandJob", "Executor", "Job", "JobResult", "Loca
 
 def make_executor(kind: str, gpus: Optional[Sequence[str]] = None, slurm: Optional[SlurmConfig] = None,
                   retries: Optional[int] = None, max_parallel: Optional[int] = None,
-                  warm_workers: Optional[bool] = None, cpu_jobs: Optional[int] = None) -> Executor:
+                  warm_workers: Optional[bool] = None, cpu_jobs: Optional[int] = None,
+                  jobs_per_gpu: int = 1) -> Executor:
     """Build the executor named ``kind``.
 
     Args:
@@ -43,6 +44,7 @@ def make_executor(kind: str, gpus: Optional[Sequence[str]] = None, slurm: Option
         cpu_jobs: local without GPUs: nnU-Net jobs at a time, each with ``cpus // cpu_jobs`` torch
             threads (a cap that needs warm workers; plain nnU-Net takes every CPU per job).
             ``None``: :func:`~atso_nnunet.execution.warm.default_cpu_jobs`.
+        jobs_per_gpu: local with GPUs: jobs sharing one GPU at a time (default 1).
 
     Raises:
         InputError: unknown ``kind``, missing ``slurm`` configuration, or an invalid option.
@@ -60,8 +62,11 @@ def make_executor(kind: str, gpus: Optional[Sequence[str]] = None, slurm: Option
                 if cpu_jobs > 1 and not warm:
                     logger.warning("%d CPU jobs at a time without warm workers: nnU-Net gives each job a thread "
                                    "per CPU, so the jobs share the cores", cpu_jobs)
+            if jobs_per_gpu != 1 and not gpus:
+                raise InputError(f"jobs per GPU {jobs_per_gpu} (option 'jobs_per_gpu') needs GPUs (option 'gpus'); "
+                                 "on the CPU use cpu_jobs")
             return LocalExecutor(gpus=gpus, max_parallel=max_parallel, retries=1 if retries is None else retries,
-                                 warm=warm, threads_per_job=threads)
+                                 warm=warm, threads_per_job=threads, jobs_per_gpu=jobs_per_gpu)
         if kind == "slurm":
             if not isinstance(slurm, SlurmConfig):
                 raise InputError("executor 'slurm' needs a SlurmConfig (option 'slurm'), got "

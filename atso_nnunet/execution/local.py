@@ -42,12 +42,17 @@ class LocalExecutor(Executor):
 
     Args:
         gpus: GPU ids (strings, e.g. ``["0", "1"]``). Each job with ``uses_gpu`` takes one free
-            id and runs with ``CUDA_VISIBLE_DEVICES=<id>`` in its own environment (the parent's
-            ``os.environ`` is never changed). ``None`` or empty: CPU-only machine, jobs get no
-            ``CUDA_VISIBLE_DEVICES`` from the executor.
+            slot of an id and runs with ``CUDA_VISIBLE_DEVICES=<id>`` in its own environment (the
+            parent's ``os.environ`` is never changed). ``None`` or empty: CPU-only machine, jobs
+            get no ``CUDA_VISIBLE_DEVICES`` from the executor.
+        jobs_per_gpu: slots per GPU id: how many GPU jobs share one GPU at a time (default 1).
+            Small networks leave most of a large GPU idle (docs/benchmarks.md, "On a GPU").
+            With more than one, each GPU job that does not set ``nnUNet_n_proc_DA`` itself (nor
+            the parent's environment) gets ``CPUs // slots - 1`` augmentation workers (at least
+            1), so that the jobs together do not start more workers than there are CPUs.
         max_parallel: at most this many jobs at a time, GPU or not (default: the number of
-            GPUs, or 1 without GPUs). Raise it to let jobs with ``uses_gpu=False`` run beside
-            the GPU jobs.
+            GPU slots, or 1 without GPUs). Raise it to let jobs with ``uses_gpu=False`` run
+            beside the GPU jobs.
         retries: how many times a failed job is run again (with its ``resume_argv`` if any).
         poll_interval: seconds between two checks of the running children.
         kill_grace_s: on an interrupt, seconds between SIGTERM and SIGKILL of the children.
@@ -63,12 +68,18 @@ class LocalExecutor(Executor):
 
     def __init__(self, gpus: Optional[Sequence[str]] = None, max_parallel: Optional[int] = None,
                  retries: int = 1, poll_interval: float = 0.05, kill_grace_s: float = 10.0,
-                 warm: Union[bool, WarmPool] = False, threads_per_job: Optional[int] = None) -> None:
+                 warm: Union[bool, WarmPool] = False, threads_per_job: Optional[int] = None,
+                 jobs_per_gpu: int = 1) -> None:
         self.gpus: List[str] = [str(g) for g in (gpus or [])]
         if len(set(self.gpus)) != len(self.gpus) or any(not g.strip() or "," in g for g in self.gpus):
             raise ValueError(f"gpus must be distinct single GPU ids (e.g. ['0', '1']), got {list(gpus or [])!r}")
+        if isinstance(jobs_per_gpu, bool) or not isinstance(jobs_per_gpu, int) or jobs_per_gpu < 1:
+            raise ValueError(f"jobs_per_gpu must be an integer >= 1, got {jobs_per_gpu!r}")
+        self.jobs_per_gpu = jobs_per_gpu
+        # slot order 0, 1, 0, 1: a batch smaller than the slots spreads over the GPUs first
+        self.gpu_slots: List[str] = [g for _ in range(jobs_per_gpu) for g in self.gpus]
         if max_parallel is None:
-            max_parallel = max(1, len(self.gpus))
+            max_parallel = max(1, len(self.gpu_slots))
         if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
             raise ValueError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
         if not poll_interval > 0:
@@ -85,7 +96,7 @@ class LocalExecutor(Executor):
             self.warm = WarmPool(max_parallel, threads=threads_per_job) if warm else None
 
     def __repr__(self) -> str:
-        return (f"LocalExecutor(gpus={self.gpus!r}, max_parallel={self.max_parallel}, "
+        return (f"LocalExecutor(gpus={self.gpus!r}, jobs_per_gpu={self.jobs_per_gpu}, max_parallel={self.max_parallel}, "
                 f"retries={self.retries}, warm={self.warm!r})")
 
     def close(self) -> None:
@@ -118,7 +129,7 @@ class LocalExecutor(Executor):
         attempts = {job.name: 0 for job in pending}
         wall = {job.name: 0.0 for job in pending}
         running: List[_Running] = []
-        free_slots: List[str] = list(self.gpus)
+        free_slots: List[str] = list(self.gpu_slots)
         failures: List[JobResult] = []
 
         with self._terminate_children_on_exit(running):
@@ -167,7 +178,7 @@ class LocalExecutor(Executor):
 
     def _start(self, job: Job, attempt: int, slot: Optional[str]) -> _Running:
         argv = job.argv_for(attempt)
-        env = job.child_env(extra=None if slot is None else {"CUDA_VISIBLE_DEVICES": slot})
+        env = job.child_env(extra=None if slot is None else self._gpu_env(job, slot))
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(job.log_path, "ab")  # noqa: SIM115 - closed when the child is reaped
         log.write(attempt_header(attempt).encode())
@@ -187,6 +198,13 @@ class LocalExecutor(Executor):
                 log.flush()
                 proc = _NotStarted()
         return _Running(job, proc, log, slot, attempt, time.monotonic())
+
+    def _gpu_env(self, job: Job, slot: str) -> Dict[str, str]:
+        """What a GPU job's environment gets: its GPU, and a share of the CPUs when it shares the GPU."""
+        extra = {"CUDA_VISIBLE_DEVICES": slot}
+        if self.jobs_per_gpu > 1 and "nnUNet_n_proc_DA" not in job.env and "nnUNet_n_proc_DA" not in os.environ:
+            extra["nnUNet_n_proc_DA"] = str(max(1, (os.cpu_count() or 1) // len(self.gpu_slots) - 1))
+        return extra
 
     @contextlib.contextmanager
     def _terminate_children_on_exit(self, running: List[_Running]) -> Iterator[None]:
