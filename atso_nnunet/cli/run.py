@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "generation and in total")
     ex.add_argument("--timing-from", type=Path, metavar="DIR",
                     help="with --dry-run: read seconds per iteration from nnU-Net's training logs below DIR "
-                         "(a run folder or model folder of an earlier run on the same GPU)")
+                         "(wall clock between epochs; a run folder or model folder of an earlier run on the same GPU)")
     ex.add_argument("--overwrite", action="store_true", help="delete this run's previous outputs and start over")
     add_alias(ex, "--fresh", "--overwrite", "overwrite", flag=True)
     ex.add_argument("--step", metavar="ID", help="run one step of the schedule (see --dry-run), e.g. from your own "
