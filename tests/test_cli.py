@@ -122,3 +122,11 @@ def test_jobs_per_gpu_flag_reaches_executor_and_is_checked(tmp_path):
                          (["--gpus", "0", "--executor", "slurm", "--jobs-per-gpu", "2"], "slurm-gpus-per-job")):
         with pytest.raises(InputError, match=match):
             executor(*flags)
+
+
+def test_jobs_per_gpu_without_gpus_is_refused_on_dry_run_too(tmp_path, caplog):
+    args = ["-d", "synthetic", "-f", "10pct", "--nnunet-dir", str(tmp_path / "nn"), "--run-dir", str(tmp_path / "run"),
+            "--dry-run", "--jobs-per-gpu", "2"]
+    assert run.main(args) == 2
+    assert "--jobs-per-gpu 2 needs local GPUs" in caplog.text
+    assert not (tmp_path / "run").exists()

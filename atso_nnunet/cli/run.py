@@ -161,19 +161,30 @@ def slurm_config(args, plan, run_dir: Path):
         raise InputError(f"SLURM options: {e}") from None
 
 
+def check_jobs_per_gpu(args, gpus) -> int:
+    """``--jobs-per-gpu`` (default 1), checked against the executor and ``--gpus``.
+
+    Raises:
+        InputError: below 1, or given without local GPUs.
+    """
+    jobs_per_gpu = getattr(args, "jobs_per_gpu", None)
+    if jobs_per_gpu is None:
+        return 1
+    if jobs_per_gpu < 1:
+        raise InputError(f"--jobs-per-gpu {jobs_per_gpu}: give a whole number >= 1")
+    if args.executor != "local" or not gpus:
+        raise InputError(f"--jobs-per-gpu {jobs_per_gpu} needs local GPUs (--gpus 0,1,...); on SLURM each job "
+                         "gets its own GPUs (--slurm-gpus-per-job), on the CPU use --cpu-jobs")
+    return jobs_per_gpu
+
+
 def make_executor_from_args(args, run_dir: Path, plan=None):
     from atso_nnunet.execution import make_executor
 
     from atso_nnunet.preflight import parse_gpu_ids
 
     gpus = parse_gpu_ids(args.gpus)
-    jobs_per_gpu = getattr(args, "jobs_per_gpu", None)
-    if jobs_per_gpu is not None:
-        if jobs_per_gpu < 1:
-            raise InputError(f"--jobs-per-gpu {jobs_per_gpu}: give a whole number >= 1")
-        if args.executor != "local" or not gpus:
-            raise InputError(f"--jobs-per-gpu {jobs_per_gpu} needs local GPUs (--gpus 0,1,...); on SLURM each job "
-                             "gets its own GPUs (--slurm-gpus-per-job), on the CPU use --cpu-jobs")
+    jobs_per_gpu = check_jobs_per_gpu(args, gpus)
     if args.executor == "slurm":
         executor = make_executor("slurm", slurm=slurm_config(args, plan, run_dir), retries=args.retries)
         executor.check_cluster()
@@ -181,7 +192,7 @@ def make_executor_from_args(args, run_dir: Path, plan=None):
     # CPU slots are for CPU runs: a GPU run without --gpus keeps one job at a time unless asked otherwise
     cpu_jobs = args.cpu_jobs if args.cpu_jobs is not None or args.device in (None, "cpu") else 1
     return make_executor("local", gpus=gpus, retries=args.retries, warm_workers=args.warm_workers,
-                         cpu_jobs=cpu_jobs, jobs_per_gpu=jobs_per_gpu or 1)
+                         cpu_jobs=cpu_jobs, jobs_per_gpu=jobs_per_gpu)
 
 
 def resolve_device(args, plan, run_dir: Path) -> str:
@@ -205,7 +216,7 @@ def _run(args) -> int:
 
     from atso_nnunet.preflight import parse_gpu_ids
 
-    parse_gpu_ids(args.gpus)
+    check_jobs_per_gpu(args, parse_gpu_ids(args.gpus))
     plan = load_experiment(args)
     paths = nnunet_paths(args.nnunet_dir)
     plan = resolve_case_rule(plan, paths)
