@@ -6,6 +6,7 @@ own scheduler.
 """
 from __future__ import annotations
 
+import datetime
 import re
 import statistics
 from pathlib import Path
@@ -60,21 +61,16 @@ def epoch_seconds(text: str) -> List[float]:
     An epoch lasts from its ``Epoch N`` line to the next epoch's line: that includes what nnU-Net
     does after its ``Epoch time: X s`` line (checkpoint on a new best, the progress plot), which for
     small networks on a GPU is most of the epoch (0.5 s logged vs 1.3 s wall on an H200,
-    docs/benchmarks.md "On a GPU"). The last epoch of a log, and a log with one epoch, fall back on
-    the logged ``Epoch time``; a gap between epochs that are not consecutive (a restart, ``--c``) is
-    not an epoch.
+    docs/benchmarks.md "On a GPU"). The last epoch of a log has no next line and is left out; a log
+    with a single epoch falls back on its logged ``Epoch time``. A gap between epochs that are not
+    consecutive (a restart, ``--c``) is not an epoch.
     """
-    starts = [(int(m.group(2)), _stamp(m.group(1))) for m in _EPOCH_START.finditer(text)]
+    starts = [(int(m.group(2)), datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f"))
+              for m in _EPOCH_START.finditer(text)]
     logged = [float(m.group(1)) for m in _EPOCH_TIME.finditer(text)]
     walls = [(t1 - t0).total_seconds() for (e0, t0), (e1, t1) in zip(starts, starts[1:])
              if e1 == e0 + 1 and t1 >= t0]
     return walls if walls else logged
-
-
-def _stamp(text: str):
-    import datetime
-
-    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f")
 
 
 def seconds_per_iteration(folder: Path) -> Optional[float]:

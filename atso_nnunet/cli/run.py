@@ -231,7 +231,7 @@ def _run(args) -> int:
         sec_per_iter = seconds_per_iteration(args.timing_from)
         if sec_per_iter is None:
             raise InputError(f"--timing-from {args.timing_from}: no nnU-Net training_log_*.txt with timed epochs "
-                             "lines below it; give --sec-per-iter instead")
+                             "below it; give --sec-per-iter instead")
         logger.info("%.3g s per training iteration, from the nnU-Net logs below %s", sec_per_iter, args.timing_from)
     if sec_per_iter is not None and sec_per_iter <= 0:
         raise InputError(f"--sec-per-iter: must be > 0, got {sec_per_iter}")
