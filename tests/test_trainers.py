@@ -171,6 +171,49 @@ def test_tiny_training_in_process_then_init_from_its_checkpoint(planned_tiny, tm
         student.load_init_weights(str(tmp_path / "missing.pth"))
 
 
+def _train_counting_plots(planned, paths, monkeypatch, plot_every=None, best_every=None):
+    """A seeded 4-epoch tiny training; returns (final weights, epochs that drew the plot, log text)."""
+    from nnunetv2.training.logging.nnunet_logger import MetaLogger
+
+    schedule = {**TINY_SCHEDULE, "ATSO_NUM_EPOCHS": "4", "ATSO_SEED": "3", "nnUNet_n_proc_DA": "0"}
+    for k, v in schedule.items():
+        monkeypatch.setenv(k, v)
+    for var, value in (("ATSO_PLOT_EVERY", plot_every), ("ATSO_BEST_CHECKPOINT_EVERY", best_every)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, str(value))
+    drawn = []
+    original = MetaLogger.plot_progress_png
+
+    def counting(self, folder):
+        drawn.append(len(self.get_value("train_losses", step=None)) - 1)
+        return original(self, folder)
+
+    with monkeypatch.context() as m, nnunet_environment(paths):
+        m.setattr(MetaLogger, "plot_progress_png", counting)
+        trainer = _trainer(planned, paths)
+        trainer.run_training()
+    weights = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    return weights, drawn, trainer.log_file, trainer.output_folder
+
+
+def test_plot_and_best_checkpoint_cadence_leave_the_weights_unchanged(planned_tiny, tmp_path, monkeypatch):
+    """Issue 26: the cadence changes when nnU-Net plots and checks for a new best, not what it learns."""
+    every, every_drawn, _, _ = _train_counting_plots(planned_tiny, planned_tiny.with_results(tmp_path / "a"),
+                                                     monkeypatch)
+    cad, cad_drawn, cad_log, cad_folder = _train_counting_plots(
+        planned_tiny, planned_tiny.with_results(tmp_path / "b"), monkeypatch, plot_every=3, best_every=3)
+    assert every_drawn == [0, 1, 2, 3]
+    assert cad_drawn == [2, 3]                 # epoch 3 of 4 (cadence) and the last
+    assert set(every) == set(cad) and all(torch.equal(every[k], cad[k]) for k in every)
+    # best checks only on cadence epochs: a "new best" line at most twice, and the file exists
+    with open(cad_log) as f:
+        assert f.read().count("New best EMA") in (1, 2)
+    assert os.path.isfile(os.path.join(cad_folder, "checkpoint_best.pth"))
+    assert os.path.isfile(os.path.join(cad_folder, "progress.png"))
+
+
 @pytest.mark.slow
 @pytest.mark.cli
 def test_tiny_training_and_prediction_with_nnunet_cli(planned_tiny, tmp_path):

@@ -86,6 +86,11 @@ class TrainingSettings:
         num_iterations_per_epoch: training iterations per epoch (nnU-Net: 250).
         num_val_iterations_per_epoch: validation iterations per epoch (nnU-Net: 50).
         save_every: epochs between ``checkpoint_latest.pth`` saves (nnU-Net: 50).
+        plot_every: epochs between redraws of ``progress.png`` (nnU-Net: 1); the last epoch always
+            draws it. nnU-Net's plot is a 3000 x 5400 pixel PNG, seconds of CPU for small networks.
+        best_checkpoint_every: epochs between checks for a new best EMA pseudo Dice, which saves
+            ``checkpoint_best.pth`` (nnU-Net: every epoch); the last epoch is always checked. The
+            pipeline predicts with ``checkpoint_final.pth``; the best checkpoint is for people.
         final_validation: run nnU-Net's full-case validation after training (nnU-Net: yes);
             ``False`` skips it (on CPU it dominates tiny runs).
         initial_lr: initial learning rate (nnU-Net: 1e-2).
@@ -103,6 +108,8 @@ class TrainingSettings:
     num_val_iterations_per_epoch: Optional[int] = setting("non_negative_int", "ATSO_VAL_ITERATIONS_PER_EPOCH", int,
                                                           "num_val_iterations_per_epoch")
     save_every: Optional[int] = setting("positive_int", "ATSO_SAVE_EVERY", int, "save_every")
+    plot_every: Optional[int] = setting("positive_int", "ATSO_PLOT_EVERY", int)
+    best_checkpoint_every: Optional[int] = setting("positive_int", "ATSO_BEST_CHECKPOINT_EVERY", int)
     final_validation: Optional[bool] = setting("bool", "ATSO_FINAL_VALIDATION", parse_bool)
     initial_lr: Optional[float] = setting("positive_number", "ATSO_INITIAL_LR", float, "initial_lr")
     labeled_fraction: Optional[float] = setting("fraction", "ATSO_LABELED_FRACTION", float)

@@ -5,7 +5,9 @@ trainer constructor is fixed by nnU-Net). Everything else is nnU-Net's ``nnUNetT
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch._dynamo import OptimizedModule
@@ -83,8 +85,40 @@ class ATSOTrainer(nnUNetTrainer):
                              f"{self.plans_manager.plans_name} {self.configuration_name}: {e}") from e
         self.print_to_log_file(f"Initialised all network weights from {checkpoint_file}")
 
+    def _due(self, every: Optional[int]) -> bool:
+        """Whether the epoch now ending is on a cadence of ``every`` epochs (the last epoch always is)."""
+        epoch = self.current_epoch
+        return every is None or (epoch + 1) % every == 0 or epoch >= self.num_epochs - 1
+
+    def on_epoch_end(self):
+        """nnU-Net's end of epoch, with the progress plot and the best-checkpoint check at the run
+        config's cadence (``plot_every``, ``best_checkpoint_every``; unset: every epoch, as nnU-Net).
+
+        Between cadence epochs the plot call is skipped, and the best EMA is shown to nnU-Net as
+        unbeatable so that it neither saves ``checkpoint_best.pth`` nor records a new best; the
+        EMA itself is logged every epoch as before. Nothing that training reads is touched.
+        """
+        plot = self._due(self.run_config.plot_every)
+        best = self._due(self.run_config.best_checkpoint_every)
+        if not plot:
+            self.logger.plot_progress_png = _skip_plot          # an instance attribute hides the method
+        best_ema = self._best_ema
+        if not best:
+            self._best_ema = math.inf                            # "new best?" answers no this epoch
+        try:
+            super().on_epoch_end()
+        finally:
+            if not plot:
+                del self.logger.plot_progress_png
+            if not best:
+                self._best_ema = best_ema
+
     def perform_actual_validation(self, save_probabilities: bool = False):
         if self.run_config.final_validation is False:
             self.print_to_log_file("Final validation skipped (run config final_validation=false)")
             return
         super().perform_actual_validation(save_probabilities)
+
+
+def _skip_plot(output_folder: str) -> None:
+    """Stands in for ``MetaLogger.plot_progress_png`` on an epoch off the plot cadence."""
