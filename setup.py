@@ -12,7 +12,7 @@ setup(
     # The experiment plans live in the top-level plans/ folder (readable, diffable JSON) and are
     # installed as the package atso_nnunet.plans so they are found from any working directory.
     package_dir={"atso_nnunet.plans": "plans"},
-    package_data={"atso_nnunet.plans": ["*/*.json"], "atso_nnunet": ["nnunet_ext/*.py"]},
+    package_data={"atso_nnunet.plans": ["*/*.json"], "atso_nnunet.nnunet": ["ext/*.py"]},
     install_requires=[
         "nnunetv2>=2.8,<2.9",
         "torch",

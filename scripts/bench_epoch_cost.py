@@ -154,9 +154,9 @@ def prepare(plan: Sequence[str], work: Path) -> Path:
 def m0_jobs(plan_ref: Sequence[str], nn: Path, run_dir: Path, views: Sequence[str]):
     """The driver's M0 training jobs of ``views`` (command line, environment, run config)."""
     from atso_nnunet.cli.common import nnunet_paths
-    from atso_nnunet.driver import DriverOptions, make_context
+    from atso_nnunet.run.driver import DriverOptions, make_context
     from atso_nnunet.plan import find_plan, load_plan, reference_subsets
-    from atso_nnunet.runners import train_job
+    from atso_nnunet.run.steps import train_job
     from atso_nnunet.schedule import build_schedule
 
     plan = load_plan(find_plan(*plan_ref))

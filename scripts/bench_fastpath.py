@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from atso_nnunet.errors import StepFailedError
 from atso_nnunet.execution import Job, LocalExecutor
-from atso_nnunet.execution.warm import WarmPool
+from atso_nnunet.execution.warm.pool import WarmPool
 
 PLAN = ("synthetic", "10pct")
 
@@ -54,7 +54,7 @@ def load() -> str:
 def _ctx(nnunet_dir: Path, run_dir: Path):
     """RunContext and schedule of the demo plan over a prepared nnU-Net folder (as the driver builds them)."""
     from atso_nnunet.cli.common import nnunet_paths
-    from atso_nnunet.driver import DriverOptions, make_context
+    from atso_nnunet.run.driver import DriverOptions, make_context
     from atso_nnunet.plan import find_plan, load_plan, reference_subsets
     from atso_nnunet.schedule import build_schedule
 
@@ -82,7 +82,7 @@ def _executor(mode: str, slots: int, threads: Optional[int]) -> LocalExecutor:
 def cmd_threads(args) -> int:
     from dataclasses import replace
 
-    from atso_nnunet import runners as steps_mod
+    from atso_nnunet.run import steps as steps_mod
 
     nn = prepare(args.work)
     views = ["axial", "coronal"]
@@ -134,7 +134,7 @@ def cmd_threads(args) -> int:
 def cmd_startup(args) -> int:
     from dataclasses import replace
 
-    from atso_nnunet import runners as steps_mod
+    from atso_nnunet.run import steps as steps_mod
 
     nn = prepare(args.work)
     run_dir = args.work / "startup"
@@ -177,7 +177,7 @@ def cmd_startup(args) -> int:
 
 
 def _startup_train(ctx, steps, tag: str) -> Job:
-    from atso_nnunet import runners as steps_mod
+    from atso_nnunet.run import steps as steps_mod
     from dataclasses import replace
 
     step = next(s for s in steps if s.kind == "train" and s.model == "M0" and s.view == "coronal")
@@ -189,7 +189,7 @@ def _startup_train(ctx, steps, tag: str) -> Job:
 
 
 def _noop_predict(ctx, pred_steps, empty: Path, tag: str) -> Job:
-    from atso_nnunet import runners as steps_mod
+    from atso_nnunet.run import steps as steps_mod
     from dataclasses import replace
 
     job = steps_mod.predict_job(ctx, pred_steps, link=False)
@@ -217,7 +217,7 @@ def _ts(text: str) -> float:
 def run_figures(run_dir: Path, startup: Optional[dict] = None) -> dict:
     """Figures of a finished run folder from its ``run.log`` (the last driver session in it)."""
     lines = (run_dir / "run.log").read_text().splitlines()
-    starts = [i for i, line in enumerate(lines) if "atso_nnunet.driver: run folder:" in line]
+    starts = [i for i, line in enumerate(lines) if "atso_nnunet.run.driver: run folder:" in line]
     lines = lines[starts[-1]:] if starts else lines
     stamps = [_ts(m.group(1)) for m in map(_ANY.match, lines) if m]
     jobs: List[Tuple[float, float, str]] = []

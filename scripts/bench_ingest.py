@@ -4,7 +4,7 @@ Both sides start from the same synthetic experiment dataset (labeled set S in ``
 reference set R in ``imagesRef``) already planned and preprocessed for the three views, as the
 ATSO driver leaves it, and from the same folder of pseudo-labels for R (here: R's ground truth).
 
-- ATSO: :func:`atso_nnunet.pseudolabels.ingest_pseudolabels` for each view (label maps only; the
+- ATSO: :func:`atso_nnunet.pseudolabels.ingest.ingest_pseudolabels` for each view (label maps only; the
   images were preprocessed once per experiment, without labels).
 - nnU-Net's manual recipe: a new raw dataset with R's images and the pseudo-labels as
   ``imagesTr`` / ``labelsTr`` (symlinks, so its raw copy costs no disk), then fingerprint + plan +
@@ -78,7 +78,7 @@ def make_experiment(paths: NnUNetPaths, n_labeled: int, n_reference: int, shape_
 
 def prepare(work: Path, n_cases: int, shape_xyz, processes: int):
     """The experiment dataset, planned and preprocessed for three views (untimed set-up)."""
-    from atso_nnunet.planning import plan_and_preprocess
+    from atso_nnunet.nnunet.planning import plan_and_preprocess
 
     paths = NnUNetPaths.under(work)
     paths.makedirs()
@@ -100,7 +100,7 @@ def prepare(work: Path, n_cases: int, shape_xyz, processes: int):
 
 def run_atso(paths: NnUNetPaths, pseudo: Path, processes: int) -> dict:
     """Ingest into the three views in one pass (the driver's call), then again (cache hit)."""
-    from atso_nnunet.pseudolabels import ingest_pseudolabels_views
+    from atso_nnunet.pseudolabels.ingest import ingest_pseudolabels_views
 
     plans = [plans_identifier(v) for v in VIEWS]
     t0 = time.monotonic()
@@ -118,7 +118,7 @@ def run_atso(paths: NnUNetPaths, pseudo: Path, processes: int) -> dict:
 
 
 def run_recipe(paths: NnUNetPaths, roles, pseudo: Path, processes: int) -> dict:
-    from atso_nnunet.planning import plan_and_preprocess
+    from atso_nnunet.nnunet.planning import plan_and_preprocess
 
     src = Path(paths.raw) / f"Dataset{EXPERIMENT_ID}_{EXPERIMENT_NAME}"
     ds = Path(paths.raw) / f"Dataset{RECIPE_ID}_{RECIPE_NAME}"

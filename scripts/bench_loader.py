@@ -4,9 +4,9 @@ Same synthetic experiment as ``bench_ingest.py`` (axial view, nnU-Net's planned 
 batch size). Each loader serves the same number of cases of the same size:
 
 - ``stock``: nnU-Net's ``nnUNetDataLoader`` over ``nnUNetDatasetBlosc2`` with N labeled cases;
-- ``semi``: the same loader over :class:`~atso_nnunet.trainers.semi.SemiSupervisedDataset`,
+- ``semi``: the same loader over :class:`~atso_nnunet.nnunet.trainers.semi.SemiSupervisedDataset`,
   N/2 labeled + N/2 pseudo-labelled cases (uniform sampling, the trainer's default);
-- ``semi-fraction``: :class:`~atso_nnunet.trainers.semi.FixedFractionDataLoader`, labeled
+- ``semi-fraction``: :class:`~atso_nnunet.nnunet.trainers.semi.FixedFractionDataLoader`, labeled
   fraction 0.5, same cases.
 
 Measured without augmentation (loading + cropping: where the loaders differ) and with nnU-Net's
@@ -48,8 +48,8 @@ def build(paths, roles, pseudo: Path, augment: bool):
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from atso_nnunet.pseudolabels import ingest_pseudolabels
-    from atso_nnunet.trainers.semi import FixedFractionDataLoader, SemiSupervisedDataset
+    from atso_nnunet.pseudolabels.ingest import ingest_pseudolabels
+    from atso_nnunet.nnunet.trainers.semi import FixedFractionDataLoader, SemiSupervisedDataset
 
     plans = json.loads((paths.preprocessed / NAME / "ATSOPlans_axial.json").read_text())
     plans["continue_training"] = False

@@ -1,6 +1,6 @@
 """Diagnose a run folder: label volumes, overlays in each view, training curves, intensities.
 
-Writes PNG figures and ``diagnosis.md`` (see :mod:`atso_nnunet.diagnosis`)::
+Writes PNG figures and ``diagnosis.md`` (see :mod:`atso_nnunet.evaluation.diagnosis`)::
 
     .venv/bin/python scripts/diagnose_run.py RUN_DIR [--out DIR] [--nnunet-dir DIR] [--cases N]
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.diagnosis import diagnose_run
+from atso_nnunet.evaluation.diagnosis import diagnose_run
 from atso_nnunet.errors import AtsoError
 from atso_nnunet.paths import NnUNetPaths
 

@@ -2,7 +2,7 @@
 
 Copies each run's report, per-case scores, resolved plan and log (kilobytes, not the models) from
 a comparison folder into ``DST/seed<s>/<method>/`` and writes ``DST/comparison.{md,csv,json,png}``
-from those copies alone (see :mod:`atso_nnunet.publish`)::
+from those copies alone (see :mod:`atso_nnunet.comparison.publish`)::
 
     .venv/bin/python scripts/publish_comparison.py /work/bench/10pct docs/benchmarks/10pct
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from atso_nnunet.cli.common import run_cli
-from atso_nnunet.publish import publish_comparison
+from atso_nnunet.comparison.publish import publish_comparison
 
 
 def build_parser() -> argparse.ArgumentParser:

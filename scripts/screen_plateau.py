@@ -70,10 +70,10 @@ def build_jobs(args, overrides: Dict[str, object]):
     from dataclasses import replace
 
     from atso_nnunet.cli.common import nnunet_paths
-    from atso_nnunet.driver import PREPARE, DriverOptions, drop_absent_cases, make_context
+    from atso_nnunet.run.driver import PREPARE, DriverOptions, drop_absent_cases, make_context
     from atso_nnunet.methods import get_method
     from atso_nnunet.plan import find_plan, load_plan, reference_subsets, resolve_case_rule, with_overrides
-    from atso_nnunet import runners
+    from atso_nnunet.run import steps as runners
     from atso_nnunet.schedule import build_schedule
 
     plan = with_overrides(load_plan(find_plan(args.dataset, args.split)), views=args.views)

@@ -23,7 +23,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from atso_nnunet.data.layout import FILE_ENDING
-from atso_nnunet.diagnosis import _generation_key, set_volumes
+from atso_nnunet.evaluation.diagnosis import _generation_key, set_volumes
 
 logger = logging.getLogger("view_volumes")
 VIEWS = ("axial", "coronal", "sagittal")

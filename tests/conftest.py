@@ -107,7 +107,8 @@ def fake_prepare(monkeypatch):
 
 def install_fake_prepare(monkeypatch) -> list:
     """What :func:`fake_prepare` does, for a fixture of a wider scope (``pytest.MonkeyPatch.context()``)."""
-    from atso_nnunet import driver, runners
+    from atso_nnunet.run import driver
+    from atso_nnunet.run import steps as runners
     from atso_nnunet.data.materialize import find_cases, materialize
     from atso_nnunet.errors import InputError
 

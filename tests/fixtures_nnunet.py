@@ -19,7 +19,7 @@ from typing import Dict
 import pytest
 
 from atso_nnunet.paths import NnUNetPaths
-from atso_nnunet.planning import NetworkOverride, plan_and_preprocess
+from atso_nnunet.nnunet.planning import NetworkOverride, plan_and_preprocess
 from conftest import write_tiny_dataset
 
 TINY_DATASET_ID = 990

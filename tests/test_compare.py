@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from atso_nnunet import driver
-from atso_nnunet.compare import ComparisonOptions, labeled_draw, labeled_pool, plan_for_seed, run_comparison
+from atso_nnunet.run import driver
+from atso_nnunet.comparison.run import ComparisonOptions, labeled_draw, labeled_pool, plan_for_seed, run_comparison
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_json
 from atso_nnunet.plan import plan_from_dict
@@ -152,7 +152,7 @@ def test_comparison_shares_m0_within_a_seed_and_tables_match_the_runs(tmp_path, 
 
 def test_changed_plan_does_not_reuse_m0(tmp_path, nnunet_paths, fake_prepare):
     write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
-    from atso_nnunet.compare import generation_zero_key
+    from atso_nnunet.comparison.run import generation_zero_key
 
     a, b = plan_for_seed(_plan(), 0, "stso"), plan_for_seed(_plan(training={"num_epochs": 5}), 0, "stso")
     assert generation_zero_key(a) != generation_zero_key(b)
@@ -176,7 +176,7 @@ def test_without_reference_labels_every_seed_keeps_the_plans_labeled_set(tmp_pat
     so S stays the plan's for every seed, and the log says the seeds differ only in split and seed."""
     ds = write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
     shutil.rmtree(ds / "labelsRef")
-    with caplog.at_level("WARNING", logger="atso_nnunet.compare"):
+    with caplog.at_level("WARNING", logger="atso_nnunet.comparison.run"):
         records = run_comparison(_plan(), _options(tmp_path, nnunet_paths, FakeNnUNetExecutor(), seeds=[1, 2],
                                                    methods=["supervised"]))
     assert [r.labeled for r in records] == [POOL[:3], POOL[:3]]
@@ -185,7 +185,7 @@ def test_without_reference_labels_every_seed_keeps_the_plans_labeled_set(tmp_pat
 
 def test_one_seed_has_no_spread():
     """A single seed has no sample standard deviation: the table must not print '± 0.0'."""
-    from atso_nnunet import comparison_report as cr
+    from atso_nnunet.comparison import report as cr
 
     assert cr._mean_sd([0.437]) == (0.437, None, 1)
     assert cr._pct(0.437, cr._mean_sd([0.437])[1]) == "43.7"
@@ -213,8 +213,8 @@ def test_report_only_reads_every_run_folder_and_runs_nothing(tmp_path, nnunet_pa
 
 
 def test_an_unfinished_run_has_no_final_score(tmp_path):
-    from atso_nnunet.compare import RunRecord
-    from atso_nnunet.comparison_report import render_markdown, summarise
+    from atso_nnunet.comparison.run import RunRecord
+    from atso_nnunet.comparison.report import render_markdown, summarise
 
     m0 = {"metric": "mean", "final": {}, "generations": [{"generation": 0, "test_dsc": 0.44}]}
     records = [RunRecord(0, "supervised", tmp_path / "a", m0),
@@ -230,8 +230,8 @@ def test_an_unfinished_run_has_no_final_score(tmp_path):
 def test_a_curve_averages_the_same_seeds_at_every_generation(tmp_path):
     """Seed 1's STSO is still training: its G0 (the shared M0, 0.30) must not enter STSO's G0 mean
     while seed 1 is absent from G1, or the step G0 -> G1 would show seed 1's weak M0, not STSO."""
-    from atso_nnunet.compare import RunRecord
-    from atso_nnunet.comparison_report import plot, render_markdown, summarise
+    from atso_nnunet.comparison.run import RunRecord
+    from atso_nnunet.comparison.report import plot, render_markdown, summarise
 
     def rep(*tests, final=None):
         return {"metric": "mean", "final": {"test_dsc_mean": final} if final else {},
@@ -255,7 +255,7 @@ def test_a_curve_averages_the_same_seeds_at_every_generation(tmp_path):
 def test_a_run_driven_by_another_process_is_skipped_not_fatal(tmp_path, nnunet_paths, fake_prepare, caplog):
     """Parallel invocations on one --out: a locked run is skipped; a locked labeled-only run skips
     its seed (the seed's methods must share its M0, not train their own)."""
-    from atso_nnunet.rundir import RunLock
+    from atso_nnunet.run.rundir import RunLock
 
     write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
     out = tmp_path / "cmp"
@@ -292,8 +292,8 @@ def test_a_run_on_another_training_of_m0_is_left_out_of_the_pairs(tmp_path):
     """Seed 1's STSO ran on a retrained M0 (its folder was lost; training is not bit-deterministic):
     its difference to seed 1's labeled-only or ATSO would carry M0's run-to-run spread, so it is
     left out of every pair, named in the tables, and still counted in STSO's own mean."""
-    from atso_nnunet.compare import RunRecord
-    from atso_nnunet.comparison_report import render_markdown, summarise
+    from atso_nnunet.comparison.run import RunRecord
+    from atso_nnunet.comparison.report import render_markdown, summarise
 
     def rep(*tests, final):
         return {"metric": "mean", "final": {"test_dsc_mean": final},

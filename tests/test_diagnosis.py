@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atso_nnunet import diagnosis, runners
-from atso_nnunet.driver import PREPARE, DriverOptions, run_experiment
+from atso_nnunet.evaluation import diagnosis
+from atso_nnunet.run import steps as runners
+from atso_nnunet.run.driver import PREPARE, DriverOptions, run_experiment
 from atso_nnunet.io import read_array
 from atso_nnunet.plan import plan_from_dict
-from atso_nnunet.rundir import RunDir
+from atso_nnunet.run.rundir import RunDir
 
 from conftest import write_tiny_dataset
 from fake_nnunet import FakeNnUNetExecutor

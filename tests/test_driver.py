@@ -11,7 +11,7 @@ import pytest
 
 from atso_nnunet.cli.run import main
 from atso_nnunet.errors import RunLockedError
-from atso_nnunet.rundir import RunLock
+from atso_nnunet.run.rundir import RunLock
 
 from conftest import write_tiny_dataset
 
@@ -175,7 +175,7 @@ def test_slurm_settings_from_plan_and_flags(tmp_path):
     """The plan's slurm section gives defaults; --slurm-* flags override; unknown keys are named."""
     from atso_nnunet.cli.run import build_parser, slurm_config
     from atso_nnunet.errors import InputError
-    from atso_nnunet.execution.slurm import render_submission
+    from atso_nnunet.execution.slurm.executor import render_submission
     from atso_nnunet.execution.jobs import Job
     from atso_nnunet.plan import load_plan
 
@@ -192,7 +192,7 @@ def test_slurm_settings_from_plan_and_flags(tmp_path):
 
 
 def test_stale_temporaries_of_a_killed_driver_are_removed(tmp_path):
-    from atso_nnunet.rundir import RunDir
+    from atso_nnunet.run.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     folder = run.pseudo_labels("R_g1")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from atso_nnunet import dryrun
+from atso_nnunet.run import dryrun
 
 # nnU-Net 2.8 on a GPU with a small network: the logged epoch time (0.5 s) leaves out the
 # checkpoint and progress plot that follow it; the next epoch starts 1.3 s after this one.

@@ -12,7 +12,7 @@ import torch
 from monai.metrics import compute_dice
 
 from atso_nnunet.errors import InputError
-from atso_nnunet.evaluation import agreement, dice_from_counts, evaluate_folder
+from atso_nnunet.evaluation.metrics import agreement, dice_from_counts, evaluate_folder
 from atso_nnunet.io import Geometry, write_array
 
 SHAPE = (6, 5, 4)  # z, y, x

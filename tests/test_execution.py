@@ -19,7 +19,7 @@ import submitit
 from atso_nnunet.errors import InputError, StepFailedError
 from atso_nnunet.execution import (Job, LocalExecutor, SlurmConfig, SlurmExecutor, make_executor,
                                    render_submission)
-from atso_nnunet.execution import slurm as slurm_mod
+from atso_nnunet.execution.slurm import executor as slurm_mod
 
 PY = sys.executable
 

@@ -26,7 +26,7 @@ def _fake_run(tmp_path):
     from types import SimpleNamespace
 
     from atso_nnunet.data import layout
-    from atso_nnunet.rundir import RunDir
+    from atso_nnunet.run.rundir import RunDir
 
     source = write_tiny_dataset(tmp_path / "raw", dataset_id=990, n_labeled=1, n_reference=2, n_test=1)
     experiment = tmp_path / "raw" / "Dataset991_Exp"
@@ -52,7 +52,7 @@ def test_reopen_scoring_links_new_ground_truth_and_reopens_only_scoring(tmp_path
     import logging
 
     from atso_nnunet.errors import InputError
-    from atso_nnunet.ground_truth import reopen_scoring
+    from atso_nnunet.run.ground_truth import reopen_scoring
 
     caplog.set_level(logging.INFO)
     source, experiment, run, steps, ctx, layout = _fake_run(tmp_path)

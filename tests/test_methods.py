@@ -105,7 +105,7 @@ def test_a_method_added_in_one_file_reaches_the_cli_the_schedule_and_the_report(
     shutil.copytree(Path(atso_nnunet.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     (pkg / "methods" / "twice.py").write_text(textwrap.dedent('''
         from atso_nnunet.methods.base import Method, register
-        from atso_nnunet.schedule.builder import pseudo_label_set
+        from atso_nnunet.schedule.vocabulary import pseudo_label_set
         from atso_nnunet.schedule.step import ReportCell
 
         @register

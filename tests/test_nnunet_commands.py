@@ -1,11 +1,11 @@
-"""Pure builders of nnU-Net command lines and their environment (atso_nnunet.nnunet_commands)."""
+"""Pure builders of nnU-Net command lines and their environment (atso_nnunet.nnunet.commands)."""
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
 
-from atso_nnunet.nnunet_commands import (console_script, ext_trainer_dir, nnunet_env, predict_command,
+from atso_nnunet.nnunet.commands import (console_script, ext_trainer_dir, nnunet_env, predict_command,
                                          train_command)
 from atso_nnunet.paths import NnUNetPaths
 

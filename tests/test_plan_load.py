@@ -270,7 +270,7 @@ def test_configurations_the_planner_cannot_make_are_refused_with_the_reason(conf
 
 def test_planner_configurations_are_the_plans():
     """The schema's configurations are exactly those planning.plan_and_preprocess accepts."""
-    from atso_nnunet import planning
+    from atso_nnunet.nnunet import planning
     from atso_nnunet.plan import CONFIGURATIONS
 
     assert planning.CONFIGURATIONS == CONFIGURATIONS

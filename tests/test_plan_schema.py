@@ -89,7 +89,7 @@ def test_synthetic_spec_options_are_the_generators():
 
 
 def test_network_section_fields_are_the_network_overrides():
-    from atso_nnunet.planning import NetworkOverride
+    from atso_nnunet.nnunet.planning import NetworkOverride
 
     assert [f.name for f in dataclasses.fields(NetworkSection)] == [f.name for f in dataclasses.fields(NetworkOverride)]
     section = NetworkSection(batch_size=2, patch_size=(32, 32))

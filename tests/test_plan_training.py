@@ -7,7 +7,7 @@ import pytest
 
 from atso_nnunet.plan import TRAINING_KEYS, TrainingSection, TrainingSettings
 from atso_nnunet.plan.training import field_problems, parse_bool, training_fields
-from atso_nnunet.trainers.config import ENV_VARS, TrainerRunConfig
+from atso_nnunet.nnunet.trainers.config import ENV_VARS, TrainerRunConfig
 
 
 def test_the_settings_are_declared_once_and_shared():

@@ -1,4 +1,4 @@
-"""Tri-view planning and preprocessing through nnU-Net's API (atso_nnunet.planning)."""
+"""Tri-view planning and preprocessing through nnU-Net's API (atso_nnunet.nnunet.planning)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
-from atso_nnunet.planning import (NetworkOverride, completion_marker, plan_and_preprocess, plans_file,
+from atso_nnunet.nnunet.planning import (NetworkOverride, completion_marker, plan_and_preprocess, plans_file,
                                   unlabeled_folder)
 from atso_nnunet.views import TRANSPOSE_FORWARD, VIEWS
 from conftest import TINY_SHAPE

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from atso_nnunet import prediction
+from atso_nnunet.nnunet import predict as prediction
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import Geometry, read_array, write_array
 from atso_nnunet.paths import NnUNetPaths, nnunet_environment
-from atso_nnunet.prediction import predict_tri_view, predict_view
+from atso_nnunet.nnunet.predict import predict_tri_view, predict_view
 from conftest import write_tiny_dataset
 
 DATASET_ID = 990

@@ -8,7 +8,7 @@ import pytest
 
 from atso_nnunet.cli.run import main
 from atso_nnunet.errors import InputError
-from atso_nnunet.preflight import file_name_hint, parse_gpu_ids
+from atso_nnunet.run.preflight import file_name_hint, parse_gpu_ids
 
 from conftest import write_tiny_dataset
 from test_driver import _tiny_plan

@@ -1,7 +1,7 @@
 """ETA from per-kind mean durations, checked against values computed by hand."""
 from __future__ import annotations
 
-from atso_nnunet.progress import Eta, format_duration, work_unit
+from atso_nnunet.run.progress import Eta, format_duration, work_unit
 from atso_nnunet.schedule import Step
 
 TRAIN = [Step(id=f"g0/train/M0/{v}", kind="train", generation=0, model="M0", view=v, init="scratch") for v in ("a", "b", "c")]

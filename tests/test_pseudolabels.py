@@ -1,4 +1,4 @@
-"""Ingestion of pseudo-label folders (atso_nnunet.pseudolabels).
+"""Ingestion of pseudo-label folders (atso_nnunet.pseudolabels.ingest).
 
 The exactness test uses a dataset that exercises every step nnU-Net applies: images with a zero
 border (crop), a zero hole inside the body (filled non-zero mask) and a zero notch at the body's
@@ -17,12 +17,12 @@ import blosc2
 import numpy as np
 import pytest
 
-from atso_nnunet import pseudolabels
+from atso_nnunet.pseudolabels import ingest as pseudolabels
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import Geometry, write_array
 from atso_nnunet.paths import NnUNetPaths
-from atso_nnunet.planning import NetworkOverride, plan_and_preprocess
+from atso_nnunet.nnunet.planning import NetworkOverride, plan_and_preprocess
 from atso_nnunet.views import VIEWS, plans_identifier
 
 HARD_ID = 991

@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 
-from atso_nnunet.compare import ComparisonOptions, read_records, run_comparison
-from atso_nnunet.comparison_report import summarise
+from atso_nnunet.comparison.run import ComparisonOptions, read_records, run_comparison
+from atso_nnunet.comparison.report import summarise
 from atso_nnunet.errors import InputError
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.plan import plan_from_dict
-from atso_nnunet.publish import publish_comparison
+from atso_nnunet.comparison.publish import publish_comparison
 
 from conftest import REPO, install_fake_prepare, write_tiny_dataset
 from fake_nnunet import FakeNnUNetExecutor
@@ -97,7 +97,7 @@ def test_a_failed_publication_leaves_the_previous_one_whole(tmp_path, comparison
             raise OSError("disk full")
         return copy(a, b, **kw)
 
-    monkeypatch.setattr("atso_nnunet.publish.shutil.copyfile", flaky)
+    monkeypatch.setattr("atso_nnunet.comparison.publish.shutil.copyfile", flaky)
     with pytest.raises(OSError, match="disk full"):
         publish_comparison(comparison, dst)
     assert {p.relative_to(dst): p.read_bytes() for p in dst.rglob("*") if p.is_file()} == before
@@ -117,7 +117,7 @@ def test_publishing_is_refused_into_a_run_folder_or_without_a_comparison(tmp_pat
 
 
 def test_published_records_are_never_run_or_overwritten_by_a_publication(tmp_path, made_once, comparison):
-    from atso_nnunet.driver import DriverOptions, run_experiment
+    from atso_nnunet.run.driver import DriverOptions, run_experiment
 
     dst = tmp_path / "pub"
     publish_comparison(comparison, dst)

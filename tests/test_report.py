@@ -1,7 +1,7 @@
 import csv
 import json
 
-from atso_nnunet.report import GenerationRecord, RunReport, render_markdown, write_report
+from atso_nnunet.evaluation.report import GenerationRecord, RunReport, render_markdown, write_report
 
 
 def _report():

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from atso_nnunet import runners
-from atso_nnunet.driver import PREPARE, DriverOptions, run_experiment
+from atso_nnunet.run import steps as runners
+from atso_nnunet.run.driver import PREPARE, DriverOptions, run_experiment
 from atso_nnunet.plan import plan_from_dict
-from atso_nnunet.rundir import RunDir
+from atso_nnunet.run.rundir import RunDir
 
 from conftest import write_tiny_dataset
 from fake_nnunet import FakeNnUNetExecutor
@@ -115,5 +115,5 @@ def test_the_reason_a_run_stopped_is_the_last_line_of_its_run_log(fake_run, tmp_
     with pytest.raises(StepFailedError):
         fake_run(_plan("supervised"), executor=FailingTraining())
     last = RunDir(tmp_path / "run").log_file.read_text().splitlines()[-2:]
-    assert "ERROR atso_nnunet.driver: driver stopped: StepFailedError: 1 job(s) failed" in last[0], last
+    assert "ERROR atso_nnunet.run.driver: driver stopped: StepFailedError: 1 job(s) failed" in last[0], last
     assert last[1] == "  - g0__train__M0__axial: exit code 1; log: /x/logs/g0/train/M0/axial.log"

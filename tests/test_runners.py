@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from atso_nnunet.driver import DriverOptions, make_context
+from atso_nnunet.run.driver import DriverOptions, make_context
 from atso_nnunet.plan import plan_from_dict, reference_subsets
 from atso_nnunet.io import read_array, write_array
-from atso_nnunet.runners import (predict_job, release_probabilities, run_evaluate, run_fuse, run_monitor,
+from atso_nnunet.run.steps import (predict_job, release_probabilities, run_evaluate, run_fuse, run_monitor,
                                   train_job)
 from atso_nnunet.schedule import LabelSet, Model, Monitor, Prediction, Score, build_schedule, steps_by_id
 
@@ -134,7 +134,8 @@ def test_oracle_trains_on_ground_truth_with_the_plans_label_map(tmp_path, nnunet
     """MSD-like transfer: R's ground truth has tumour 2, scored as pancreas ({2: 1}); the oracle's
     training labels must be mapped the same way (the dataset's labels are {0, 1}, so ingesting
     labelsRef as it is was refused: 'label values 2 are not in dataset.json labels [0, 1]')."""
-    from atso_nnunet import pseudolabels, runners
+    from atso_nnunet.pseudolabels import ingest as pseudolabels
+    from atso_nnunet.run import steps as runners
     from atso_nnunet.data import layout
     from atso_nnunet.schedule import GroundTruth
 

@@ -60,7 +60,7 @@ def _nothing_written(out):
 
 def _called(monkeypatch):
     calls = []
-    import atso_nnunet.prediction as prediction
+    import atso_nnunet.nnunet.predict as prediction
 
     monkeypatch.setattr(prediction, "predict_tri_view", lambda *a, **k: calls.append((a, k)) or [])
     return calls

@@ -18,11 +18,11 @@ import torch
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
-from atso_nnunet.nnunet_commands import nnunet_env, train_command
+from atso_nnunet.nnunet.commands import nnunet_env, train_command
 from atso_nnunet.paths import nnunet_environment
-from atso_nnunet.planning import plans_file
-from atso_nnunet.trainers import ATSOSemiTrainer
-from atso_nnunet.trainers.semi import FixedFractionDataLoader, SemiSupervisedDataset
+from atso_nnunet.nnunet.planning import plans_file
+from atso_nnunet.nnunet.trainers import ATSOSemiTrainer
+from atso_nnunet.nnunet.trainers.semi import FixedFractionDataLoader, SemiSupervisedDataset
 
 pytest_plugins = ["fixtures_nnunet"]
 

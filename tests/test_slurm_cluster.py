@@ -5,7 +5,7 @@ import pytest
 
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution import SlurmConfig
-from atso_nnunet.execution import slurm_cluster as sc
+from atso_nnunet.execution.slurm import cluster as sc
 
 
 def test_parse_squeue_sacct_sinfo():

@@ -7,8 +7,8 @@ import pytest
 
 from atso_nnunet.cli.run import build_parser, main, resolve_device, slurm_config
 from atso_nnunet.errors import InputError
-from atso_nnunet.execution import slurm_cluster
-from atso_nnunet.nnunet_commands import job_env, stray_trainer_variables
+from atso_nnunet.execution.slurm import cluster as slurm_cluster
+from atso_nnunet.nnunet.commands import job_env, stray_trainer_variables
 from atso_nnunet.paths import NnUNetPaths
 
 

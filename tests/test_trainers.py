@@ -14,11 +14,11 @@ import torch
 
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_array
-from atso_nnunet.nnunet_commands import ext_trainer_dir, nnunet_env, predict_command, train_command
+from atso_nnunet.nnunet.commands import ext_trainer_dir, nnunet_env, predict_command, train_command
 from atso_nnunet.paths import nnunet_environment
-from atso_nnunet.planning import plans_file
-from atso_nnunet.trainers import ATSOTrainer, TrainerRunConfig
-from atso_nnunet.trainers.base import RUN_CONFIG_FILE
+from atso_nnunet.nnunet.planning import plans_file
+from atso_nnunet.nnunet.trainers import ATSOTrainer, TrainerRunConfig
+from atso_nnunet.nnunet.trainers.base import RUN_CONFIG_FILE
 
 pytest_plugins = ["fixtures_nnunet"]
 

@@ -6,7 +6,7 @@ import inspect
 
 # sha256 of the source of each nnU-Net function copied into atso_nnunet (nnunetv2 2.8.1).
 COPIED = {
-    # atso_nnunet/trainers/semi.py: ATSOSemiTrainer._get_dataloaders_fixed_fraction
+    # atso_nnunet/nnunet/trainers/semi.py: ATSOSemiTrainer._get_dataloaders_fixed_fraction
     "nnunetv2.training.nnUNetTrainer.nnUNetTrainer:nnUNetTrainer.get_dataloaders":
         "5f59e2b907cfa2d1eb1e77ab2a5b8893161e7af8567fc5669c62a4810334899e",
 }

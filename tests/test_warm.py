@@ -20,9 +20,9 @@ import pytest
 
 from atso_nnunet.errors import StepFailedError
 from atso_nnunet.execution import Job, LocalExecutor, make_executor
-from atso_nnunet.execution.warm import WarmPool, console_entry_points, entry_point_for, warm_workers_enabled
-from atso_nnunet.execution.warm_worker import refresh_import_time_settings
-from atso_nnunet.nnunet_commands import console_script
+from atso_nnunet.execution.warm.pool import WarmPool, console_entry_points, entry_point_for, warm_workers_enabled
+from atso_nnunet.execution.warm.worker import refresh_import_time_settings
+from atso_nnunet.nnunet.commands import console_script
 
 TESTS = Path(__file__).resolve().parent
 LIGHT_PRELOAD = ("nnunetv2.configuration", "nnunetv2.utilities.file_path_utilities", "warm_probe")
@@ -221,7 +221,7 @@ def _gone(pid: int, within: float) -> bool:
 DRIVER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from atso_nnunet.execution.warm import WarmPool
+    from atso_nnunet.execution.warm.pool import WarmPool
     script, bin_dir, pid_file, log = sys.argv[1:5]
     pool = WarmPool(1, preload=("warm_probe",), scripts={"nnUNetv2_probe": "warm_probe:main"},
                     scripts_dir=Path(bin_dir))
@@ -324,7 +324,7 @@ def test_warm_workers_switch(monkeypatch):
 
 def test_cpu_jobs_and_thread_cap(monkeypatch):
     from atso_nnunet.errors import InputError
-    from atso_nnunet.execution.warm import default_cpu_jobs
+    from atso_nnunet.execution.warm.pool import default_cpu_jobs
 
     monkeypatch.delenv("ATSO_CPU_JOBS", raising=False)
     two = make_executor("local", warm_workers=True, cpu_jobs=2)

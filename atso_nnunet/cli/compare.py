@@ -30,9 +30,9 @@ from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, ad
 from atso_nnunet.cli.run import add_execution_options, make_executor_from_args, resolve_device
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_json
-from atso_nnunet.rundir import PUBLISHED
+from atso_nnunet.run.rundir import PUBLISHED
 
-logger = logging.getLogger("atso_nnunet.compare")
+logger = logging.getLogger("atso_nnunet.comparison.run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from atso_nnunet.compare import ComparisonOptions, run_comparison
+    from atso_nnunet.comparison.run import ComparisonOptions, run_comparison
     from atso_nnunet.methods import get_method
     from atso_nnunet.plan import find_plan, load_plan, resolve_case_rule
 

@@ -86,7 +86,7 @@ def add_execution_options(p: argparse.ArgumentParser, ex) -> None:
                     help="local without --gpus: nnU-Net jobs at a time, each with CPUs/N torch threads (default: "
                          "ATSO_CPU_JOBS, else 2 with warm workers and 1 without; the thread cap needs warm workers)")
     sl = p.add_argument_group("SLURM (--executor slurm; submitit). Defaults come from the plan's 'slurm' section, "
-                              "then from atso_nnunet.execution.slurm.SlurmConfig; these flags override both")
+                              "then from atso_nnunet.execution.slurm.executor.SlurmConfig; these flags override both")
     sl.add_argument("--slurm-partition", metavar="NAME",
                     help="partition the jobs run in (default: the cluster's default partition); checked with sinfo "
                          "before anything is submitted")
@@ -139,7 +139,7 @@ def slurm_config(args, plan, run_dir: Path):
     """SlurmConfig from the plan's ``slurm`` section, overridden by the ``--slurm-*`` flags given."""
     import dataclasses
 
-    from atso_nnunet.execution.slurm import SlurmConfig
+    from atso_nnunet.execution.slurm.executor import SlurmConfig
 
     settings = dict(plan.slurm or {})
     known = {f.name for f in dataclasses.fields(SlurmConfig)}
@@ -181,7 +181,7 @@ def check_jobs_per_gpu(args, gpus) -> int:
 def make_executor_from_args(args, run_dir: Path, plan=None):
     from atso_nnunet.execution import make_executor
 
-    from atso_nnunet.preflight import parse_gpu_ids
+    from atso_nnunet.run.preflight import parse_gpu_ids
 
     gpus = parse_gpu_ids(args.gpus)
     jobs_per_gpu = check_jobs_per_gpu(args, gpus)
@@ -211,10 +211,10 @@ def resolve_device(args, plan, run_dir: Path) -> str:
 
 
 def _run(args) -> int:
-    from atso_nnunet.driver import DriverOptions, default_run_dir, run_experiment
+    from atso_nnunet.run.driver import DriverOptions, default_run_dir, run_experiment
     from atso_nnunet.plan import resolve_case_rule
 
-    from atso_nnunet.preflight import parse_gpu_ids
+    from atso_nnunet.run.preflight import parse_gpu_ids
 
     check_jobs_per_gpu(args, parse_gpu_ids(args.gpus))
     plan = load_experiment(args)
@@ -226,7 +226,7 @@ def _run(args) -> int:
     logger.info("run folder: %s", run_dir)
     sec_per_iter = args.sec_per_iter
     if args.timing_from is not None:
-        from atso_nnunet.dryrun import seconds_per_iteration
+        from atso_nnunet.run.dryrun import seconds_per_iteration
 
         sec_per_iter = seconds_per_iteration(args.timing_from)
         if sec_per_iter is None:

@@ -88,7 +88,7 @@ def model_channels(folders: dict) -> Tuple[Dict[str, str], str]:
 
 def _run(args) -> int:
     from atso_nnunet.data.checks import check_images_to_predict
-    from atso_nnunet.prediction import predict_tri_view
+    from atso_nnunet.nnunet.predict import predict_tri_view
 
     folders, plan = final_model_folders(args.run_dir.resolve(), args.model)
     channels, ending = model_channels(folders)

@@ -2,7 +2,7 @@
 
 - :class:`~atso_nnunet.execution.local.LocalExecutor`: subprocesses on this machine, one job per
   GPU slot (one or more slots per GPU).
-- :class:`~atso_nnunet.execution.slurm.SlurmExecutor`: one SLURM job array per batch through
+- :class:`~atso_nnunet.execution.slurm.executor.SlurmExecutor`: one SLURM job array per batch through
   submitit, with requeue on time-out and reattachment after a driver restart.
 
 Use :func:`make_executor` to build one from command-line options.
@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution.jobs import Executor, Job, JobResult
 from atso_nnunet.execution.local import LocalExecutor
-from atso_nnunet.execution.slurm import CommandJob, SlurmConfig, SlurmExecutor, render_submission
+from atso_nnunet.execution.slurm.executor import CommandJob, SlurmConfig, SlurmExecutor, render_submission
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,10 @@ def make_executor(kind: str, gpus: Optional[Sequence[str]] = None, slurm: Option
             ``slurm.retries`` for ``"slurm"`` (a value given here overrides it).
         max_parallel: local only: jobs at a time (default: number of GPUs, or 1).
         warm_workers: local only: run nnU-Net's commands in warm workers
-            (:mod:`atso_nnunet.execution.warm`); ``None``: unless ``ATSO_WARM_WORKERS=0``.
+            (:mod:`atso_nnunet.execution.warm.pool`); ``None``: unless ``ATSO_WARM_WORKERS=0``.
         cpu_jobs: local without GPUs: nnU-Net jobs at a time, each with ``cpus // cpu_jobs`` torch
             threads (a cap that needs warm workers; plain nnU-Net takes every CPU per job).
-            ``None``: :func:`~atso_nnunet.execution.warm.default_cpu_jobs`.
+            ``None``: :func:`~atso_nnunet.execution.warm.pool.default_cpu_jobs`.
         jobs_per_gpu: local with GPUs: jobs sharing one GPU at a time (default 1).
 
     Raises:
@@ -51,7 +51,7 @@ def make_executor(kind: str, gpus: Optional[Sequence[str]] = None, slurm: Option
     """
     try:
         if kind == "local":
-            from atso_nnunet.execution.warm import cpu_threads_per_job, default_cpu_jobs, warm_workers_enabled
+            from atso_nnunet.execution.warm.pool import cpu_threads_per_job, default_cpu_jobs, warm_workers_enabled
 
             warm = warm_workers_enabled() if warm_workers is None else warm_workers
             threads = None

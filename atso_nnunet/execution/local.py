@@ -22,7 +22,7 @@ from typing import IO, Deque, Dict, Iterator, List, Optional, Sequence, Union
 
 from atso_nnunet.execution.jobs import (Executor, Job, JobResult, attempt_header, check_batch,
                                         check_retries, raise_failures)
-from atso_nnunet.execution.warm import WarmPool
+from atso_nnunet.execution.warm.pool import WarmPool
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class LocalExecutor(Executor):
         retries: how many times a failed job is run again (with its ``resume_argv`` if any).
         poll_interval: seconds between two checks of the running children.
         kill_grace_s: on an interrupt, seconds between SIGTERM and SIGKILL of the children.
-        warm: run nnU-Net's console commands in warm workers (:mod:`atso_nnunet.execution.warm`,
+        warm: run nnU-Net's console commands in warm workers (:mod:`atso_nnunet.execution.warm.pool`,
             one per parallel slot) instead of fresh interpreters; a :class:`WarmPool` to use
             that one. Other commands always run as plain subprocesses.
         threads_per_job: warm workers only: cap on each job's torch threads (``None``: nnU-Net's

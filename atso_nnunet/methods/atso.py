@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from atso_nnunet.methods.base import Method, register
 from atso_nnunet.schedule.artefacts import Ingested, LabelSet
-from atso_nnunet.schedule.builder import model_name, pseudo_label_set
+from atso_nnunet.schedule.vocabulary import model_name, pseudo_label_set
 from atso_nnunet.schedule.step import FuseGroup, ReportCell
 
 

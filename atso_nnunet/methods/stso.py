@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 from atso_nnunet.methods.base import Method, register
-from atso_nnunet.schedule.builder import model_name, pseudo_label_set
+from atso_nnunet.schedule.vocabulary import model_name, pseudo_label_set
 
 
 @register

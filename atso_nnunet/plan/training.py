@@ -3,7 +3,7 @@
 :class:`TrainingSettings` declares each setting once, with its check, its ``ATSO_*`` environment
 variable and the nnU-Net trainer attribute it sets. Everything else is derived from it: the plan's
 :class:`~atso_nnunet.plan.schema.TrainingSection` (these settings plus two plan-only keys), the
-trainers' :class:`~atso_nnunet.trainers.config.TrainerRunConfig` and its ``ENV_VARS``, and the
+trainers' :class:`~atso_nnunet.nnunet.trainers.config.TrainerRunConfig` and its ``ENV_VARS``, and the
 attributes ``ATSOTrainer`` overrides. This module imports nothing heavy (the trainer process and
 the plan loader both read it).
 """

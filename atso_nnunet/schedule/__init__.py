@@ -46,7 +46,7 @@ from atso_nnunet.schedule.artefacts import (
     Score,
 )
 from atso_nnunet.schedule.build import build_schedule
-from atso_nnunet.schedule.builder import ScheduleBuilder, model_name, pseudo_label_set
+from atso_nnunet.schedule.vocabulary import ScheduleBuilder, model_name, pseudo_label_set
 from atso_nnunet.schedule.checks import (
     check_fold_swap,
     order_problems,

@@ -1,7 +1,7 @@
 """Typed references to what a step reads and writes.
 
 A schedule names its artefacts with these small frozen values; the run folder
-(:class:`atso_nnunet.rundir.RunDir`) resolves them to paths. Nothing downstream builds a name
+(:class:`atso_nnunet.run.rundir.RunDir`) resolves them to paths. Nothing downstream builds a name
 or a path from a string or parses a step id: a runner asks ``run.path(ref)``, the report reads
 the :class:`Score` and :class:`Monitor` a step declares.
 

@@ -5,7 +5,7 @@ from typing import List, Sequence, Tuple
 
 from atso_nnunet.errors import InputError
 from atso_nnunet.schedule.artefacts import Report
-from atso_nnunet.schedule.builder import ScheduleBuilder
+from atso_nnunet.schedule.vocabulary import ScheduleBuilder
 from atso_nnunet.schedule.step import Step
 
 

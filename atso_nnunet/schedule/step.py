@@ -12,7 +12,7 @@ ROLES: Tuple[str, ...] = ("pseudo_label", "reference_eval", "test_eval")
 INITS: Tuple[str, ...] = ("scratch", "teacher")
 MONITORS: Tuple[str, ...] = ("agreement", "change", "empty")
 FUSIONS: Tuple[str, ...] = ("vote", "mean")
-# Report columns a step can fill (see atso_nnunet.report): @R of the pseudo-labels, M_t @E,
+# Report columns a step can fill (see atso_nnunet.evaluation.report): @R of the pseudo-labels, M_t @E,
 # the final model @E, Table 4's half-model cells, and the label-free monitors.
 COLUMNS: Tuple[str, ...] = ("reference", "test", "final", "half_model", "agreement", "change", "empty")
 

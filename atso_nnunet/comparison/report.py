@@ -1,0 +1,320 @@
+"""The comparison's tables and figure: ``comparison.{md,csv,json,png}``.
+
+Read from the run folders' ``report.json`` files only (:mod:`atso_nnunet.comparison.run`), so every
+number can be re-derived from the runs. DSC values are fractions in JSON and CSV, % in Markdown.
+
+- **Test DSC per generation per method**, mean and standard deviation over the seeds whose run
+  of that method has finished (the same seeds at every generation), with the labeled-only (M0)
+  and oracle means as reference lines.
+- **Final models**, and **paired per-seed differences** (ATSO - STSO, ATSO - self, STSO - self,
+  and each method - labeled-only, the oracle's included): a difference is taken within a seed, where the
+  labeled draw and M0 are the same, so draw-to-draw spread cancels; a run whose M0 is another
+  training (its generation-0 score differs: an M0 retrained after its folder was lost) is left out
+  of the pairs and named.
+- **Monitors vs truth**: per generation the pseudo-label DSC on R next to the label-free monitors
+  (change of pseudo-labels, agreement of ATSO's half-models, empty pseudo-labels), and the
+  correlation of each monitor with the pseudo-label DSC across generations and seeds.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+from atso_nnunet.comparison.run import LABELED_ONLY
+from atso_nnunet.io import atomic_path, write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+# The issue's three ATSO differences, the paper's other step (STSO over self-learning), and what
+# each method buys over labeled-only, with the oracle's gap as the scale those gains are read on.
+PAIRS: Tuple[Tuple[str, str], ...] = (("atso", "stso"), ("atso", "self"), ("stso", "self"), ("atso", "supervised"),
+                                      ("stso", "supervised"), ("self", "supervised"), ("oracle", "supervised"))
+NAMES = {"supervised": "labeled-only", "self": "self-learning", "stso": "STSO", "atso": "ATSO", "oracle": "oracle"}
+
+
+def _mean_sd(values: Sequence[float]) -> Tuple[Optional[float], Optional[float], int]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None, 0
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return m, sd, len(vals)
+
+
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
+    pts = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None]
+    if len(pts) < 3:
+        return None
+    mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    syy = sum((p[1] - my) ** 2 for p in pts)
+    if sxx == 0 or syy == 0:
+        return None
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / math.sqrt(sxx * syy)
+
+
+def final_score(report: Optional[dict]) -> Optional[float]:
+    """Test DSC (the plan's metric) of a run's result: its final model, else its last generation."""
+    if not report:
+        return None
+    metric = report.get("metric", "mean")
+    final = report.get("final") or {}
+    if final.get(f"test_dsc_{metric}") is not None:
+        return final[f"test_dsc_{metric}"]
+    gens = [g for g in report.get("generations", []) if g.get("test_dsc") is not None]
+    return gens[-1]["test_dsc"] if gens else None
+
+
+def same_m0(a: Optional[float], b: Optional[float]) -> bool:
+    """Whether two runs of a seed started from the same M0, judged by their generation-0 test DSC.
+
+    Within a comparison every method of a seed adopts the labeled-only run's M0 and its scores, so
+    the two numbers are the same float; a different number means another training of M0 (one
+    retrained after its folder was lost: training is not bit-deterministic), whose difference to
+    the others would mix M0's run-to-run spread into the method's effect. Unknown counts as same.
+    """
+    return a is None or b is None or abs(a - b) < 1e-9
+
+
+def different_m0(g0: Dict[Tuple[str, int], Optional[float]]) -> list:
+    """The runs whose M0 is not their seed's labeled-only M0 (they are left out of the paired differences)."""
+    return [{"seed": s, "method": m, "m0_test_dsc": v, "labeled_only_m0_test_dsc": g0.get((LABELED_ONLY, s))}
+            for (m, s), v in sorted(g0.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+            if m != LABELED_ONLY and not same_m0(v, g0.get((LABELED_ONLY, s)))]
+
+
+def summarise(records) -> dict:
+    """The comparison as JSON-able data (see the module docstring)."""
+    by = {(r.method, r.seed): r.report for r in records if r.report}
+    methods = list(dict.fromkeys(r.method for r in records))
+    seeds = sorted({r.seed for r in records})
+    # an unfinished run has no result yet (its last scored generation may be the shared M0)
+    finished = {(r.method, r.seed) for r in records if r.report and r.finished}
+    per_gen: Dict[str, Dict[int, dict]] = {}
+    for m in methods:
+        # Every point of a method's curve is a mean over the same seeds: those whose run finished.
+        # (Mixing them, a seed still training would count at G0 and nowhere after, and the step
+        # G0 -> G1 would carry that seed's M0 rather than what the method did.) The per-seed values
+        # of unfinished runs stay in ``per_seed`` (and the CSV).
+        done = [i for i, s in enumerate(seeds) if (m, s) in finished]
+        gens = sorted({g["generation"] for (mm, _), rep in by.items() if mm == m for g in rep.get("generations", [])})
+        per_gen[m] = {}
+        for t in gens:
+            def vals(key):
+                return [next((g.get(key) for g in (by.get((m, s)) or {}).get("generations", [])
+                              if g["generation"] == t), None) for s in seeds]
+            row = {"test": vals("test_dsc"), "reference": vals("reference_dsc"), "change": vals("change"),
+                   "empty": vals("empty_pseudo_labels")}
+            agree = []
+            for s in seeds:
+                g = next((g for g in (by.get((m, s)) or {}).get("generations", []) if g["generation"] == t), None)
+                a = [v for v in ((g or {}).get("agreement") or {}).values() if v is not None]
+                agree.append(sum(a) / len(a) if a else None)
+            row["agreement"] = agree
+            per_gen[m][t] = {k: {"per_seed": v, **dict(zip(("mean", "sd", "n"), _mean_sd([v[i] for i in done])))}
+                             for k, v in row.items()}
+    finals = {m: {s: final_score(by.get((m, s))) if (m, s) in finished else None for s in seeds} for m in methods}
+    final_stats = {m: dict(zip(("mean", "sd", "n"), _mean_sd(list(v.values())))) for m, v in finals.items()}
+    # generation 0's test score per run, from the curves above (the same float for every run on one M0)
+    g0 = {(m, s): per_gen[m][0]["test"]["per_seed"][i] for m in methods if 0 in per_gen[m] for i, s in enumerate(seeds)}
+    other_m0 = different_m0(g0)
+    pairs = {}
+    for a, b in PAIRS:
+        if a in finals and b in finals:
+            d = [finals[a][s] - finals[b][s] if finals[a][s] is not None and finals[b][s] is not None
+                 and same_m0(g0.get((a, s)), g0.get((b, s))) else None for s in seeds]
+            mean, sd, n = _mean_sd(d)
+            pairs[f"{a}-{b}"] = {"per_seed": d, "mean": mean, "sd": sd, "n": n,
+                                 "positive": sum(1 for x in d if x is not None and x > 0)}
+    points = {"reference": [], "change": [], "agreement": [], "empty": []}
+    for m in methods:
+        for t, row in per_gen[m].items():
+            if t == 0:
+                continue
+            for i in range(len(seeds)):
+                for k in points:
+                    points[k].append(row[k]["per_seed"][i] if k in row else None)
+    correlation = {k: _pearson(points["reference"], points[k]) for k in ("change", "agreement", "empty")}
+    labeled_only = final_stats.get("supervised", {}).get("mean")
+    oracle = final_stats.get("oracle", {}).get("mean")
+    return {"methods": methods, "seeds": seeds, "per_generation": per_gen, "final": {"per_seed": finals,
+            "stats": final_stats}, "paired_differences": pairs, "monitor_correlation": correlation,
+            "monitor_points": points, "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
+            "runs": [{"seed": r.seed, "method": r.method, "run_dir": str(r.run_dir), "labeled": r.labeled,
+                      "finished": (r.method, r.seed) in finished} for r in records]}
+
+
+def _pct(v: Optional[float], sd: Optional[float] = None) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
+
+def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
+    out = io.StringIO()
+    seeds = summary["seeds"]
+    out.write(f"# Comparison: {plan_name}\n\n")
+    draws = {tuple(r["labeled"]) for r in summary.get("runs", []) if r.get("labeled")}
+    what = ("one seed: its labeled draw, reference split and training seed" if len(seeds) < 2
+            else "each seed is its own labeled draw, reference split and training seed" if len(draws) != 1
+            else "the labeled set is the same for every seed (the plan allows no other draw); each seed is its own "
+                 "reference split and training seed")
+    out.write(f"Test DSC in %, mean ± sample standard deviation over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); "
+              f"{what}.\n\n")
+    if command:
+        out.write(f"Reproduce: `{command}`\n\n")
+    unfinished = [f"seed {r['seed']} {NAMES.get(r['method'], r['method'])}" for r in summary.get("runs", [])
+                  if not r["finished"]]
+    if unfinished:
+        out.write(f"**Not finished yet** (no final score, '–'; rerun the command to continue): {', '.join(unfinished)}.\n\n")
+    out.write("## Final models on E\n\n| method | test DSC | n | per seed |\n|---|---|---|---|\n")
+    for m in summary["methods"]:
+        st = summary["final"]["stats"][m]
+        per = ", ".join(_pct(summary["final"]["per_seed"][m].get(s)) for s in seeds)
+        out.write(f"| {NAMES.get(m, m)} | {_pct(st['mean'], st['sd'])} | {st['n']} | {per} |\n")
+    out.write("\n## Paired differences of the final models (same seed = same labeled draw and M0)\n\n"
+              "| difference | mean ± sd | seeds with a gain | per seed |\n|---|---|---|---|\n")
+    for k, d in summary["paired_differences"].items():
+        a, b = k.split("-")
+        out.write(f"| {NAMES.get(a, a)} − {NAMES.get(b, b)} | {_pct(d['mean'], d['sd'])} | {d['positive']}/{d['n']} | "
+                  f"{', '.join(_pct(x) for x in d['per_seed'])} |\n")
+    for r in summary.get("different_m0", []):
+        out.write(f"\nSeed {r['seed']} {NAMES.get(r['method'], r['method'])} started from another training of M0 "
+                  f"(its G0 test DSC {_pct(r['m0_test_dsc'])}, the labeled-only run's {_pct(r['labeled_only_m0_test_dsc'])}): "
+                  "it is left out of the paired differences ('–'), which hold only runs on the same M0.\n")
+    out.write("\n## Test DSC per generation\n\n")
+    gens = sorted({t for m in summary["methods"] for t in summary["per_generation"][m]})
+    out.write("Mean ± sd over the seeds whose run of that method has finished (n), the same seeds at every "
+              "generation; a run still training is left out here and kept, per seed, in comparison.csv.\n\n")
+    out.write("| method | n | " + " | ".join(f"G{t}" for t in gens) + " |\n" + "|---" * (len(gens) + 2) + "|\n")
+    for m in summary["methods"]:
+        row = summary["per_generation"][m]
+        n = summary["final"]["stats"][m]["n"]
+        out.write(f"| {NAMES.get(m, m)} | {n} | " + " | ".join(
+            _pct(row[t]["test"]["mean"], row[t]["test"]["sd"]) if t in row else "" for t in gens) + " |\n")
+    out.write("\n## Pseudo-labels on R (truth) next to the label-free monitors\n\n"
+              "| method | generation | @R DSC | change vs previous | half-model agreement | empty |\n"
+              "|---|---|---|---|---|---|\n")
+    for m in summary["methods"]:
+        for t, row in summary["per_generation"][m].items():
+            if row["reference"]["n"] == 0:
+                continue
+            empty = row["empty"]["mean"]
+            out.write(f"| {NAMES.get(m, m)} | G{t} | {_pct(row['reference']['mean'], row['reference']['sd'])} | "
+                      f"{_pct(row['change']['mean'])} | {_pct(row['agreement']['mean'])} | "
+                      f"{'–' if empty is None else f'{empty:.1f}'} |\n")
+    c = summary["monitor_correlation"]
+    out.write("\nCorrelation with the pseudo-label DSC on R across generations >= 1, methods and seeds "
+              "(Pearson r; '–' with fewer than 3 points or no spread): "
+              + ", ".join(f"{k} {('–' if v is None else f'{v:+.2f}')}" for k, v in c.items()) + ".\n")
+    return out.getvalue()
+
+
+def render_csv(summary: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "seed", "generation", "test_dsc", "reference_dsc", "change", "agreement", "empty",
+                "final_test_dsc"])
+    for m in summary["methods"]:
+        for i, s in enumerate(summary["seeds"]):
+            for t, row in summary["per_generation"][m].items():
+                w.writerow([m, s, t, *[("" if row[k]["per_seed"][i] is None else row[k]["per_seed"][i])
+                                       for k in ("test", "reference", "change", "agreement", "empty")],
+                            summary["final"]["per_seed"][m].get(s, "")])
+    return buf.getvalue()
+
+
+def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
+    ax = axes[0]
+    curves = [m for m in summary["methods"] if m not in ("supervised", "oracle")]
+    last = max((t for m in curves for t in summary["per_generation"][m]), default=0)
+    x_final = last + 1  # the final model (S + all of R) is drawn apart from the generations' M_t
+    for m in curves:
+        row = summary["per_generation"][m]
+        ts = [t for t in sorted(row) if row[t]["test"]["mean"] is not None]
+        final = summary["final"]["stats"].get(m, {})
+        if not ts and final.get("mean") is None:
+            continue
+        mean = [100 * row[t]["test"]["mean"] for t in ts]
+        sd = [100 * (row[t]["test"]["sd"] or 0) for t in ts]
+        line = ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=f"{NAMES.get(m, m)} (n = {final.get('n', 0)})")
+        if final.get("mean") is not None:
+            ax.errorbar([x_final], [100 * final["mean"]], yerr=[100 * (final["sd"] or 0)], marker="*",
+                        markersize=10, capsize=3, color=line[0].get_color(), ls="none")
+    ax.set_xticks(list(range(last + 1)) + [x_final])
+    ax.set_xticklabels([f"G{t}" for t in range(last + 1)] + ["final"])
+    for key, m, style, label in (("labeled_only", "supervised", "--", "labeled-only (M0)"),
+                                 ("oracle", "oracle", "-.", "oracle (S + R true labels)")):
+        if summary.get(key) is not None:
+            n = summary["final"]["stats"].get(m, {}).get("n", 0)
+            ax.axhline(100 * summary[key], color="k", ls=style, lw=1, label=f"{label}, n = {n}")
+    ax.set_xlabel("generation (M_t) and final model (*)")
+    ax.set_ylabel("test DSC (%)")
+    ax.set_title("test DSC on E, mean ± sd over seeds")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    names = [k for k, d in summary["paired_differences"].items() if d["n"]]
+    for i, k in enumerate(names):
+        d = [100 * x for x in summary["paired_differences"][k]["per_seed"] if x is not None]
+        ax.scatter([i] * len(d), d, color="C0")
+        ax.errorbar([i + 0.15], [sum(d) / len(d)], yerr=[100 * (summary["paired_differences"][k]["sd"] or 0)],
+                    fmt="s", color="C3", capsize=4)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([" − ".join(NAMES.get(x, x) for x in k.split("-")) for k in names], rotation=20, fontsize=7)
+    ax.set_ylabel("final-model test DSC difference (points)")
+    ax.set_title("paired per-seed differences")
+    ax.grid(alpha=0.3)
+    ax = axes[2]
+    pts = summary["monitor_points"]
+    for k, marker in (("change", "o"), ("agreement", "^")):
+        xy = [(100 * x, 100 * y) for x, y in zip(pts[k], pts["reference"]) if x is not None and y is not None]
+        if xy:
+            r = summary["monitor_correlation"][k]
+            ax.scatter([p[0] for p in xy], [p[1] for p in xy], marker=marker,
+                       label=f"{k} (r = {'–' if r is None else f'{r:+.2f}'})")
+    ax.set_xlabel("label-free monitor (%)")
+    ax.set_ylabel("pseudo-label DSC on R (%)")
+    ax.set_title("do the monitors track the truth?")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.suptitle(plan_name, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def write_comparison(records, out_dir: Path, plan_name: str, command: str = "") -> Dict[str, Path]:
+    """Write ``comparison.{md,csv,json,png}`` into ``out_dir`` from the runs' reports."""
+    out_dir = Path(out_dir)
+    summary = summarise(records)
+    for run in summary["runs"]:  # relative to the comparison: the tables stay true when it moves
+        run["run_dir"] = _relative(Path(run["run_dir"]), out_dir)
+    files = {"md": write_text(render_markdown(summary, plan_name, command), out_dir / "comparison.md"),
+             "csv": write_text(render_csv(summary), out_dir / "comparison.csv"),
+             "json": write_json({"plan": plan_name, "command": command, **summary}, out_dir / "comparison.json"),
+             "png": plot(summary, out_dir / "comparison.png", plan_name)}
+    logger.info("comparison written: %s", out_dir / "comparison.md")
+    return files

@@ -1,0 +1,325 @@
+"""Methods x seeds over one plan: the evidence a team needs before it spends GPU-weeks.
+
+:func:`run_comparison` runs, for every seed, every requested method as an ordinary resumable
+run folder ``<out>/seed<s>/<method>`` through the usual driver and executors, then writes
+``comparison.{md,csv,json,png}`` (:mod:`atso_nnunet.comparison.report`).
+
+Seeds: seed ``s`` draws the labeled set S afresh from the plan's labeled pool (the test set E
+never changes): ``sorted(default_rng(s).choice(sorted(pool), |S|))``, the rule of
+``scripts/make_synthetic_plans.py``. The pool (:func:`labeled_pool`) is S plus the reference cases
+that have ground truth *and* come from a source S comes from: a transfer plan (S from domain A, R
+from domain B) keeps S as it is for every seed, and a plan whose R has no labels (a hospital's
+unlabeled scans) cannot put an unlabeled case into S. The rest of S + R is R, split into subsets
+with seed ``s``, and every training of that seed gets ``training.seed = s``. Each seed has its own experiment
+dataset ``Dataset<plan id + s>_<name>S<s>`` (nnU-Net's fingerprint sees only that seed's S).
+
+Generation 0 is the same work for every method of a seed, so it is done once: the labeled-only
+run (method ``supervised``) of the seed trains M0, and each other method's run adopts its
+finished generation-0 steps (links to the models, predictions, labels and scores, and the
+markers, noting where they came from). Adoption is content-keyed: it happens only when the
+generation-0 part of the two resolved plans is identical, so a changed plan or seed never
+reuses an M0 it did not make.
+
+Parallel invocations (one per seed or per GPU node, on a shared ``--out``): a run folder another
+process is driving (its lock is held) is skipped with a warning instead of failing the whole
+comparison; when that is a seed's labeled-only run, the seed is skipped (its other methods must
+adopt that run's M0, not train their own). The tables cover every run folder on disk, so a last
+invocation (or ``--report-only``) after all have finished writes the complete comparison.
+
+Test labels: runs are made with ``defer_test_scores`` (every training and pseudo-labelling step
+of a run finishes before any score on E is computed), and the comparison reads scores only from
+finished runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from atso_nnunet.errors import InputError, RunLockedError
+from atso_nnunet.io import read_json, write_json
+from atso_nnunet.paths import NnUNetPaths
+from atso_nnunet.run.rundir import RunDir, RunLock
+
+logger = logging.getLogger(__name__)
+
+LABELED_ONLY = "supervised"
+# what never changes generation 0: the method's own settings
+_NOT_G0 = ("name", "note", "method", "generations")
+
+
+@dataclass
+class ComparisonOptions:
+    """What to compare and where.
+
+    Attributes:
+        out_dir: folder of the comparison (one run folder per seed and method below it).
+        paths: nnU-Net folders.
+        methods: method names; ``supervised`` (labeled-only, which trains each seed's M0) is
+            always run first and added if missing.
+        seeds: seeds (labeled draw, reference split, training seed).
+        generations: generations of the semi-supervised methods (default: the plan's).
+        views: override of the plan's views (e.g. ``["axial"]`` on a CPU).
+        executor: executor for every run (default: local).
+        device: ``cpu`` or ``cuda``.
+        num_processes: processes for preprocessing and ingestion.
+        command: the command line that reproduces the comparison (written into its tables).
+        report_only: run nothing; write the comparison from the run folders already under
+            ``out_dir`` (a look at a long comparison while it runs, or after it was stopped).
+    """
+
+    out_dir: Path
+    paths: NnUNetPaths
+    methods: Sequence[str] = ("supervised", "self", "stso", "atso", "oracle")
+    seeds: Sequence[int] = (0, 1, 2)
+    generations: Optional[int] = None
+    views: Optional[Sequence[str]] = None
+    executor: object = None
+    device: str = "cpu"
+    num_processes: int = 2
+    command: str = ""
+    report_only: bool = False
+
+
+def labeled_draw(pool: Sequence[str], n: int, seed: int) -> List[str]:
+    """The labeled cases of seed ``seed``: ``n`` of ``pool``, drawn with ``default_rng(seed)``."""
+    pool = sorted(pool)
+    if not 0 < n <= len(pool):
+        raise InputError(f"cannot draw {n} labeled case(s) from a pool of {len(pool)}")
+    return sorted(np.random.default_rng(seed).choice(pool, n, replace=False).tolist())
+
+
+def labeled_pool(plan, case_files) -> List[str]:
+    """The cases a seed may draw its labeled set from.
+
+    Args:
+        plan: the comparison's plan.
+        case_files: ``{case: CaseFiles}`` of at least the plan's labeled and reference cases
+            (:func:`atso_nnunet.data.materialize.find_cases`).
+
+    Returns:
+        The plan's labeled cases plus every reference case that has ground truth and lives in a
+        source one of the labeled cases lives in (sorted). A reference case from another domain
+        (transfer) or without a label never becomes labeled.
+    """
+    labeled_sources = {case_files[c].source for c in plan.labeled}
+    extra = [c for c in plan.reference
+             if case_files[c].label is not None and case_files[c].source in labeled_sources]
+    return sorted([*plan.labeled, *extra])
+
+
+def plan_for_seed(plan, seed: int, method: str, generations: Optional[int] = None,
+                  views: Optional[Sequence[str]] = None, pool: Optional[Sequence[str]] = None):
+    """The plan of one run of the comparison (see the module docstring).
+
+    ``pool``: the cases S is drawn from (:func:`labeled_pool`); default the plan's S + R (a plan
+    with one source whose reference cases all have labels).
+    """
+    from atso_nnunet.methods import get_method
+    from atso_nnunet.plan import plan_from_dict
+
+    pool = list(pool) if pool is not None else [*plan.labeled, *plan.reference]
+    unknown = sorted(set(pool) - set(plan.labeled) - set(plan.reference))
+    if unknown:
+        raise InputError(f"labeled pool has cases outside the plan's labeled and reference sets: {unknown}")
+    labeled = labeled_draw(pool, len(plan.labeled), seed)
+    m = get_method(method)
+    gens = plan.generations if generations is None else generations
+    gens = min(max(gens, m.min_generations), m.max_generations if m.max_generations is not None else gens)
+    data = plan.to_dict()
+    training = dict(data.get("training") or {})
+    training["seed"] = seed
+    data.update({
+        "name": f"{plan.name} [seed {seed}, {method}]",
+        "labeled": labeled,
+        "reference": sorted((set(plan.labeled) | set(plan.reference)) - set(labeled)),
+        "dataset_id": plan.dataset_id + seed,
+        "dataset_name": f"{plan.dataset_name}S{seed}",
+        "seed": seed,
+        "method": method,
+        "generations": gens,
+        "training": training,
+        "reference_split": None,
+    })
+    if views is not None:
+        data["views"] = list(views)
+    return plan_from_dict(data, origin=f"comparison plan (seed {seed}, method {method})")
+
+
+def generation_zero_key(plan) -> str:
+    """Content key of everything generation 0 depends on (the resolved plan minus the method's own)."""
+    from atso_nnunet.plan import resolved
+
+    data = {k: v for k, v in resolved(plan).items() if k not in _NOT_G0}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _link(target: Path, source: Path) -> None:
+    if target.exists() or target.is_symlink():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(os.path.relpath(source, target.parent))
+
+
+def adopt_generation_zero(shared_ctx, ctx, steps) -> int:
+    """Let ``ctx``'s run use the finished generation 0 of ``shared_ctx``'s run (same content key).
+
+    Returns:
+        The number of generation-0 steps adopted (0 when the keys differ or nothing is finished).
+    """
+    from atso_nnunet.schedule import Model
+
+    key_file = "g0_key.json"
+    key = generation_zero_key(ctx.plan)
+    shared_key = (read_json(shared_ctx.run.root / key_file) or {}).get("key")
+    if shared_key != key:
+        logger.info("generation 0 of %s not shared (content key %s vs %s)", ctx.run.root, key, shared_key)
+        return 0
+    adopted = 0
+    for step in steps:
+        if step.generation != 0 or step.kind == "report" or ctx.run.is_done(step.id):
+            continue
+        if not shared_ctx.run.is_done(step.id):
+            continue
+        for art in step.outputs:
+            if isinstance(art, Model):
+                _link(ctx.run.results_root(art.name).parent, shared_ctx.run.results_root(art.name).parent)
+            else:
+                src, dst = shared_ctx.path(art), ctx.path(art)
+                _link(dst, src)
+                if dst.suffix == ".json":
+                    _link(dst.with_suffix(".csv"), src.with_suffix(".csv"))
+        marker = read_json(shared_ctx.run.marker(step.id)) or {}
+        ctx.run.mark_done(step.id, 0.0, shared_from=str(shared_ctx.run.root), original=marker)
+        adopted += 1
+    return adopted
+
+
+@dataclass
+class RunRecord:
+    """One finished (or partial) run of the comparison."""
+
+    seed: int
+    method: str
+    run_dir: Path
+    report: Optional[dict] = None
+    labeled: List[str] = field(default_factory=list)
+    finished: bool = True
+
+
+def read_records(out: Path, seeds: Sequence[int], methods: Sequence[str]) -> List[RunRecord]:
+    """Every run folder ``<out>/seed<s>/<method>`` of ``seeds`` x ``methods`` that has a report.
+
+    A run's labeled cases are those the run itself trained on (its ``plan.json``), and it counts
+    as finished when its report step is done; no run is read beyond its folder.
+    """
+    runs = [(s, m, Path(out) / f"seed{s}" / m) for s in seeds for m in methods]
+    return [RunRecord(s, m, d, read_json(d / "report.json"),
+                      list((read_json(d / "plan.json") or {}).get("labeled", [])),
+                      finished=RunDir(d).is_done("report"))
+            for s, m, d in runs if (d / "report.json").is_file()]
+
+
+def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
+    """Run every (seed, method) and write the comparison; see the module docstring.
+
+    Raises:
+        InputError: unknown methods or seeds, or a bad plan, before any work.
+    """
+    from atso_nnunet.comparison import report as comparison_report
+    from atso_nnunet.run.driver import DriverOptions, make_context, run_experiment
+    from atso_nnunet.methods import get_method
+    from atso_nnunet.schedule import build_schedule
+    from atso_nnunet.plan import reference_subsets
+
+    methods = list(dict.fromkeys([LABELED_ONLY, *options.methods]))
+    for m in methods:
+        get_method(m)
+    seeds = list(dict.fromkeys(int(s) for s in options.seeds))
+    if not seeds or any(s < 0 for s in seeds):
+        raise InputError(f"--seeds: give one or more seeds >= 0, got {options.seeds}")
+    out = Path(options.out_dir).resolve()
+
+    if options.report_only:
+        records = read_records(out, seeds, methods)
+        if not records:
+            raise InputError(f"--report-only: no run folder with a report under {out} for seeds "
+                             f"{' '.join(map(str, seeds))} and methods {' '.join(methods)}")
+        comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
+        return records
+    if RunDir(out).published_file.is_file():
+        raise InputError(f"--out {out} is a published comparison (run records without models): it cannot be run "
+                         "or continued. Add --report-only to re-derive its tables, or give a new --out.")
+    from atso_nnunet.data.materialize import find_cases
+    from atso_nnunet.run.driver import drop_absent_cases, ensure_sources
+    from atso_nnunet.run.preflight import dataset_id_problems
+
+    present = drop_absent_cases(plan, options.paths)
+    pool = labeled_pool(present, find_cases(ensure_sources(present, options.paths),
+                                            [*present.labeled, *present.reference]))
+    if len(pool) == len(plan.labeled):
+        logger.warning("the labeled set is the same for every seed (no reference case has ground truth in a "
+                       "source of the labeled cases): seeds differ in the reference split and the training seed only")
+    plans = {(s, m): plan_for_seed(plan, s, m, options.generations, options.views, pool=pool)
+             for s in seeds for m in methods}
+
+    # Seed s builds its dataset under dataset_id + s: a clash on the last seed is found now, not
+    # after hours of the first seeds' training.
+    clashes = [f"seed {s}: {problem}" for s in seeds for problem in dataset_id_problems(plans[(s, LABELED_ONLY)],
+                                                                                       options.paths)]
+    if clashes:
+        raise InputError("dataset ids of the comparison's seeds are taken:\n  - " + "\n  - ".join(clashes))
+    skipped = []
+    for s in seeds:
+        shared_ctx = None
+        for m in methods:
+            p = plans[(s, m)]
+            run_dir = out / f"seed{s}" / m
+            busy = driven_elsewhere(run_dir)
+            if busy:
+                skipped.append(f"seed {s} {m}")
+                if m == LABELED_ONLY:
+                    logger.warning("seed %d skipped: its labeled-only run (which trains the M0 every method of "
+                                   "the seed shares) is being driven elsewhere: %s", s, busy)
+                    break
+                logger.warning("seed %d, %s skipped: %s", s, m, busy)
+                continue
+            opts = DriverOptions(run_dir=run_dir, paths=options.paths, executor=options.executor,
+                                 device=options.device, num_processes=options.num_processes,
+                                 defer_test_scores=True)
+            ctx = make_context(p, opts)
+            if m == LABELED_ONLY:
+                shared_ctx = ctx
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_json({"key": generation_zero_key(p)}, run_dir / "g0_key.json")
+            else:
+                steps = build_schedule(p, reference_subsets(p), get_method(m))
+                n = adopt_generation_zero(shared_ctx, ctx, steps)
+                logger.info("seed %d, %s: %d generation-0 step(s) shared with the labeled-only run", s, m, n)
+            logger.info("=== seed %d, method %s: %s", s, m, run_dir)
+            run_experiment(p, opts)
+            # also the runs another invocation wrote (e.g. one per seed, in parallel)
+            comparison_report.write_comparison(read_records(out, seeds, methods), out, plan_name=plan.name,
+                                               command=options.command)
+    records = read_records(out, seeds, methods)
+    if skipped:
+        if records:  # after a skipped last run the tables were not rewritten yet
+            comparison_report.write_comparison(records, out, plan_name=plan.name, command=options.command)
+        logger.warning("skipped because another process is driving them: %s. Rerun this command (or add "
+                       "--report-only) once they have finished, for tables that include them.", ", ".join(skipped))
+    return records
+
+
+def driven_elsewhere(run_dir: Path) -> Optional[str]:
+    """The lock error's message when another process holds ``run_dir``'s lock, else ``None``."""
+    try:
+        with RunLock(run_dir):
+            return None
+    except RunLockedError as e:
+        return str(e)

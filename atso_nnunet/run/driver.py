@@ -1,0 +1,466 @@
+"""The ATSO driver: prepare the data, run the schedule with resume, write reports.
+
+``run_experiment`` is what ``atso_nnunet_run`` calls. It
+
+1. validates the plan and its overrides, before any work;
+2. prepares the data once: builds missing synthetic sources, checks the sources hold every case,
+   materialises the experiment dataset and plans / preprocesses it for every view (nnU-Net);
+3. walks the schedule (:mod:`atso_nnunet.schedule`) batch by batch: independent nnU-Net trainings
+   and predictions of a batch go to the executor together, plugin steps run in-process;
+4. writes the report after every batch that produced scores (assembled from the schedule's
+   declared outputs, :func:`atso_nnunet.evaluation.report.assemble`).
+
+What a method adds to the schedule is the method object's business (:mod:`atso_nnunet.methods`);
+how each step kind runs is :mod:`atso_nnunet.run.steps`'.
+
+What is done is read from the markers in the run folder, written after each step's outputs, so
+rerunning the same command continues where it stopped and never redoes a finished step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from atso_nnunet.evaluation import report as report_mod
+from atso_nnunet.errors import InputError
+from atso_nnunet.execution import Executor
+from atso_nnunet.io import read_json, write_json
+from atso_nnunet.methods import get_method
+from atso_nnunet.plan import (ExperimentPlan, plan_changes, reference_subsets, resolved, source_dir,
+                              validate_against_dataset)
+from atso_nnunet.nnunet.commands import stray_trainer_variables
+from atso_nnunet.paths import NnUNetPaths
+from atso_nnunet.run.progress import Eta
+from atso_nnunet.run.rundir import RunDir, RunLock
+from atso_nnunet.run import steps as runners
+from atso_nnunet.run.steps import PLUGIN_RUNNERS, RunContext
+from atso_nnunet.schedule import Step, build_schedule, steps_by_id, topological_batches
+
+logger = logging.getLogger(__name__)
+
+PREPARE = "prepare"
+
+
+@dataclass
+class DriverOptions:
+    """How to run an experiment.
+
+    Attributes:
+        run_dir: the run folder (outputs, markers, logs, report).
+        paths: nnU-Net folders; raw and preprocessed are shared, each model gets its own results root.
+        executor: runs the nnU-Net jobs (``atso_nnunet.execution.make_executor``).
+        device: ``cpu`` or ``cuda``.
+        num_processes: processes for in-process preprocessing and ingestion.
+        dry_run: print every command instead of running anything.
+        fresh: delete the run folder's previous outputs first (the user asked for it).
+        only_step: run just this step id (its inputs must be finished), for a team's own scheduler.
+        sec_per_iter: seconds per training iteration, for the budget ``--dry-run`` prints.
+        defer_test_scores: score nothing on E (read no test label) before every training and
+            pseudo-labelling step of the run has finished (the comparison runs this way).
+    """
+
+    run_dir: Path
+    paths: NnUNetPaths
+    executor: Optional[Executor] = None
+    device: str = "cpu"
+    num_processes: int = 2
+    dry_run: bool = False
+    fresh: bool = False
+    only_step: Optional[str] = None
+    defer_test_scores: bool = False
+    sec_per_iter: Optional[float] = None
+
+
+def default_run_dir(paths: NnUNetPaths, plan: ExperimentPlan) -> Path:
+    """``$nnUNet_results/atso_runs/Dataset<id>_<name>__<method>``."""
+    return paths.results / "atso_runs" / f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}__{plan.method}"
+
+
+# ---------------------------------------------------------------------------------------------
+# preparation
+
+
+def _missing_source_error(plan: ExperimentPlan, source: str, where: Path) -> InputError:
+    from atso_nnunet.data.converters import conversion_command
+
+    cmd = conversion_command(source) or plan.convert_hint
+    how = f"Create it first:\n  {cmd}" if cmd else "Convert or copy that nnU-Net raw dataset there first."
+    return InputError(f"source dataset {source} not found at {where} (plan '{plan.name}'). {how}")
+
+
+def ensure_sources(plan: ExperimentPlan, paths: NnUNetPaths) -> List[Path]:
+    """Source dataset folders; synthetic sources named in ``plan.synthetic`` are generated if missing.
+
+    ``plan.synthetic`` maps a source name to the generator's options
+    (``domain``, ``n_cases``, ``seed``, ``shape``, ``spacing``, ``case_prefix``).
+    """
+    from atso_nnunet.data import synthetic
+
+    out = []
+    for source in plan.sources:
+        where = source_dir(paths, source)
+        if not where.is_dir():
+            spec = plan.synthetic.get(source)
+            if spec is None:
+                raise _missing_source_error(plan, source, where)
+            n_cases, prefix = spec.n_cases, spec.case_prefix
+            dataset_id = int(source.split("_", 1)[0][len("Dataset"):])
+            logger.info("generating synthetic source %s (%d cases) ...", source, n_cases)
+            t0 = time.time()
+            cfg = synthetic.SyntheticConfig(**spec.generator_options())
+            synthetic.write_source_dataset(paths.raw, dataset_id, source.split("_", 1)[1], n_cases, cfg,
+                                           case_prefix=prefix)
+            logger.info("generated %s in %.1f s", source, time.time() - t0)
+        out.append(where)
+    return out
+
+
+def drop_absent_cases(plan: ExperimentPlan, paths: NnUNetPaths) -> ExperimentPlan:
+    """The plan without the reference / test cases of ``may_be_absent`` that its sources lack.
+
+    Releases of a dataset differ (TCIA's Pancreas-CT lost NIH_0025 and NIH_0070); a plan lists
+    such cases in ``may_be_absent``. Absent ones are named in a warning and left out, with the
+    resulting set sizes; a missing labeled case stays an error (checked when the data is prepared).
+    Sources that do not exist yet (to be generated or converted) are left to ``prepare``.
+    """
+    if not plan.may_be_absent:
+        return plan
+    from atso_nnunet.data.materialize import available_cases
+
+    dirs = [source_dir(paths, s) for s in plan.sources]
+    if not all(d.is_dir() for d in dirs):
+        return plan
+    have = available_cases(dirs)
+    absent = sorted(c for c in plan.may_be_absent if c not in have and (c in plan.reference or c in plan.test))
+    if not absent:
+        return plan
+    reference = tuple(c for c in plan.reference if c not in absent)
+    test = tuple(c for c in plan.test if c not in absent)
+    logger.warning("%d case(s) of the plan are absent from its sources and left out (listed in may_be_absent): "
+                   "%s; the run uses %d labeled, %d reference and %d test cases", len(absent), ", ".join(absent),
+                   len(plan.labeled), len(reference), len(test))
+    return dataclasses.replace(plan, reference=reference, test=test, reference_split=None,
+                               may_be_absent=tuple(c for c in plan.may_be_absent if c not in absent),
+                               note=f"{plan.note} [left out, absent from the sources: {', '.join(absent)}]")
+
+
+def prepare(ctx: RunContext, network) -> None:
+    """Sources -> experiment dataset -> tri-view plans and preprocessed data (each idempotent)."""
+    from atso_nnunet.data.materialize import find_cases, materialize
+    from atso_nnunet.nnunet.planning import plan_and_preprocess
+
+    plan = ctx.plan
+    sources = ensure_sources(plan, ctx.paths)
+    cases = find_cases(sources, [*plan.labeled, *plan.reference, *plan.test])
+    validate_against_dataset(plan, cases, [c for c, f in cases.items() if f.label is not None],
+                             origin=f"plan '{plan.name}' against its sources")
+    built_now = not ctx.dataset_dir.exists()
+    materialize(ctx.dataset_dir, sources, plan.labeled, plan.reference, plan.test)
+    from atso_nnunet.data.checks import check_raw_dataset
+
+    try:
+        check_raw_dataset(ctx.dataset_dir, ground_truth_values=[int(k) for k in plan.eval_label_map])
+        problems = get_method(plan.method).dataset_problems(ctx.dataset_dir, plan)
+        if problems:
+            raise InputError("; ".join(problems))
+    except InputError as e:
+        if not built_now:
+            raise
+        # links only: a corrected plan with other case lists must be able to build it again
+        shutil.rmtree(ctx.dataset_dir)
+        raise InputError(f"{e}\n(The experiment dataset {ctx.dataset_dir.name} was removed again; nothing of this run "
+                         "was recorded. Fix the source files named above, or leave their cases out of the plan, and "
+                         "run the same command again.)") from None
+    t0 = time.time()
+    plan_and_preprocess(ctx.paths, plan.dataset_id, views=plan.views, configuration=plan.configuration,
+                        network=network, num_processes=ctx.num_processes)
+    logger.info("tri-view planning and preprocessing ready (%.1f s)", time.time() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class _Progress:
+    """One log line per finished step: count, duration, elapsed time, ETA, what comes next."""
+
+    def __init__(self, steps: Sequence[Step], done: Callable[[str], bool], parallel: int = 1):
+        self.total = len(steps)
+        self.order = [s.id for s in steps]
+        self.done = done
+        self.t0 = time.time()
+        self.eta = Eta(steps, parallel=parallel, done=done)
+
+    def finished(self, step_id: str, seconds: float) -> None:
+        self.eta.finished(step_id, seconds)
+        n = sum(1 for s in self.order if self.done(s))
+        nxt = next((s for s in self.order if not self.done(s)), None)
+        logger.info("[%d/%d] %s done in %.1f s (elapsed %s; %s)%s", n, self.total, step_id, seconds,
+                    _fmt(time.time() - self.t0), self.eta.describe(step_id), f"; next: {nxt}" if nxt else "")
+
+
+def _run_batch(ctx: RunContext, batch: Sequence[Step], executor: Executor, progress: _Progress) -> None:
+    run = ctx.run
+    todo = [s for s in batch if not run.is_done(s.id)]
+    # plugin steps first (cheap; independent of the jobs of the same batch)
+    for step in todo:
+        runner = PLUGIN_RUNNERS.get(step.kind)
+        if runner is not None:
+            t0 = time.time()
+            info = runner(ctx, step)
+            run.mark_done(step.id, time.time() - t0, **info)
+            progress.finished(step.id, time.time() - t0)
+    jobs, owners = [], {}
+    for step in todo:
+        if step.kind == "train":
+            job = runners.train_job(ctx, step)
+            jobs.append(job)
+            owners[job.name] = [step]
+    # One nnUNetv2_predict per model and view (R and E together). A group with any unfinished
+    # step is predicted whole again, since its folder is cleared first.
+    for group in runners.prediction_groups(batch).values():
+        if all(run.is_done(s.id) for s in group):
+            continue
+        runners.clear_partial_prediction(ctx, group)
+        job = runners.predict_job(ctx, group)
+        jobs.append(job)
+        owners[job.name] = group
+    if not jobs:
+        return
+    logger.info("running %d nnU-Net job(s): %s", len(jobs), ", ".join(j.name for j in jobs))
+    results = executor.run_batch(jobs)
+    for res in results:
+        for step in owners[res.name]:
+            run.mark_done(step.id, res.wall_s, log=str(res.log_path), attempts=res.attempts)
+            progress.finished(step.id, res.wall_s)
+
+
+def _record_plan(run: RunDir, plan: ExperimentPlan, write: bool = True) -> None:
+    """Write the resolved plan into the run folder; refuse a folder that holds another plan.
+
+    A folder whose run never started (no step finished) is taken over, with a warning. With
+    ``write=False`` only the check is made (before ``prepare``, whose data checks must pass
+    before anything is recorded).
+    """
+    plan_data = resolved(plan)
+    if run.plan_file.is_file():
+        changed = plan_changes(json.loads(run.plan_file.read_text()), plan_data)
+        if changed:
+            if not run.started():
+                # A run refused before its first step (or only dry-run) holds nothing to protect.
+                logger.warning("%s held a run of another plan that never started (no step finished); this plan "
+                               "takes it over (fields changed: %s)", run.root, ", ".join(changed))
+                if write:
+                    write_json(plan_data, run.plan_file)
+                return
+            raise InputError(
+                f"{run.root} holds a run of a different plan (fields changed: {', '.join(changed)}). "
+                "Use another --run-dir, or --overwrite to delete that run's outputs and start over.")
+    if write:
+        write_json(plan_data, run.plan_file)
+
+
+def _wipe(run: RunDir) -> None:
+    if run.root.is_dir():
+        logger.warning("--overwrite: deleting the previous outputs in %s", run.root)
+        for child in run.root.iterdir():
+            if child.name == ".driver.lock":
+                continue
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+@contextmanager
+def _log_to_file(path: Path):
+    """Copy the package's log lines to the run log; the reason the driver stopped, if it did not
+    finish (failed jobs and their logs, a bad input, an interrupt), is the log's last line there,
+    so a run read later says why it stopped (the CLI prints it on stderr itself)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("atso_nnunet")
+    root.addHandler(handler)
+    try:
+        yield
+    except BaseException as e:
+        why = "interrupted (Ctrl-C or SIGTERM)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "driver stopped: %s", (why,), None))
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _network_override(plan: ExperimentPlan):
+    if plan.network is None:
+        return None
+    from atso_nnunet.nnunet.planning import NetworkOverride
+
+    return NetworkOverride(**asdict(plan.network))
+
+
+def training_settings(plan: ExperimentPlan) -> Callable[[str], Dict[str, object]]:
+    """The trainer settings of each training role (``plan.training.for_role``); the role
+    ``predict`` holds the prediction settings (test-time augmentation)."""
+    training = plan.training
+
+    def for_role(role: str) -> Dict[str, object]:
+        if role == "predict":
+            return {"test_time_augmentation": training.test_time_augmentation}
+        return training.for_role(role)
+
+    return for_role
+
+
+def training_words(plan: ExperimentPlan, steps: Sequence[Step]) -> str:
+    """One sentence per training role of the run: the settings its models train with."""
+    roles = list(dict.fromkeys(s.training_role for s in steps if s.kind == "train"))
+    parts = []
+    for role in roles:
+        st = plan.training.for_role(role)
+        parts.append(f"{role}: " + (", ".join(f"{k} {v}" for k, v in st.items()) or "nnU-Net's defaults"))
+    return "Training settings per role (unset = nnU-Net's default): " + "; ".join(parts) + "."
+
+
+def make_context(plan: ExperimentPlan, options: "DriverOptions") -> RunContext:
+    dataset_dir = options.paths.raw / f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}"
+    return RunContext(plan, options.paths, RunDir(options.run_dir), dataset_dir, device=options.device,
+                      num_processes=options.num_processes, training=training_settings(plan))
+
+
+def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[report_mod.RunReport]:
+    """Run (or continue) an experiment; see the module docstring.
+
+    Returns:
+        The report, or None for ``dry_run`` and ``only_step``.
+
+    Raises:
+        InputError: bad plan, overrides or data (before any expensive work).
+        RunLockedError: another driver is running on ``options.run_dir``.
+        StepFailedError: a job failed after its retries (its log is named).
+    """
+    stray = stray_trainer_variables()
+    if stray:
+        raise InputError(f"{', '.join(stray)} set in this shell: every job would inherit it and it would beat "
+                         "the run's settings. The plan's training (schedule) section is the single source of "
+                         f"training settings: unset {' '.join(stray)} and put the value there.")
+    if RunDir(options.run_dir).published_file.is_file():
+        raise InputError(f"{options.run_dir} holds the published records of a run (scores, no models): it cannot be "
+                         "run or continued. Continue the run folder it was published from (see its published.json), "
+                         "or give a new run folder.")
+    network = _network_override(plan)
+    plan = drop_absent_cases(plan, options.paths)
+    method = get_method(plan.method)
+    steps = build_schedule(plan, reference_subsets(plan), method)
+    ctx = make_context(plan, options)
+    run = ctx.run
+    from atso_nnunet.run.preflight import preflight
+
+    if not run.is_done(PREPARE):        # a prepared run passed it and needs its sources no more
+        preflight(plan, options.paths)  # before anything is written in the run folder
+    if options.dry_run:
+        from atso_nnunet.run.dryrun import print_commands
+
+        # Only the resolved plan and the trainer run configs are written, so the printed commands run as given.
+        _record_plan(run, plan)
+        print_commands(ctx, steps, options.sec_per_iter)
+        return None
+    run.root.mkdir(parents=True, exist_ok=True)
+    with RunLock(run.root), _log_to_file(run.log_file):
+        if options.fresh:
+            _wipe(run)
+        stale = run.remove_stale_temporaries()
+        if stale:
+            logger.info("removed %d temporary file(s) left by an interrupted driver", len(stale))
+        _record_plan(run, plan, write=run.started())
+        logger.info("run folder: %s (plan '%s', method %s, %d generation(s), views %s)", run.root, plan.name,
+                    plan.method, plan.generations, ", ".join(plan.views))
+        if plan.note:
+            logger.info("plan note: %s", plan.note)
+        executor = options.executor
+        if executor is None:
+            from atso_nnunet.execution import make_executor
+
+            executor = make_executor("local")
+        if options.only_step != PREPARE and not all(run.is_done(s.id) for s in steps):
+            executor.warm_up(run.root / "logs")  # warm workers import while the data are prepared
+        if not run.is_done(PREPARE):
+            t0 = time.time()
+            prepare(ctx, network)
+            _record_plan(run, plan)    # the plan passed every check: now it is recorded
+            run.mark_done(PREPARE, time.time() - t0)
+        if options.only_step == PREPARE:
+            return None
+        from atso_nnunet.run.ground_truth import reopen_scoring
+
+        reopen_scoring(ctx, steps, [source_dir(options.paths, s) for s in plan.sources])
+        progress = _Progress(steps, run.is_done, parallel=getattr(executor, "max_parallel", 1))
+        if options.only_step:
+            return _run_only(ctx, steps, options.only_step, executor, progress)
+        logger.info("%d steps, %d already done", len(steps), sum(run.is_done(s.id) for s in steps))
+        phases = [steps]
+        if options.defer_test_scores:
+            test_scores = {s.id for s in steps if s.kind == "evaluate" and s.role == "test_eval"}
+            phases = [[s for s in steps if s.id not in test_scores and s.kind != "report"], steps]
+        for batch in (b for phase in phases for b in topological_batches(phase)):
+            if all(run.is_done(s.id) for s in batch):
+                continue
+            _run_batch(ctx, [s for s in batch if s.kind != "report"], executor, progress)
+            freed = runners.release_probabilities(ctx, steps)
+            if freed:
+                logger.info("released %.1f MB of probabilities no fusion needs any more", freed / 2**20)
+            if any(s.report_cells or s.kind == "report" for s in batch):
+                # the plot is redrawn once per generation (when M_t's test score arrives)
+                plot = any(c.column in ("test", "final") for s in batch for c in s.report_cells)
+                report_mod.write_report(report_of(ctx, steps), run.root, with_plot=plot)
+                if any(s.kind == "report" for s in batch):
+                    run.mark_done("report", 0.0)
+        rep = report_of(ctx, steps)
+        report_mod.write_report(rep, run.root)
+        return rep
+
+
+def _run_only(ctx: RunContext, steps: Sequence[Step], step_id: str, executor: Executor, progress: _Progress):
+    by_id = steps_by_id(steps)
+    if step_id not in by_id:
+        raise InputError(f"--step {step_id}: no such step; see --dry-run for the step ids")
+    step = by_id[step_id]
+    for i in step.inputs:  # nnU-Net commands a team ran by hand (from --dry-run) leave no marker
+        if not ctx.run.is_done(i) and runners.outputs_present(ctx, by_id[i]):
+            ctx.run.mark_done(i, 0.0, adopted=True)
+    pending = [i for i in step.inputs if not ctx.run.is_done(i)]
+    if pending:
+        raise InputError(f"--step {step_id}: its inputs are not finished: {', '.join(pending)}")
+    if step.kind == "report":
+        rep = report_of(ctx, steps)
+        report_mod.write_report(rep, ctx.run.root)
+        ctx.run.mark_done("report", 0.0)
+        return rep
+    _run_batch(ctx, [step], executor, progress)
+    return None
+
+
+def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
+    """The report as far as the run has got, from the schedule's declared outputs."""
+    run = ctx.run
+    method = get_method(ctx.plan.method)
+    logs = {s.id: str(run.step_log(s.id).relative_to(run.root)) for s in steps
+            if s.kind in ("train", "predict") and run.step_log(s.id).exists()}
+    rep = report_mod.assemble(steps, lambda a: read_json(ctx.path(a)), run.is_done, method=method.name,
+                              plan_name=ctx.plan.name, metric=ctx.plan.metric,
+                              how_evaluated=f"{method.describe(ctx.plan)} {training_words(ctx.plan, steps)}",
+                              logs=logs)
+    rep.test_cases = len(ctx.plan.test)
+    return rep

@@ -1,0 +1,117 @@
+"""``--dry-run``: every step of a run as the command that would run it, in order.
+
+Training and prediction are printed as nnU-Net's own commands (with the variables atso_nnunet
+sets); plugin steps as ``atso_nnunet_run ... --step <id>``, so a team can drive a run from its
+own scheduler.
+"""
+from __future__ import annotations
+
+import datetime
+import re
+import statistics
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from atso_nnunet.run import steps as runners
+from atso_nnunet.run.steps import RunContext
+from atso_nnunet.schedule import Step, topological_batches
+
+PREPARE = "prepare"
+
+
+def command_lines(ctx: RunContext, steps: Sequence[Step]) -> list:
+    """The dry-run listing as lines (comments start with ``#``)."""
+    base = f"atso_nnunet_run --plan {ctx.run.root / 'plan.json'} --run-dir {ctx.run.root}"
+    lines = [f"# {len(steps)} steps; plugin steps run with: {base} --step <id>",
+             f"# prepare (sources, experiment dataset, tri-view plan + preprocess): {base} --step {PREPARE}"]
+    batches = topological_batches(steps)
+    for i, batch in enumerate(batches):
+        lines.append(f"# batch {i + 1}/{len(batches)} ({len(batch)} independent step(s))")
+        for s in batch:
+            if s.kind == "train":
+                lines.append(f"# {s.id}\n" + runners.describe_job(runners.train_job(ctx, s)))
+            elif s.kind != "predict":
+                lines.append(f"{base} --step {s.id}")
+        for group in runners.prediction_groups(batch).values():
+            job = runners.predict_job(ctx, group, link=False)
+            lines.append(f"# {', '.join(s.id for s in group)}\n" + runners.describe_job(job))
+    return lines
+
+
+# nnU-Net's defaults when a plan leaves a setting unset
+DEFAULT_EPOCHS, DEFAULT_ITERATIONS = 1000, 250
+_EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
+_EPOCH_START = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+): Epoch (\d+)\s*$", re.M)
+
+
+def training_iterations(ctx: RunContext, steps: Sequence[Step]) -> Dict[int, int]:
+    """Training iterations per generation (epochs x iterations per epoch of each training)."""
+    out: Dict[int, int] = {}
+    for s in steps:
+        if s.kind == "train":
+            st = ctx.training(s.training_role)
+            n = st.get("num_epochs") or DEFAULT_EPOCHS
+            out[s.generation] = out.get(s.generation, 0) + n * (st.get("num_iterations_per_epoch") or DEFAULT_ITERATIONS)
+    return out
+
+
+def epoch_seconds(text: str) -> List[float]:
+    """Wall-clock seconds of each epoch in an nnU-Net ``training_log_*.txt``.
+
+    An epoch lasts from its ``Epoch N`` line to the next epoch's line: that includes what nnU-Net
+    does after its ``Epoch time: X s`` line (checkpoint on a new best, the progress plot), which for
+    small networks on a GPU is most of the epoch (0.5 s logged vs 1.3 s wall on an H200,
+    docs/benchmarks.md "On a GPU"). The last epoch of a log has no next line and is left out; a log
+    with a single epoch falls back on its logged ``Epoch time``. A gap between epochs that are not
+    consecutive (a restart, ``--c``) is not an epoch.
+    """
+    starts = [(int(m.group(2)), datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f"))
+              for m in _EPOCH_START.finditer(text)]
+    logged = [float(m.group(1)) for m in _EPOCH_TIME.finditer(text)]
+    walls = [(t1 - t0).total_seconds() for (e0, t0), (e1, t1) in zip(starts, starts[1:])
+             if e1 == e0 + 1 and t1 >= t0]
+    return walls if walls else logged
+
+
+def seconds_per_iteration(folder: Path) -> Optional[float]:
+    """Median wall-clock seconds per training iteration in nnU-Net's ``training_log_*.txt`` below ``folder``.
+
+    Epochs are timed by :func:`epoch_seconds`; the iterations per epoch come from the run config
+    atso_nnunet writes next to the log (``atso_run_config.json``), else nnU-Net's 250. An epoch
+    includes its validation iterations and nnU-Net's end-of-epoch work, so the figure errs on the
+    safe side.
+    """
+    import json
+
+    rates: List[float] = []
+    for log in sorted(Path(folder).rglob("training_log_*.txt")):
+        times = epoch_seconds(log.read_text(errors="replace"))
+        if not times:
+            continue
+        cfg = log.parent / "atso_run_config.json"
+        ipe = (json.loads(cfg.read_text()).get("num_iterations_per_epoch") if cfg.is_file() else None) or DEFAULT_ITERATIONS
+        rates += [t / ipe for t in times]
+    return statistics.median(rates) if rates else None
+
+
+def budget_lines(ctx: RunContext, steps: Sequence[Step], sec_per_iter: Optional[float] = None) -> List[str]:
+    """The run's training budget: iterations per generation and, given seconds per iteration, GPU-hours."""
+    per_gen = training_iterations(ctx, steps)
+    trainings: Dict[int, int] = {}
+    for s in steps:
+        if s.kind == "train":
+            trainings[s.generation] = trainings.get(s.generation, 0) + 1
+    total = sum(per_gen.values())
+    lines = [f"# training budget: {sum(trainings.values())} trainings, {total:,} iterations in total"
+             + (f", about {total * sec_per_iter / 3600:.1f} GPU-hours at {sec_per_iter:.3g} s/iteration"
+                if sec_per_iter else " (give --sec-per-iter or --timing-from for GPU-hours)")]
+    T = max(per_gen) if per_gen else 0
+    for t in sorted(per_gen):
+        name = "G0 (M0)" if t == 0 else ("final model" if t == T and t == ctx.plan.generations + 1 else f"G{t}")
+        lines.append(f"#   {name}: {trainings[t]} training(s), {per_gen[t]:,} iterations"
+                     + (f", {per_gen[t] * sec_per_iter / 3600:.1f} GPU-hours" if sec_per_iter else ""))
+    return lines
+
+
+def print_commands(ctx: RunContext, steps: Sequence[Step], sec_per_iter: Optional[float] = None) -> None:
+    print("\n".join(budget_lines(ctx, steps, sec_per_iter) + command_lines(ctx, steps)))

@@ -1,0 +1,358 @@
+"""Running the steps of a schedule: nnU-Net commands as jobs, plugin steps in-process.
+
+:mod:`atso_nnunet.schedule` decides *what* runs; this module knows *how*:
+
+- ``train`` and ``predict`` become :class:`~atso_nnunet.execution.Job` s (``nnUNetv2_train`` /
+  ``nnUNetv2_predict`` argument lists) handed to an executor; the predictions of R and E by one
+  model and view are one ``nnUNetv2_predict`` call;
+- ``ingest``, ``fuse``, ``evaluate`` and ``monitor`` run in the driver's process (they are cheap);
+  :data:`PLUGIN_RUNNERS` maps each kind to its function.
+
+Every artefact a step names is resolved to a path by :meth:`RunContext.path`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from atso_nnunet.data import layout
+from atso_nnunet.errors import InputError
+from atso_nnunet.execution import Job
+from atso_nnunet.io import read_array, write_array, write_json
+from atso_nnunet.nnunet.commands import job_env, predict_command, train_command
+from atso_nnunet.paths import NnUNetPaths
+from atso_nnunet.run.rundir import RunDir
+from atso_nnunet.schedule import GroundTruth, Model, Prediction, Step
+from atso_nnunet.views import plans_identifier
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """Everything a step needs to run.
+
+    Attributes:
+        plan: the experiment.
+        paths: nnU-Net folders (raw and preprocessed shared; results per model, see RunDir).
+        run: the run folder.
+        dataset_dir: the materialised experiment dataset in ``paths.raw``.
+        device: ``cpu`` or ``cuda`` for nnU-Net's ``-device``.
+        num_processes: worker processes for in-process preprocessing / ingestion.
+        training: training settings per role (``M0``, ``student``, ``self``, ``final`` ...):
+            a function from the role to the trainer run-config fields, plus prediction settings
+            under the role ``predict``.
+    """
+
+    plan: Any
+    paths: NnUNetPaths
+    run: RunDir
+    dataset_dir: Path
+    device: str = "cpu"
+    num_processes: int = 1
+    training: Callable[[str], Dict[str, Any]] = field(default=lambda role: {})
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset_dir.name
+
+    def model_paths(self, model: Model) -> NnUNetPaths:
+        return NnUNetPaths(self.paths.raw, self.paths.preprocessed, self.run.results_root(model.name))
+
+    def model_folder(self, model: Model) -> Path:
+        """nnU-Net's fold folder of a trained model (holds ``checkpoint_final.pth``)."""
+        return (self.run.results_root(model.name) / self.dataset_name
+                / f"{model.trainer}__{plans_identifier(model.view)}__{self.plan.configuration}"
+                / f"fold_{self.plan.fold}")
+
+    def path(self, artefact) -> Path:
+        """Where an artefact of the schedule lives."""
+        if isinstance(artefact, Model):
+            return self.model_folder(artefact)
+        if isinstance(artefact, GroundTruth):
+            # training targets must carry the dataset's labels: with a label map (MSD tumour 2 ->
+            # pancreas 1) the oracle trains on mapped copies (write_mapped_truth)
+            return self.run.mapped_truth() if self.eval_label_map() else self.dataset_dir / layout.LABELS_REF
+        return self.run.path(artefact)
+
+    def image(self, case: str) -> Path:
+        """Channel-0 image of a case in the experiment dataset."""
+        for folder in (layout.IMAGES_TR, layout.IMAGES_REF, layout.IMAGES_TS):
+            p = layout.image_path(self.dataset_dir, folder, case)
+            if p.exists():
+                return p
+        raise InputError(f"case {case}: no image in {self.dataset_dir} (imagesTr, imagesRef, imagesTs)")
+
+    def ground_truth_dir(self, role: str) -> Path:
+        return self.dataset_dir / (layout.LABELS_TS if role == "test_eval" else layout.LABELS_REF)
+
+    @functools.cached_property
+    def foreground(self) -> Tuple[int, ...]:
+        """Foreground label values of the experiment dataset (read once from its dataset.json)."""
+        labels = json.loads((self.dataset_dir / "dataset.json").read_text())["labels"]
+        return tuple(sorted(int(v) for k, v in labels.items() if k != "ignore" and int(v) > 0))
+
+    def eval_label_map(self) -> Dict[int, int]:
+        return {int(k): int(v) for k, v in self.plan.eval_label_map.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# nnU-Net commands
+
+
+def _job_name(step_id: str) -> str:
+    return step_id.replace("/", "__")
+
+
+def train_job(ctx: RunContext, step: Step) -> Job:
+    """The ``nnUNetv2_train`` job of a training step (and its run config file)."""
+    from atso_nnunet.nnunet.trainers.config import TrainerRunConfig
+
+    model: Model = step.output
+    settings = dict(ctx.training(step.training_role))
+    if step.labels is not None:
+        settings["pseudo_label_dir"] = str(ctx.path(step.labels))
+        settings["pseudo_label_cases"] = list(step.train_cases)
+    if step.init_from is not None:
+        settings["init"] = "checkpoint"
+        settings["init_checkpoint"] = str(ctx.model_folder(step.init_from) / "checkpoint_final.pth")
+    config_file = ctx.run.run_config(step.id)
+    TrainerRunConfig.from_dict(settings).to_json(config_file)
+    common = dict(dataset_id=ctx.plan.dataset_id, configuration=ctx.plan.configuration, fold=ctx.plan.fold,
+                  trainer=model.trainer, plans=plans_identifier(model.view), device=ctx.device)
+    # A fold folder left by an interrupted run: continue from its latest checkpoint (--c).
+    started = ctx.model_folder(model).is_dir()
+    env = job_env(ctx.model_paths(model), run_config=config_file)
+    if ctx.device == "cpu" and "nnUNet_n_proc_DA" not in os.environ:
+        # On a CPU the augmentation workers compete with training for the same cores and each
+        # pays an nnU-Net import at start; single-threaded augmentation is faster there.
+        env["nnUNet_n_proc_DA"] = "0"
+    return Job(name=_job_name(step.id), argv=train_command(continue_training=started, **common),
+               resume_argv=train_command(continue_training=True, **common), env=env,
+               log_path=ctx.run.step_log(step.id), uses_gpu=ctx.device != "cpu")
+
+
+def predict_job(ctx: RunContext, steps: Sequence[Step], link: bool = True) -> Job:
+    """One ``nnUNetv2_predict`` job for the predict steps of one model and view (R and/or E)."""
+    model: Model = steps[0].output.model
+    if any(s.output.model != model for s in steps):
+        raise ValueError("predict_job: steps of different models or views")
+    parts = "".join(sorted({s.output.part for s in steps}))  # "E", "R" or "ER"
+    cases = sorted({c for s in steps for c in s.cases})
+    input_dir = _link_inputs(ctx, parts, cases) if link else ctx.run.inputs(parts)
+    out = ctx.path(steps[0].output)
+    # -npp 0 -nps 0 is nnU-Net's sequential mode: on a CPU its spawned worker pools cost more than they save
+    workers = 0 if ctx.device == "cpu" else 2
+    tta = ctx.training("predict").get("test_time_augmentation", True)
+    argv = predict_command(input_dir, out, ctx.plan.dataset_id, ctx.plan.configuration, ctx.plan.fold, model.trainer,
+                           plans_identifier(model.view), device=ctx.device, num_processes_preprocessing=workers,
+                           num_processes_segmentation_export=workers, disable_tta=not tta,
+                           save_probabilities=any(s.save_probabilities for s in steps))
+    return Job(name=_job_name(f"{model.name}/{model.view}/predict_{parts}"), argv=argv,
+               env=job_env(ctx.model_paths(model)), log_path=ctx.run.step_log(steps[0].id),
+               uses_gpu=ctx.device != "cpu")
+
+
+def _link_inputs(ctx: RunContext, parts: str, cases: Sequence[str]) -> Path:
+    """A folder of links to the images of ``cases`` (what ``nnUNetv2_predict -i`` reads)."""
+    folder = ctx.run.inputs(parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        link = folder / f"{case}{layout.CHANNEL}{layout.FILE_ENDING}"
+        target = ctx.image(case).resolve()
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            continue
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        link.symlink_to(target)
+    return folder
+
+
+def describe_job(job: Job) -> str:
+    """A copy-pasteable shell line for ``--dry-run`` (only the variables atso_nnunet sets)."""
+    keys = [k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer",
+                        "ATSO_RUN_CONFIG", "CUDA_VISIBLE_DEVICES", "nnUNet_n_proc_DA") if k in job.env]
+    return " ".join([*(f"{k}={shlex.quote(job.env[k])}" for k in keys), shlex.join(job.argv)])
+
+
+def prediction_groups(steps: Sequence[Step]) -> Dict[Model, List[Step]]:
+    """Predict steps grouped by the model (and view) predicting: one nnU-Net call each."""
+    groups: Dict[Model, List[Step]] = {}
+    for step in steps:
+        if step.kind == "predict":
+            groups.setdefault(step.output.model, []).append(step)
+    return groups
+
+
+def clear_partial_prediction(ctx: RunContext, steps: Sequence[Step]) -> None:
+    """Remove a prediction folder left by an interrupted, unmarked prediction (never trusted)."""
+    out = ctx.path(steps[0].output)
+    if out.exists():
+        shutil.rmtree(out)
+
+
+def outputs_present(ctx: RunContext, step: Step) -> bool:
+    """Whether a train / predict step's nnU-Net outputs are all there (a command run by hand)."""
+    if step.kind == "train":
+        return (ctx.model_folder(step.output) / "checkpoint_final.pth").is_file()
+    if step.kind == "predict":
+        out = ctx.path(step.output)
+        return all((out / f"{c}{layout.FILE_ENDING}").is_file() for c in step.cases)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# plugin steps
+
+
+def write_mapped_truth(ctx: RunContext, cases: Sequence[str]) -> Path:
+    """Copies of R's ground truth with the plan's ``eval_label_map`` applied, for training.
+
+    Scores map labels before comparing (``eval_label_map``: the MSD transfer counts tumour 2 as
+    pancreas 1), but a training target must hold the experiment dataset's labels (nnU-Net's and
+    the ingestion's checks refuse a 2 the dataset.json does not list). Existing copies are kept:
+    their modification time is part of the ingestion cache key.
+    """
+    from atso_nnunet.evaluation.metrics import _apply_label_map
+
+    out = ctx.run.mapped_truth()
+    for case in cases:
+        dst = out / f"{case}{layout.FILE_ENDING}"
+        if not dst.is_file():
+            array, geometry = read_array(layout.label_path(ctx.dataset_dir, layout.LABELS_REF, case))
+            write_array(_apply_label_map(array, ctx.eval_label_map()).astype(array.dtype), geometry, dst)
+    return out
+
+
+def run_ingest(ctx: RunContext, step: Step) -> dict:
+    """Bring a label set into one view's preprocessed space (cached by content)."""
+    from atso_nnunet.pseudolabels.ingest import ingest_pseudolabels
+
+    if isinstance(step.labels, GroundTruth) and ctx.eval_label_map():
+        write_mapped_truth(ctx, step.cases)
+
+    res = ingest_pseudolabels(ctx.paths, ctx.plan.dataset_id, plans_identifier(step.view), ctx.plan.configuration,
+                              ctx.path(step.labels), cases=step.cases, num_processes=ctx.num_processes)
+    if res.empty_cases:
+        logger.warning("%s: %d label map(s) without foreground: %s", step.labels.name, len(res.empty_cases),
+                       ", ".join(res.empty_cases))
+    return {"cache_dir": str(res.cache_dir), "empty_cases": list(res.empty_cases), "reused": res.reused}
+
+
+def run_fuse(ctx: RunContext, step: Step) -> dict:
+    """Fuse each group's predictions (views, models) case by case, in the images' geometry.
+
+    ``vote``: majority vote; ties (an even number of voters) go to the class with the highest
+    summed probability, read from the probabilities the predictions kept for this purpose.
+    ``mean``: argmax of the mean probability.
+    """
+    from atso_nnunet.pseudolabels.fuse import PROBABILITIES_ENDING, fuse_folders
+
+    out = ctx.path(step.output)
+    num_classes = len(ctx.foreground) + 1
+    written, tie_break = 0, "lowest"
+    for group in step.fuse_groups:
+        inputs = list(dict.fromkeys(ctx.path(p) for p in group.predictions))
+        refs = {c: ctx.image(c) for c in group.cases}
+        even = len(group.predictions) > 1 and len(group.predictions) % 2 == 0
+        tie_break = "lowest"
+        if step.fusion == "vote" and even:
+            have = all((d / f"{c}{PROBABILITIES_ENDING}").is_file() for d in inputs for c in group.cases)
+            if have:
+                tie_break = "probability"
+            else:  # probabilities released after an earlier fusion, or predicted by an older version
+                logger.warning("%s: %d voters and no probabilities kept: ties go to background", step.id,
+                               len(group.predictions))
+        written += len(fuse_folders(inputs, out, method=step.fusion, cases=list(group.cases), reference_images=refs,
+                                    num_classes=num_classes, tie_break=tie_break, skip_existing=True,
+                                    progress=False))
+    return {"folder": str(out), "cases": len(step.cases), "written": written, "fusion": step.fusion,
+            "tie_break": tie_break}
+
+
+def release_probabilities(ctx: RunContext, steps: Sequence[Step]) -> int:
+    """Delete the probability files a finished schedule no longer needs; returns the bytes freed.
+
+    A prediction's probabilities are deleted once every fusion reading it has finished, so the
+    disk holds at most the probabilities of the fusions still to run.
+    """
+    from atso_nnunet.pseudolabels.fuse import PROBABILITIES_ENDING
+
+    consumers: Dict[Prediction, List[str]] = {}
+    for s in steps:
+        if s.kind == "fuse":
+            for g in s.fuse_groups:
+                for p in g.predictions:
+                    consumers.setdefault(p, []).append(s.id)
+    freed = 0
+    for s in steps:
+        if s.kind != "predict" or not s.save_probabilities or not ctx.run.is_done(s.id):
+            continue
+        if not all(ctx.run.is_done(i) for i in consumers.get(s.output, [])):
+            continue
+        folder = ctx.path(s.output)
+        for case in s.cases:
+            for ending in (PROBABILITIES_ENDING, ".pkl"):
+                f = folder / f"{case}{ending}"
+                if f.is_file():
+                    freed += f.stat().st_size
+                    f.unlink()
+    return freed
+
+
+def run_evaluate(ctx: RunContext, step: Step) -> dict:
+    """Score a fused folder against ground truth (recorded as unavailable without it)."""
+    from atso_nnunet.evaluation.metrics import evaluate_folder
+
+    gt = ctx.ground_truth_dir(step.role)
+    dest = ctx.path(step.output)
+    missing = [c for c in step.cases if not layout.label_path(gt, ".", c).exists()]
+    if missing:
+        write_json({"available": False, "reason": f"no ground truth for {len(missing)} case(s) in {gt}"}, dest)
+        return {"available": False}
+    res = evaluate_folder(ctx.path(step.reads[0]), gt, cases=list(step.cases), foreground=ctx.foreground,
+                          label_map=ctx.eval_label_map(), progress=False)
+    res.to_csv(dest.with_suffix(".csv"))
+    summary = {"available": True, "mean_dsc": res.score("mean"), "global_dsc": res.score("global"),
+               "n_cases": len(res.cases), "details": res.to_dict()}
+    write_json(summary, dest)
+    return {"available": True, "mean_dsc": summary["mean_dsc"], "global_dsc": summary["global_dsc"]}
+
+
+def _has_foreground(path: Path) -> bool:
+    from atso_nnunet.io import read_array
+
+    return bool((read_array(path)[0] > 0).any())
+
+
+def run_monitor(ctx: RunContext, step: Step) -> dict:
+    """A label-free figure: agreement between label sets, change between generations, empty maps.
+
+    ``agreement`` and ``change`` are DSC between label sets over ``step.cases`` (mean over cases,
+    pairwise mean for more than two sets); ``empty`` counts label maps without foreground.
+    """
+    from atso_nnunet.evaluation.metrics import agreement
+
+    folders = [ctx.path(r) for r in step.reads]
+    if step.monitor == "empty":
+        empty = [c for c in step.cases if not _has_foreground(folders[0] / f"{c}{layout.FILE_ENDING}")]
+        value: Dict[str, Any] = {"value": len(empty), "empty_cases": empty}
+    else:
+        pairs = [(a, b) for i, a in enumerate(folders) for b in folders[i + 1:]]
+        vals = [agreement(a, b, cases=list(step.cases), foreground=ctx.foreground).mean for a, b in pairs]
+        value = {"value": sum(vals) / len(vals) if vals else None, "pairs": len(pairs)}
+    value.update({"monitor": step.monitor, "cases": len(step.cases)})
+    write_json(value, ctx.path(step.output))
+    return {"value": value["value"]}
+
+
+PLUGIN_RUNNERS: Dict[str, Callable[[RunContext, Step], dict]] = {
+    "ingest": run_ingest, "fuse": run_fuse, "evaluate": run_evaluate, "monitor": run_monitor,
+}
