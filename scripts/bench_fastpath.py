@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from atso_nnunet.errors import StepFailedError
-from atso_nnunet.execution import Job, LocalExecutor
+from atso_nnunet.execution.jobs import Job
+from atso_nnunet.execution.local import LocalExecutor
 from atso_nnunet.execution.warm.pool import WarmPool
 
 PLAN = ("synthetic", "10pct")

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from atso_nnunet.execution import Job, LocalExecutor
+from atso_nnunet.execution.jobs import Job
+from atso_nnunet.execution.local import LocalExecutor
 
 
 def run_generation(n_slots: int, n_jobs: int, sleep_s: float, folder: Path) -> float:

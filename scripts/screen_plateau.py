@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    from atso_nnunet.execution import make_executor
+    from atso_nnunet.execution.options import make_executor
 
     results_file = args.out / args.tag / "results.json"
     done = {(r["step"], r["repeat"]): r for r in (json.loads(results_file.read_text()) if results_file.is_file() else [])}

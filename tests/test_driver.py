@@ -175,7 +175,7 @@ def test_slurm_settings_from_plan_and_flags(tmp_path):
     """The plan's slurm section gives defaults; --slurm-* flags override; unknown keys are named."""
     from atso_nnunet.cli.run import build_parser, slurm_config
     from atso_nnunet.errors import InputError
-    from atso_nnunet.execution.slurm.executor import render_submission
+    from atso_nnunet.execution.slurm.submission import render_submission
     from atso_nnunet.execution.jobs import Job
     from atso_nnunet.plan import load_plan
 

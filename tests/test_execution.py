@@ -17,9 +17,14 @@ import pytest
 import submitit
 
 from atso_nnunet.errors import InputError, StepFailedError
-from atso_nnunet.execution import (Job, LocalExecutor, SlurmConfig, SlurmExecutor, make_executor,
-                                   render_submission)
+from atso_nnunet.execution.jobs import Job
+from atso_nnunet.execution.local import LocalExecutor
+from atso_nnunet.execution.options import make_executor
+from atso_nnunet.execution.slurm.config import SlurmConfig
+from atso_nnunet.execution.slurm.executor import SlurmExecutor
+from atso_nnunet.execution.slurm.submission import render_submission
 from atso_nnunet.execution.slurm import executor as slurm_mod
+from atso_nnunet.execution.slurm.env import submission_env
 
 PY = sys.executable
 
@@ -175,7 +180,8 @@ def test_local_interrupt_terminates_children(tmp_path, sig):
     driver = textwrap.dedent(f"""
         import signal, sys
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        from atso_nnunet.execution import Job, LocalExecutor
+        from atso_nnunet.execution.jobs import Job
+        from atso_nnunet.execution.local import LocalExecutor
         child = "import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
         LocalExecutor(poll_interval=0.05, kill_grace_s=5).run_batch(
             [Job(name="long", argv=[sys.executable, "-c", child], log_path={str(tmp_path / 'l.log')!r})])
@@ -259,7 +265,8 @@ def test_command_job_checkpoint_terminates_command_and_resumes(tmp_path):
     pidfile, out = tmp_path / "child.pid", tmp_path / "resubmitted.pkl"
     script = textwrap.dedent(f"""
         import pickle, signal, sys
-        from atso_nnunet.execution import CommandJob, Job
+        from atso_nnunet.execution.jobs import Job
+        from atso_nnunet.execution.slurm.task import CommandJob
         child = "import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
         job = CommandJob(Job(name="train", argv=[sys.executable, "-c", child],
                              resume_argv=[sys.executable, "-c", child, "--c"], log_path={str(tmp_path / 't.log')!r}),
@@ -332,7 +339,9 @@ def test_slurm_reattach_to_running_job_and_resubmit_vanished(tmp_path):
     long_job = dict(name="long", argv=[PY, "-c", "import time; time.sleep(2); print('long done')"],
                     log_path=str(tmp_path / "long.log"))
     driver = textwrap.dedent(f"""
-        from atso_nnunet.execution import Job, SlurmConfig, SlurmExecutor
+        from atso_nnunet.execution.jobs import Job
+        from atso_nnunet.execution.slurm.config import SlurmConfig
+        from atso_nnunet.execution.slurm.executor import SlurmExecutor
         SlurmExecutor(SlurmConfig(**{config!r}), cluster="local").run_batch([Job(**{long_job!r})], batch="b3")
     """)
     state_path = tmp_path / "slurm" / "b3" / "jobs.json"
@@ -443,7 +452,7 @@ def test_command_job_carries_only_the_run_variables(tmp_path, monkeypatch):
 def test_submission_env_drops_the_drivers_allocation():
     base = {"PATH": "/bin", "SLURM_JOB_ID": "7", "SLURM_CONF": "/etc/x.conf", "CUDA_VISIBLE_DEVICES": "0",
             "SBATCH_ACCOUNT": "p42", "nnUNet_raw": "/r"}
-    assert slurm_mod.submission_env(base) == {"PATH": "/bin", "SLURM_CONF": "/etc/x.conf",
+    assert submission_env(base) == {"PATH": "/bin", "SLURM_CONF": "/etc/x.conf",
                                               "SBATCH_ACCOUNT": "p42", "nnUNet_raw": "/r"}
 
 

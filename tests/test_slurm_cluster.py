@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from atso_nnunet.errors import InputError
-from atso_nnunet.execution import SlurmConfig
+from atso_nnunet.execution.slurm.config import SlurmConfig
 from atso_nnunet.execution.slurm import cluster as sc
 
 
@@ -75,7 +75,7 @@ def test_squeue_of_a_forgotten_single_id_is_empty(monkeypatch):
 
 
 def test_early_warning_is_reported(monkeypatch, caplog, tmp_path):
-    from atso_nnunet.execution import SlurmExecutor
+    from atso_nnunet.execution.slurm.executor import SlurmExecutor
 
     assert sc.earliest_warning_s(SlurmConfig(time_min=1, signal_delay_s=20)) == -20
     assert sc.earliest_warning_s(SlurmConfig(time_min=60, signal_delay_s=120)) == 3420

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from atso_nnunet.errors import StepFailedError
-from atso_nnunet.execution import Job, LocalExecutor, make_executor
+from atso_nnunet.execution.jobs import Job
+from atso_nnunet.execution.local import LocalExecutor
+from atso_nnunet.execution.options import make_executor
 from atso_nnunet.execution.warm.pool import WarmPool, console_entry_points, entry_point_for, warm_workers_enabled
 from atso_nnunet.execution.warm.worker import refresh_import_time_settings
 from atso_nnunet.nnunet.commands import console_script

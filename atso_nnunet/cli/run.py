@@ -86,7 +86,7 @@ def add_execution_options(p: argparse.ArgumentParser, ex) -> None:
                     help="local without --gpus: nnU-Net jobs at a time, each with CPUs/N torch threads (default: "
                          "ATSO_CPU_JOBS, else 2 with warm workers and 1 without; the thread cap needs warm workers)")
     sl = p.add_argument_group("SLURM (--executor slurm; submitit). Defaults come from the plan's 'slurm' section, "
-                              "then from atso_nnunet.execution.slurm.executor.SlurmConfig; these flags override both")
+                              "then from atso_nnunet.execution.slurm.config.SlurmConfig; these flags override both")
     sl.add_argument("--slurm-partition", metavar="NAME",
                     help="partition the jobs run in (default: the cluster's default partition); checked with sinfo "
                          "before anything is submitted")
@@ -139,7 +139,7 @@ def slurm_config(args, plan, run_dir: Path):
     """SlurmConfig from the plan's ``slurm`` section, overridden by the ``--slurm-*`` flags given."""
     import dataclasses
 
-    from atso_nnunet.execution.slurm.executor import SlurmConfig
+    from atso_nnunet.execution.slurm.config import SlurmConfig
 
     settings = dict(plan.slurm or {})
     known = {f.name for f in dataclasses.fields(SlurmConfig)}
@@ -179,7 +179,7 @@ def check_jobs_per_gpu(args, gpus) -> int:
 
 
 def make_executor_from_args(args, run_dir: Path, plan=None):
-    from atso_nnunet.execution import make_executor
+    from atso_nnunet.execution.options import make_executor
 
     from atso_nnunet.run.preflight import parse_gpu_ids
 

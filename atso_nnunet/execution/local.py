@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from typing import IO, Deque, Dict, Iterator, List, Optional, Sequence, Union
 
 from atso_nnunet.execution.jobs import (Executor, Job, JobResult, attempt_header, check_batch,
                                         check_retries, raise_failures)
+from atso_nnunet.execution.process import die_with_parent
 from atso_nnunet.execution.warm.pool import WarmPool
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class LocalExecutor(Executor):
             try:
                 proc = subprocess.Popen(argv, cwd=job.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=die_with_parent)
             except OSError as e:
                 # A missing executable counts as a failed attempt (exit code 127, like a shell).
                 log.write(f"cannot start {argv[0]!r}: {e}\n".encode())
@@ -279,19 +279,6 @@ class _NotStarted:
 
     def wait(self, timeout: Optional[float] = None) -> int:
         return self.returncode
-
-
-def _die_with_parent() -> None:
-    """In the child (Linux): get SIGTERM when the driver dies, even by SIGKILL.
-
-    Without it a killed driver would leave its trainings running, and the restarted driver would
-    start a second training into the same nnU-Net folder.
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _raise_system_exit(signum: int, frame: object) -> None:

@@ -70,7 +70,7 @@ class ExperimentPlan:
         training: training settings (all unset: nnU-Net's defaults).
         synthetic: generator settings per synthetic source (generated on first use).
         slurm: optional SLURM settings for ``--executor slurm`` (fields of
-            ``atso_nnunet.execution.slurm.executor.SlurmConfig``); command-line flags override them.
+            ``atso_nnunet.execution.slurm.config.SlurmConfig``); command-line flags override them.
         case_rule: reference and test sets read from a converted source (``reference`` and
             ``test`` stay empty until :func:`atso_nnunet.plan.splits.resolve_case_rule`).
         reference_split: explicit K lists partitioning ``reference``; None: computed by

@@ -318,7 +318,7 @@ class CaseRule:
 
 def slurm_problems(data: Mapping[str, Any], path: str = "slurm") -> List[str]:
     """Keys and values of a ``slurm`` section against ``execution.slurm.SlurmConfig`` (imported here)."""
-    from atso_nnunet.execution.slurm.executor import SlurmConfig
+    from atso_nnunet.execution.slurm.config import SlurmConfig
 
     names = [f.name for f in dataclasses.fields(SlurmConfig)]
     out = unknown_keys(data, names, path)

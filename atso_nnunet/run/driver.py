@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from atso_nnunet.evaluation import report as report_mod
 from atso_nnunet.errors import InputError
-from atso_nnunet.execution import Executor
+from atso_nnunet.execution.jobs import Executor
 from atso_nnunet.io import read_json, write_json
 from atso_nnunet.methods import get_method
 from atso_nnunet.plan import (ExperimentPlan, plan_changes, reference_subsets, resolved, source_dir,
@@ -391,7 +391,7 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
             logger.info("plan note: %s", plan.note)
         executor = options.executor
         if executor is None:
-            from atso_nnunet.execution import make_executor
+            from atso_nnunet.execution.options import make_executor
 
             executor = make_executor("local")
         if options.only_step != PREPARE and not all(run.is_done(s.id) for s in steps):

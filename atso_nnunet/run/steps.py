@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
-from atso_nnunet.execution import Job
+from atso_nnunet.execution.jobs import Job
 from atso_nnunet.io import read_array, write_array, write_json
 from atso_nnunet.nnunet.commands import job_env, predict_command, train_command
 from atso_nnunet.paths import NnUNetPaths

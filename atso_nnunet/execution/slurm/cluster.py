@@ -243,7 +243,7 @@ def check_resources(config, known: Mapping[str, Partition]) -> Partition:
     """Refuse, before anything is submitted, resources the cluster can never give.
 
     Args:
-        config: a :class:`~atso_nnunet.execution.slurm.executor.SlurmConfig`.
+        config: a :class:`~atso_nnunet.execution.slurm.config.SlurmConfig`.
         known: the cluster's partitions (:func:`partitions`).
 
     Returns:

@@ -1,71 +1,30 @@
-"""SLURM backend through submitit: one job array per batch, requeue on time-out, reattach.
-
-How a batch runs:
-
-- The jobs of a batch that are not done are submitted as ONE job array
-  (``#SBATCH --array=0-<n-1>%<max_parallel>``). Each array task runs a :class:`CommandJob`,
-  which runs the job's argument list as a subprocess and appends its output to ``Job.log_path``.
-- Submitted ids are recorded in ``<log_folder>/<batch>/jobs.json`` (written atomically). A new
-  driver process calling :meth:`SlurmExecutor.run_batch` with the same jobs reads it first:
-  still-running tasks are reattached (not resubmitted), tasks that finished successfully are
-  counted as done, failed or vanished ones are resubmitted (with ``resume_argv``), and jobs
-  whose ``done_marker`` exists are skipped. Interrupting the driver leaves the cluster jobs running.
-- Time-out / preemption: SLURM sends ``USR2`` ``signal_delay_s`` seconds before the end
-  (``--signal=USR2@<delay>``). submitit's handler in the array task calls
-  :meth:`CommandJob.checkpoint`, which terminates the running command (SIGTERM to its process
-  group, SIGKILL after ``CommandJob.kill_grace_s``) and returns the same job switched to
-  ``resume_argv``; submitit then requeues the task (``scontrol requeue``), at most
-  ``SlurmConfig.max_requeues`` times for time-outs. nnU-Net has no save-on-signal: a training
-  resumed with ``--c`` continues from its latest ``checkpoint_latest.pth`` (written every
-  ``save_every`` = 50 epochs in nnunetv2), so a requeue loses at most that many epochs; a
-  prediction simply runs again. The command itself ignores ``USR2`` (SLURM signals every process
-  of the step), so only the submitit process decides what happens.
-- A command that exits non-zero fails its array task; :meth:`SlurmExecutor.run_batch`
-  resubmits it up to ``SlurmConfig.retries`` times (with ``resume_argv``), then raises
-  :class:`~atso_nnunet.errors.StepFailedError` once every other job has finished.
-- Job states come from the controller (``squeue``), with ``sacct`` only for jobs the controller
-  no longer holds (:mod:`atso_nnunet.execution.slurm.cluster`): a pending, requeued or running
-  task is never taken for a vanished one, with or without accounting. A job is resubmitted only
-  when the cluster says it has ended; and never while ``squeue`` lists an active job of the same
-  name: each array task is named after its step (``atso:<run>:<step>``), and a live task of this
-  run found by that name is adopted instead of submitted again.
-- Each task's output (submitit's log) is linked next to the step's log
-  (``<step log>.slurm-<job id>.out``), and each attempt's header names the SLURM job and node.
-- Environment: the job carries only the variables the run sets (``Job.env``: nnU-Net folders,
-  ``ATSO_RUN_CONFIG``, data-loader workers); everything else comes from where the task runs.
-  ``sbatch`` is called without the driver's own ``SLURM_*`` and GPU-visibility variables, so a
-  driver that itself runs as a SLURM job does not hand its allocation to its children.
-
-The compute nodes must see the same Python environment (``atso_nnunet`` importable with
-``sys.executable``, or ``SlurmConfig.python``) and ``log_folder`` on a shared file system.
-"""
+"""The SLURM executor: one job array per batch through submitit, requeue on time-out, reattach
+after a driver restart (how a batch runs: :mod:`atso_nnunet.execution.slurm`)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import pickle
 import re
-import shlex
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import submitit
-from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
 
 from atso_nnunet.errors import StepFailedError
+from atso_nnunet.execution.jobs import Executor, Job, JobResult, check_batch, raise_failures
 from atso_nnunet.execution.slurm import cluster as slurm_cluster
-from atso_nnunet.execution.jobs import Executor, Job, JobResult, attempt_header, check_batch, raise_failures
 from atso_nnunet.execution.slurm.config import SlurmConfig
-from atso_nnunet.execution.slurm.env import _slurm_origin, data_loader_workers, submission_env
+from atso_nnunet.execution.slurm.env import data_loader_workers
 from atso_nnunet.io import write_json
+from atso_nnunet.execution.slurm.submission import _submitit_folder, batch_name, sbatch_parameters
+from atso_nnunet.execution.slurm.submitit_copy import _SubmititSlurmExecutor
+from atso_nnunet.execution.slurm.task import CommandJob
+
 
 logger = logging.getLogger(__name__)
 
@@ -78,213 +37,6 @@ _RESULT_WAIT_S = 15.0
 RUNNING, SUCCEEDED, FAILED, VANISHED = "running", "succeeded", "failed", "vanished"
 
 
-class CommandFailedError(RuntimeError):
-    """Raised inside an array task when the job's command exits non-zero."""
-
-    def __init__(self, name: str, returncode: int, log_path: Path) -> None:
-        super().__init__(f"job {name}: command exited with code {returncode}; log: {log_path}")
-        self.returncode = returncode
-
-
-class CommandJob(submitit.helpers.Checkpointable):
-    """The callable submitted for one :class:`Job`: runs its argument list in a subprocess.
-
-    Picklable (plain attributes; the running process is not pickled). On the compute node
-    ``__call__`` appends ``=== attempt N ===`` and the command's output to ``log_path`` and
-    raises :class:`CommandFailedError` on a non-zero exit. On submitit's time-out/preemption
-    signal, :meth:`checkpoint` terminates the command and returns this job switched to
-    ``resume_argv`` for the requeued task.
-
-    Args:
-        job: the job to run.
-        attempt: the attempt number written in the log header (1-based).
-        kill_grace_s: seconds between SIGTERM and SIGKILL when the command is interrupted.
-        extra_env: variables set by the executor on top of ``job.env`` (e.g. data-loader workers
-            that follow the CPUs of the task).
-    """
-
-    def __init__(self, job: Job, attempt: int = 1, kill_grace_s: float = 30.0,
-                 extra_env: Optional[Dict[str, str]] = None) -> None:
-        self.name = job.name
-        self.argv = job.argv_for(attempt)
-        self.resume_argv = list(job.resume_argv) if job.resume_argv is not None else list(job.argv)
-        # Only the run's own variables travel; the rest is the environment of the node the task runs on.
-        self.env = {**job.env, **(extra_env or {})}
-        self.log_path = str(job.log_path)
-        self.cwd = None if job.cwd is None else str(job.cwd)
-        self.attempt = attempt
-        self.kill_grace_s = kill_grace_s
-        self._proc: Optional[subprocess.Popen] = None
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_proc"] = None
-        return state
-
-    def __call__(self) -> int:
-        """Run the command; return 0, or raise :class:`CommandFailedError`."""
-        log_path = Path(self.log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update(self.env)
-        with open(log_path, "ab") as log:
-            log.write(attempt_header(self.attempt).encode())
-            log.write(_slurm_origin(env).encode())
-            log.write(f"=== command: {shlex.join(self.argv)} ===\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                          preexec_fn=_ignore_requeue_signal)
-            returncode = self._proc.wait()
-        if returncode != 0:
-            raise CommandFailedError(self.name, returncode, log_path)
-        return 0
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        """Called by submitit's signal handler: stop the command, resubmit with ``resume_argv``."""
-        self._terminate_command()
-        with contextlib.suppress(OSError), open(self.log_path, "ab") as log:
-            log.write(b"=== interrupted (time-out or preemption); requeued to resume ===\n")
-        resumed = CommandJob.__new__(CommandJob)
-        resumed.__dict__.update(self.__getstate__())
-        resumed.argv = list(self.resume_argv)
-        resumed.attempt = self.attempt + 1
-        return submitit.helpers.DelayedSubmission(resumed, *args, **kwargs)
-
-    def _terminate_command(self) -> None:
-        """SIGTERM the command's process group, SIGKILL after ``kill_grace_s``.
-
-        Runs inside a signal handler while ``__call__`` may be blocked in ``Popen.wait`` (which
-        holds the Popen's internal lock), so the child is reaped with ``os.waitpid`` directly.
-        """
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.kill_grace_s
-        while time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(proc.pid, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid:
-                return
-            time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(proc.pid, 0)
-
-
-class _SubmititSlurmExecutor(submitit.SlurmExecutor):
-    """submitit's SLURM executor, with ``sbatch`` run in :func:`submission_env`.
-
-    The two methods are submitit 1.5.4's, changed only where marked: submitit runs sbatch in the
-    caller's environment and builds the executor of a job array as its own base class.
-    """
-
-    def _submit_command(self, command: str) -> submitit.core.core.Job:
-        import uuid
-
-        from submitit.core import utils
-
-        tmp_uuid = uuid.uuid4().hex
-        submission_file_path = (utils.JobPaths.get_first_id_independent_folder(self.folder)
-                                / f".submission_file_{tmp_uuid}.sh")
-        with submission_file_path.open("w") as f:
-            f.write(self._make_submission_file_text(command, tmp_uuid))
-        command_list = self._make_submission_command(submission_file_path)
-        output = utils.CommandFunction(command_list, verbose=False, env=submission_env())()  # changed: env
-        job_id = self._get_job_id_from_submission_command(output)
-        job = self.job_class(folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks())))
-        job.paths.move_temporary_file(submission_file_path, "submission_file", keep_as_symlink=True)
-        self._write_job_id(job.job_id, tmp_uuid)
-        self._set_job_permissions(job.paths.folder)
-        return job
-
-    def _internal_process_submissions(self, delayed_submissions: list) -> list:
-        import uuid
-
-        from submitit.core import utils
-
-        if len(delayed_submissions) == 1:
-            return super()._internal_process_submissions(delayed_submissions)
-        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        timeout_min = self.parameters.get("time", 5)
-        pickle_paths = []
-        for d in delayed_submissions:
-            pickle_path = folder / f"{uuid.uuid4().hex}.pkl"
-            d.set_timeout(timeout_min, self.max_num_timeout)
-            d.dump(pickle_path)
-            pickle_paths.append(pickle_path)
-        n = len(delayed_submissions)
-        array_ex = type(self)(self.folder, self.max_num_timeout)  # changed: this class, not submitit's
-        array_ex.update_parameters(**self.parameters)
-        array_ex.parameters["map_count"] = n
-        self._throttle()
-        first_job = array_ex._submit_command(self._submitit_command_str)
-        tasks_ids = list(range(first_job.num_tasks))
-        jobs = [submitit.SlurmJob(folder=self.folder, job_id=f"{first_job.job_id}_{a}", tasks=tasks_ids)
-                for a in range(n)]
-        for job, pickle_path in zip(jobs, pickle_paths):
-            job.paths.move_temporary_file(pickle_path, "submitted_pickle")
-        return jobs
-
-
-def _ignore_requeue_signal() -> None:
-    """In the command's process: ignore USR2, which SLURM sends to every process of the step."""
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-
-
-def batch_name(jobs: Sequence[Job]) -> str:
-    """A stable, filesystem-safe name for a batch: the first job's name and a hash of all names."""
-    names = sorted(job.name for job in jobs)
-    digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:10]
-    first = names[0] if names else "empty"
-    return f"{first[:40]}-{len(names)}jobs-{digest}"
-
-
-def sbatch_parameters(config: SlurmConfig, name: str) -> Dict[str, Any]:
-    """submitit's SLURM parameters (sbatch names) for ``config``; shared by submission and rendering."""
-    params: Dict[str, Any] = {
-        "job_name": slurm_cluster.job_name(config.job_name_prefix, name),
-        "time": config.time_min,
-        "mem": _convert_mem(config.mem_gb),
-        "cpus_per_task": config.cpus_per_task,
-        "array_parallelism": config.max_parallel,
-        "signal_delay_s": config.signal_delay_s,
-    }
-    if config.partition is not None:
-        params["partition"] = config.partition
-    if config.gpus_per_job:
-        params["gpus_per_node"] = config.gpus_per_job
-    if config.extra_sbatch_lines:
-        params["setup"] = list(config.extra_sbatch_lines)
-    if config.additional_parameters:
-        params["additional_parameters"] = dict(config.additional_parameters)
-    return params
-
-
-def _submitit_folder(config: SlurmConfig, batch: str) -> Path:
-    return config.log_folder / batch / "submitit"
-
-
-def render_submission(jobs: Sequence[Job], config: SlurmConfig, batch: Optional[str] = None) -> str:
-    """The sbatch script submitit submits for ``jobs`` (all of them) as one batch.
-
-    Built with submitit's own ``_make_sbatch_string`` and the parameters
-    :class:`SlurmExecutor` passes, so it can be inspected and tested without a cluster.
-    submitit submits a single job without ``--array``, as this rendering does.
-    """
-    check_batch(jobs)
-    batch = batch or batch_name(jobs)
-    folder = _submitit_folder(config, batch).expanduser().absolute()
-    python = config.python or shlex.quote(sys.executable)
-    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, map_count=len(jobs) if len(jobs) > 1 else None,
-                               **sbatch_parameters(config, batch))
 
 
 @dataclass

@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from atso_nnunet.execution.process import die_with_parent
 from atso_nnunet.execution.warm import worker as protocol
 
 logger = logging.getLogger(__name__)
@@ -149,15 +150,13 @@ class WarmWorker:
 
     def __init__(self, preload: Sequence[str], log_path: Optional[Path] = None):
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        from atso_nnunet.execution.local import _die_with_parent
-
         env = dict(os.environ)
         env["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # a CUDA check while importing must not initialise CUDA
         out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", WORKER_PROGRAM, str(theirs.fileno()), ",".join(preload)], pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
         finally:
             theirs.close()
             if out is not subprocess.DEVNULL:

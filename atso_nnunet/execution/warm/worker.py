@@ -40,6 +40,8 @@ import time
 import types
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from atso_nnunet.execution.process import die_with_parent
+
 MAX_MESSAGE = 1 << 20
 
 # Modules that read os.environ when imported (nnunetv2 2.8.1): their module-level values are
@@ -208,19 +210,10 @@ def exit_without_finalization(code: Any) -> None:
     os._exit(status & 0xFF)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # the worker died before the death signal was armed
-        os._exit(128 + signal.SIGTERM)
-
-
 def become_job(message: Dict[str, Any], log_fd: int, notify_fd: int, worker_pid: int) -> Callable[[], Any]:
     """In the forked child: make this process the job's process; return the entry point to call."""
     os.setsid()
-    _die_with_parent(worker_pid)
+    die_with_parent(worker_pid)
     os.write(notify_fd, b"1")  # the driver may signal this process group from now on
     os.close(notify_fd)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
