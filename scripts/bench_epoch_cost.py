@@ -157,11 +157,12 @@ def m0_jobs(plan_ref: Sequence[str], nn: Path, run_dir: Path, views: Sequence[st
     from atso_nnunet.run.driver import DriverOptions, make_context
     from atso_nnunet.plan import find_plan, load_plan, reference_subsets
     from atso_nnunet.run.steps import train_job
+    from atso_nnunet.methods import get_method
     from atso_nnunet.schedule import build_schedule
 
     plan = load_plan(find_plan(*plan_ref))
     ctx = make_context(plan, DriverOptions(run_dir=run_dir, paths=nnunet_paths(nn), device="cpu", num_processes=1))
-    steps = build_schedule(plan, reference_subsets(plan))
+    steps = build_schedule(plan, reference_subsets(plan), get_method(plan.method))
     by_view = {s.view: s for s in steps if s.kind == "train" and s.model == "M0"}
     return [train_job(ctx, by_view[v]) for v in views]
 

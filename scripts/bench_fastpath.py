@@ -43,6 +43,7 @@ from atso_nnunet.errors import StepFailedError
 from atso_nnunet.execution.jobs import Job
 from atso_nnunet.execution.local import LocalExecutor
 from atso_nnunet.execution.warm.pool import WarmPool
+from atso_nnunet.methods import get_method
 
 PLAN = ("synthetic", "10pct")
 
@@ -62,7 +63,7 @@ def _ctx(nnunet_dir: Path, run_dir: Path):
     plan = load_plan(find_plan(*PLAN))
     ctx = make_context(plan, DriverOptions(run_dir=run_dir, paths=nnunet_paths(nnunet_dir), device="cpu",
                                            num_processes=1))
-    return ctx, build_schedule(plan, reference_subsets(plan))
+    return ctx, build_schedule(plan, reference_subsets(plan), get_method(plan.method))
 
 
 def prepare(work: Path) -> Path:

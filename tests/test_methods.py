@@ -58,7 +58,7 @@ def test_training_roles_per_method():
     roles = {}
     for name in ("atso", "stso", "self"):
         plan = _plan(name)
-        steps = build_schedule(plan, reference_subsets(plan))
+        steps = build_schedule(plan, reference_subsets(plan), get_method(plan.method))
         roles[name] = {(s.model, s.training_role) for s in steps if s.kind == "train"}
     assert ("M0", "M0") in roles["atso"] and ("final", "final") in roles["atso"]
     assert ("g1_h1", "student") in roles["atso"]
@@ -80,12 +80,12 @@ def test_only_atso_passes_the_fold_swap_check():
     for name in ("atso", "stso", "self"):
         plan = _plan(name)
         split = reference_subsets(plan)
-        assert (check_fold_swap(build_schedule(plan, split), split) == []) == (name == "atso")
+        assert (check_fold_swap(build_schedule(plan, split, get_method(plan.method)), split) == []) == (name == "atso")
 
 
 def test_label_free_monitors_are_steps_with_report_cells():
     plan = _plan("atso", generations=1)
-    steps = build_schedule(plan, reference_subsets(plan))
+    steps = build_schedule(plan, reference_subsets(plan), get_method(plan.method))
     monitors = {s.id: s for s in steps if s.kind == "monitor"}
     assert set(monitors) == {"g0/monitor/empty_R_g0", "g1/monitor/empty_R_g1", "g1/monitor/change_R_g1",
                              "g1/monitor/agreement_g1_R1", "g1/monitor/agreement_g1_R2"}
@@ -132,7 +132,7 @@ def test_a_method_added_in_one_file_reaches_the_cli_the_schedule_and_the_report(
         from atso_nnunet.schedule import build_schedule
         help_text = build_parser().format_help()
         plan = plan_from_dict(%r)
-        steps = build_schedule(plan, reference_subsets(plan))
+        steps = build_schedule(plan, reference_subsets(plan), get_method(plan.method))
         print(json.dumps({"help": "twice" in help_text,
                           "ids": [s.id for s in steps if s.generation == 1],
                           "cells": [c.column for s in steps for c in s.report_cells if s.generation == 1]}))

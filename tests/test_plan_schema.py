@@ -1,10 +1,8 @@
-"""atso_nnunet.plan.schema: the typed sections, their JSON, and what the package imports."""
+"""atso_nnunet.plan.schema: the typed sections and their JSON."""
 from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -13,21 +11,6 @@ from atso_nnunet.plan import (CaseRule, ExperimentPlan, NetworkSection, Syntheti
                               find_plan, load_plan, plan_from_dict)
 from atso_nnunet.plan.sections import GENERATOR_OPTIONS
 from plan_fixtures import plan_data
-
-
-def test_plan_package_imports_no_nnunet_torch_or_simpleitk():
-    code = ("import sys, atso_nnunet.plan, atso_nnunet.experiment; "
-            "print([m for m in ('nnunetv2', 'torch', 'SimpleITK') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-
-
-def test_plan_modules_are_small():
-    import atso_nnunet.plan as package
-    from pathlib import Path
-
-    for f in Path(package.__file__).parent.glob("*.py"):
-        assert len(f.read_text().splitlines()) <= 400, f
 
 
 def test_constructing_an_invalid_plan_directly_raises():

@@ -12,6 +12,7 @@ from atso_nnunet.io import read_array, write_array
 from atso_nnunet.run.steps import (predict_job, release_probabilities, run_evaluate, run_fuse, run_monitor,
                                   train_job)
 from atso_nnunet.schedule import LabelSet, Model, Monitor, Prediction, Score, build_schedule, steps_by_id
+from atso_nnunet.methods import get_method
 
 from conftest import write_tiny_dataset
 
@@ -25,7 +26,7 @@ def ctx_steps(tmp_path, nnunet_paths):
         "test": ["tiny_007", "tiny_008"], "method": "self", "generations": 2, "views": ["axial", "sagittal"],
         "training": {"num_epochs": 3, "student_initial_lr": 0.001, "test_time_augmentation": False}})
     ctx = make_context(plan, DriverOptions(run_dir=tmp_path / "run", paths=nnunet_paths))
-    return ctx, steps_by_id(build_schedule(plan, reference_subsets(plan)))
+    return ctx, steps_by_id(build_schedule(plan, reference_subsets(plan), get_method(plan.method)))
 
 
 def test_train_job_of_a_self_learning_student(ctx_steps):
@@ -156,7 +157,7 @@ def test_oracle_trains_on_ground_truth_with_the_plans_label_map(tmp_path, nnunet
         "test": ["tiny_007", "tiny_008"], "method": "oracle", "generations": 1, "views": ["axial"],
         "eval_label_map": {"2": 1}})
     ctx = make_context(plan, DriverOptions(run_dir=tmp_path / "run", paths=nnunet_paths))
-    steps = steps_by_id(build_schedule(plan, reference_subsets(plan)))
+    steps = steps_by_id(build_schedule(plan, reference_subsets(plan), get_method(plan.method)))
     assert ctx.path(GroundTruth()) == ctx.run.mapped_truth()
 
     seen = {}

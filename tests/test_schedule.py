@@ -36,7 +36,7 @@ def make(method="atso", subsets=2, generations=2, test=TEST, views=VIEWS, **atso
         "views": list(views), "seed": 3, "method_options": {"atso": atso} if atso else {},
     })
     split = reference_subsets(plan)
-    return plan, split, build_schedule(plan, split)
+    return plan, split, build_schedule(plan, split, get_method(plan.method))
 
 
 def of_kind(steps, kind):
@@ -194,7 +194,7 @@ def test_ids_unique_stable_and_filesystem_safe(method):
     ids = [s.id for s in steps]
     assert len(ids) == len(set(ids))
     assert all(re.fullmatch(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*", i) for i in ids)
-    assert build_schedule(plan, split) == steps
+    assert build_schedule(plan, split, get_method(plan.method)) == steps
 
 
 def test_g0_is_identical_across_methods():
@@ -371,6 +371,6 @@ def test_mean_fusion_keeps_every_probability():
     plan = plan_from_dict({"name": "m", "sources": ["Dataset980_A"], "dataset_id": 981, "dataset_name": "T",
                            "labeled": LABELED, "reference": REFERENCE, "test": TEST, "method": "stso",
                            "generations": 1, "fusion": "mean"})
-    steps = build_schedule(plan, reference_subsets(plan))
+    steps = build_schedule(plan, reference_subsets(plan), get_method(plan.method))
     assert all(s.save_probabilities for s in of_kind(steps, "predict"))
     assert {s.fusion for s in of_kind(steps, "fuse")} == {"mean"}

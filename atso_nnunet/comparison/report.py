@@ -24,16 +24,10 @@ import math
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
-from atso_nnunet.comparison.run import LABELED_ONLY
 from atso_nnunet.io import atomic_path, write_json, write_text
+from atso_nnunet.methods import baseline_method, comparison_pairs, get_method, method_word, methods_in_role
 
 logger = logging.getLogger(__name__)
-
-# The issue's three ATSO differences, the paper's other step (STSO over self-learning), and what
-# each method buys over labeled-only, with the oracle's gap as the scale those gains are read on.
-PAIRS: Tuple[Tuple[str, str], ...] = (("atso", "stso"), ("atso", "self"), ("stso", "self"), ("atso", "supervised"),
-                                      ("stso", "supervised"), ("self", "supervised"), ("oracle", "supervised"))
-NAMES = {"supervised": "labeled-only", "self": "self-learning", "stso": "STSO", "atso": "ATSO", "oracle": "oracle"}
 
 
 def _mean_sd(values: Sequence[float]) -> Tuple[Optional[float], Optional[float], int]:
@@ -82,9 +76,10 @@ def same_m0(a: Optional[float], b: Optional[float]) -> bool:
 
 def different_m0(g0: Dict[Tuple[str, int], Optional[float]]) -> list:
     """The runs whose M0 is not their seed's labeled-only M0 (they are left out of the paired differences)."""
-    return [{"seed": s, "method": m, "m0_test_dsc": v, "labeled_only_m0_test_dsc": g0.get((LABELED_ONLY, s))}
+    baseline = baseline_method()
+    return [{"seed": s, "method": m, "m0_test_dsc": v, "labeled_only_m0_test_dsc": g0.get((baseline, s))}
             for (m, s), v in sorted(g0.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-            if m != LABELED_ONLY and not same_m0(v, g0.get((LABELED_ONLY, s)))]
+            if m != baseline and not same_m0(v, g0.get((baseline, s)))]
 
 
 def summarise(records) -> dict:
@@ -123,7 +118,7 @@ def summarise(records) -> dict:
     g0 = {(m, s): per_gen[m][0]["test"]["per_seed"][i] for m in methods if 0 in per_gen[m] for i, s in enumerate(seeds)}
     other_m0 = different_m0(g0)
     pairs = {}
-    for a, b in PAIRS:
+    for a, b in comparison_pairs():
         if a in finals and b in finals:
             d = [finals[a][s] - finals[b][s] if finals[a][s] is not None and finals[b][s] is not None
                  and same_m0(g0.get((a, s)), g0.get((b, s))) else None for s in seeds]
@@ -139,8 +134,9 @@ def summarise(records) -> dict:
                 for k in points:
                     points[k].append(row[k]["per_seed"][i] if k in row else None)
     correlation = {k: _pearson(points["reference"], points[k]) for k in ("change", "agreement", "empty")}
-    labeled_only = final_stats.get("supervised", {}).get("mean")
-    oracle = final_stats.get("oracle", {}).get("mean")
+    labeled_only = final_stats.get(baseline_method(), {}).get("mean")
+    bounds = methods_in_role("bound")
+    oracle = final_stats.get(bounds[0], {}).get("mean") if bounds else None
     return {"methods": methods, "seeds": seeds, "per_generation": per_gen, "final": {"per_seed": finals,
             "stats": final_stats}, "paired_differences": pairs, "monitor_correlation": correlation,
             "monitor_points": points, "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
@@ -167,7 +163,7 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
               f"{what}.\n\n")
     if command:
         out.write(f"Reproduce: `{command}`\n\n")
-    unfinished = [f"seed {r['seed']} {NAMES.get(r['method'], r['method'])}" for r in summary.get("runs", [])
+    unfinished = [f"seed {r['seed']} {method_word(r['method'])}" for r in summary.get("runs", [])
                   if not r["finished"]]
     if unfinished:
         out.write(f"**Not finished yet** (no final score, '–'; rerun the command to continue): {', '.join(unfinished)}.\n\n")
@@ -175,15 +171,15 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
     for m in summary["methods"]:
         st = summary["final"]["stats"][m]
         per = ", ".join(_pct(summary["final"]["per_seed"][m].get(s)) for s in seeds)
-        out.write(f"| {NAMES.get(m, m)} | {_pct(st['mean'], st['sd'])} | {st['n']} | {per} |\n")
+        out.write(f"| {method_word(m)} | {_pct(st['mean'], st['sd'])} | {st['n']} | {per} |\n")
     out.write("\n## Paired differences of the final models (same seed = same labeled draw and M0)\n\n"
               "| difference | mean ± sd | seeds with a gain | per seed |\n|---|---|---|---|\n")
     for k, d in summary["paired_differences"].items():
         a, b = k.split("-")
-        out.write(f"| {NAMES.get(a, a)} − {NAMES.get(b, b)} | {_pct(d['mean'], d['sd'])} | {d['positive']}/{d['n']} | "
+        out.write(f"| {method_word(a)} − {method_word(b)} | {_pct(d['mean'], d['sd'])} | {d['positive']}/{d['n']} | "
                   f"{', '.join(_pct(x) for x in d['per_seed'])} |\n")
     for r in summary.get("different_m0", []):
-        out.write(f"\nSeed {r['seed']} {NAMES.get(r['method'], r['method'])} started from another training of M0 "
+        out.write(f"\nSeed {r['seed']} {method_word(r['method'])} started from another training of M0 "
                   f"(its G0 test DSC {_pct(r['m0_test_dsc'])}, the labeled-only run's {_pct(r['labeled_only_m0_test_dsc'])}): "
                   "it is left out of the paired differences ('–'), which hold only runs on the same M0.\n")
     out.write("\n## Test DSC per generation\n\n")
@@ -194,7 +190,7 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
     for m in summary["methods"]:
         row = summary["per_generation"][m]
         n = summary["final"]["stats"][m]["n"]
-        out.write(f"| {NAMES.get(m, m)} | {n} | " + " | ".join(
+        out.write(f"| {method_word(m)} | {n} | " + " | ".join(
             _pct(row[t]["test"]["mean"], row[t]["test"]["sd"]) if t in row else "" for t in gens) + " |\n")
     out.write("\n## Pseudo-labels on R (truth) next to the label-free monitors\n\n"
               "| method | generation | @R DSC | change vs previous | half-model agreement | empty |\n"
@@ -204,7 +200,7 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
             if row["reference"]["n"] == 0:
                 continue
             empty = row["empty"]["mean"]
-            out.write(f"| {NAMES.get(m, m)} | G{t} | {_pct(row['reference']['mean'], row['reference']['sd'])} | "
+            out.write(f"| {method_word(m)} | G{t} | {_pct(row['reference']['mean'], row['reference']['sd'])} | "
                       f"{_pct(row['change']['mean'])} | {_pct(row['agreement']['mean'])} | "
                       f"{'–' if empty is None else f'{empty:.1f}'} |\n")
     c = summary["monitor_correlation"]
@@ -236,7 +232,7 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
     ax = axes[0]
-    curves = [m for m in summary["methods"] if m not in ("supervised", "oracle")]
+    curves = [m for m in summary["methods"] if m not in (baseline_method(), *methods_in_role("bound"))]
     last = max((t for m in curves for t in summary["per_generation"][m]), default=0)
     x_final = last + 1  # the final model (S + all of R) is drawn apart from the generations' M_t
     for m in curves:
@@ -247,15 +243,15 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
             continue
         mean = [100 * row[t]["test"]["mean"] for t in ts]
         sd = [100 * (row[t]["test"]["sd"] or 0) for t in ts]
-        line = ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=f"{NAMES.get(m, m)} (n = {final.get('n', 0)})")
+        line = ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=f"{method_word(m)} (n = {final.get('n', 0)})")
         if final.get("mean") is not None:
             ax.errorbar([x_final], [100 * final["mean"]], yerr=[100 * (final["sd"] or 0)], marker="*",
                         markersize=10, capsize=3, color=line[0].get_color(), ls="none")
     ax.set_xticks(list(range(last + 1)) + [x_final])
     ax.set_xticklabels([f"G{t}" for t in range(last + 1)] + ["final"])
-    for key, m, style, label in (("labeled_only", "supervised", "--", "labeled-only (M0)"),
-                                 ("oracle", "oracle", "-.", "oracle (S + R true labels)")):
+    for key, m in (("labeled_only", baseline_method()), ("oracle", (methods_in_role("bound") or ("",))[0])):
         if summary.get(key) is not None:
+            style, label = get_method(m).line_style, get_method(m).line_label
             n = summary["final"]["stats"].get(m, {}).get("n", 0)
             ax.axhline(100 * summary[key], color="k", ls=style, lw=1, label=f"{label}, n = {n}")
     ax.set_xlabel("generation (M_t) and final model (*)")
@@ -273,7 +269,7 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
                     fmt="s", color="C3", capsize=4)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([" − ".join(NAMES.get(x, x) for x in k.split("-")) for k in names], rotation=20, fontsize=7)
+    ax.set_xticklabels([" − ".join(method_word(x) for x in k.split("-")) for k in names], rotation=20, fontsize=7)
     ax.set_ylabel("final-model test DSC difference (points)")
     ax.set_title("paired per-seed differences")
     ax.grid(alpha=0.3)

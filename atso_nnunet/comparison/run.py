@@ -49,7 +49,6 @@ from atso_nnunet.run.rundir import RunDir, RunLock
 
 logger = logging.getLogger(__name__)
 
-LABELED_ONLY = "supervised"
 # what never changes generation 0: the method's own settings
 _NOT_G0 = ("name", "note", "method", "generations")
 
@@ -234,11 +233,12 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
     """
     from atso_nnunet.comparison import report as comparison_report
     from atso_nnunet.run.driver import DriverOptions, make_context, run_experiment
-    from atso_nnunet.methods import get_method
+    from atso_nnunet.methods import baseline_method, get_method
     from atso_nnunet.schedule import build_schedule
     from atso_nnunet.plan import reference_subsets
 
-    methods = list(dict.fromkeys([LABELED_ONLY, *options.methods]))
+    baseline = baseline_method()
+    methods = list(dict.fromkeys([baseline, *options.methods]))
     for m in methods:
         get_method(m)
     seeds = list(dict.fromkeys(int(s) for s in options.seeds))
@@ -271,7 +271,7 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
 
     # Seed s builds its dataset under dataset_id + s: a clash on the last seed is found now, not
     # after hours of the first seeds' training.
-    clashes = [f"seed {s}: {problem}" for s in seeds for problem in dataset_id_problems(plans[(s, LABELED_ONLY)],
+    clashes = [f"seed {s}: {problem}" for s in seeds for problem in dataset_id_problems(plans[(s, baseline)],
                                                                                        options.paths)]
     if clashes:
         raise InputError("dataset ids of the comparison's seeds are taken:\n  - " + "\n  - ".join(clashes))
@@ -284,7 +284,7 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
             busy = driven_elsewhere(run_dir)
             if busy:
                 skipped.append(f"seed {s} {m}")
-                if m == LABELED_ONLY:
+                if m == baseline:
                     logger.warning("seed %d skipped: its labeled-only run (which trains the M0 every method of "
                                    "the seed shares) is being driven elsewhere: %s", s, busy)
                     break
@@ -294,7 +294,7 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
                                  device=options.device, num_processes=options.num_processes,
                                  defer_test_scores=True)
             ctx = make_context(p, opts)
-            if m == LABELED_ONLY:
+            if m == baseline:
                 shared_ctx = ctx
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_json({"key": generation_zero_key(p)}, run_dir / "g0_key.json")

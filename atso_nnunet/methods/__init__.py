@@ -50,6 +50,32 @@ def get_method(name: str) -> Method:
         raise InputError(f"method: unknown method {name!r}; choose from {', '.join(method_names())}") from None
 
 
+def method_word(name: str) -> str:
+    """A method's name in reports and tables (its ``word``); an unknown name stands for itself."""
+    _discover()
+    method = registry().get(name)
+    return (method.word or method.name) if method is not None else name
+
+
+def methods_in_role(role: str) -> Tuple[str, ...]:
+    """Names of the methods whose ``comparison_role`` is ``role``, in :func:`method_names` order."""
+    known = registry()
+    return tuple(n for n in method_names() if known[n].comparison_role == role)
+
+
+def baseline_method() -> str:
+    """The labeled-only method: it trains each seed's M0 in a comparison, the others adopt it."""
+    return methods_in_role("baseline")[0]
+
+
+def comparison_pairs() -> Tuple[Tuple[str, str], ...]:
+    """The paired differences of a comparison: what each learner gains over the others and over
+    the baseline, then each bound's gap to the baseline (the scale those gains are read on)."""
+    learners, baseline = methods_in_role("learner"), baseline_method()
+    return (tuple((a, b) for i, a in enumerate(learners) for b in learners[i + 1:])
+            + tuple((a, baseline) for a in learners) + tuple((a, baseline) for a in methods_in_role("bound")))
+
+
 def method_problems(values: Mapping[str, Any]) -> List[str]:
     """Plan problems about the method: unknown name, or the method's own checks."""
     name = values.get("method")
@@ -67,4 +93,5 @@ def method_problems(values: Mapping[str, Any]) -> List[str]:
     return out + get_method(name).plan_problems(values)
 
 
-__all__ = ["Method", "get_method", "method_names", "method_problems", "register"]
+__all__ = ["Method", "baseline_method", "comparison_pairs", "get_method", "method_names", "method_problems",
+           "method_word", "methods_in_role", "register"]

@@ -46,6 +46,7 @@ class AtsoOptions:
 @register
 class ATSO(Method):
     name = "atso"
+    word = "ATSO"
     summary = ("asynchronous teacher-student (the paper's method): K models on reference subsets, "
                "each subset pseudo-labelled by the models that never saw it")
     how_evaluated = ("@R scores the fold-swapped pseudo-labels R_t; Table 4 scores each subset model on each "

@@ -44,6 +44,12 @@ class Method(ABC):
         needs_reference: whether the method needs reference (unlabeled) cases.
         min_generations: smallest valid ``generations`` (0 for labeled-only training).
         max_generations: largest valid ``generations`` (None: no limit).
+        word: the method's name in reports and comparison tables (empty: ``name``).
+        comparison_role: its part in a comparison of methods (:mod:`atso_nnunet.comparison`):
+            ``"learner"`` (compared pairwise and against the baseline), ``"baseline"`` (labeled-only:
+            trains each seed's M0, which the other runs adopt) or ``"bound"`` (a reference line the
+            learners are read against, as the oracle).
+        line_label, line_style: the reference line of a baseline or bound in the comparison figure.
     """
 
     name: ClassVar[str]
@@ -53,6 +59,10 @@ class Method(ABC):
     needs_reference: ClassVar[bool] = True
     min_generations: ClassVar[int] = 1
     max_generations: ClassVar[Any] = None
+    word: ClassVar[str] = ""
+    comparison_role: ClassVar[str] = "learner"
+    line_label: ClassVar[str] = ""
+    line_style: ClassVar[str] = "-"
 
     def plan_problems(self, values: Mapping[str, Any]) -> List[str]:
         """Problems of a plan (JSON values, defaults filled in) that concern this method."""

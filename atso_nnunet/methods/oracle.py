@@ -19,6 +19,9 @@ from atso_nnunet.schedule.step import ReportCell
 @register
 class Oracle(Method):
     name = "oracle"
+    comparison_role = "bound"
+    line_label = "oracle (S + R true labels)"
+    line_style = "-."
     summary = "upper bound: nnU-Net trained on S + R with R's true labels (needs labelsRef; research only)"
     how_evaluated = ("The oracle is trained on S + all of R with R's ground truth (an upper bound no team "
                      "without labels can reach); G0 is the labeled-only M0.")

@@ -19,6 +19,7 @@ class SelfLearning(STSO):
     how_evaluated = ("M_t on E is the {views} of the generation's model, which continued from "
                      "its teacher's weights; @R scores its pseudo-labels.")
     student_role = "self"
+    word = "self-learning"
 
     def teacher_init(self, teacher: str) -> Optional[str]:
         return teacher

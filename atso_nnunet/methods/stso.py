@@ -14,6 +14,7 @@ from atso_nnunet.schedule.vocabulary import model_name, pseudo_label_set
 @register
 class STSO(Method):
     name = "stso"
+    word = "STSO"
     summary = "synchronous teacher-student: every student trained from scratch on S + all of R"
     how_evaluated = "M_t on E is the {views} of the generation's model; @R scores its pseudo-labels."
     #: training role of the students (which of the plan's training settings they use)

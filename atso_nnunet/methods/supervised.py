@@ -12,6 +12,10 @@ class Supervised(Method):
     needs_reference = False
     min_generations = 0
     max_generations = 0
+    word = "labeled-only"
+    comparison_role = "baseline"
+    line_label = "labeled-only (M0)"
+    line_style = "--"
 
     def add_generations(self, b) -> None:
         """Nothing after generation 0."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, List, Mapping, Optional, Sequence
 
-from atso_nnunet.plan.schema import CASE_RE, SETS
+from atso_nnunet.plan.fields import CASE_RE, SETS
 
 
 def case_problems(v: Mapping[str, Any]) -> List[str]:

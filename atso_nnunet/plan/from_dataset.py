@@ -15,7 +15,8 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
-from atso_nnunet.plan.load import plan_from_dict, raise_if
+from atso_nnunet.plan.load import plan_from_dict
+from atso_nnunet.plan.validate import raise_if
 from atso_nnunet.plan.schema import ExperimentPlan
 from atso_nnunet.views import VIEWS
 

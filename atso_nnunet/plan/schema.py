@@ -9,29 +9,18 @@ completely. Nothing here imports nnU-Net, torch or SimpleITK.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from atso_nnunet.plan.sections import PATCH_DIMS, CaseRule, NetworkSection, SyntheticSpec, TrainingSection
+from atso_nnunet.plan.fields import KEY_ORDER
+from atso_nnunet.plan.sections import CaseRule, NetworkSection, SyntheticSpec, TrainingSection, unknown_keys
+from atso_nnunet.plan.training import got
+from atso_nnunet.plan.cases import case_problems
+from atso_nnunet.plan.validate import (_TYPES, _fold_problems, _method_problems, _renamed,
+                                       _section_problems, _source_problems, _value_problems, raise_if)
 from atso_nnunet.views import VIEWS
 
-METRICS: Tuple[str, ...] = ("mean", "global")
-# What the tri-view planner (atso_nnunet.nnunet.planning) makes.
-CONFIGURATIONS: Tuple[str, ...] = tuple(PATCH_DIMS)
-# nnU-Net configurations the planner cannot make, and why (named in the error at load).
-UNSUPPORTED_CONFIGURATIONS: Dict[str, str] = {
-    "3d_lowres": "nnU-Net plans 3d_lowres only for images much larger than the 3d_fullres patch, as the "
-                 "first stage of its 3d cascade, which atso_nnunet does not run",
-    "3d_cascade_fullres": "the cascade's second stage needs 3d_lowres predictions as input, which atso_nnunet "
-                          "does not make",
-}
-SETS: Tuple[str, ...] = ("labeled", "reference", "test")
-# nnU-Net splits the labeled cases of a dataset into 5 folds (do_split) for an integer fold.
-NNUNET_FOLDS = 5
-
-CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,7 +31,7 @@ CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 class ExperimentPlan:
     """One experiment: data sets, their sources and the method's settings (one plan JSON file).
 
-    Constructing a plan validates it completely (:func:`atso_nnunet.plan.load.plan_problems`);
+    Constructing a plan validates it completely (:func:`plan_problems`);
     an invalid plan cannot exist. Sections given as mappings are converted to their classes.
 
     Attributes:
@@ -144,8 +133,6 @@ class ExperimentPlan:
         Raises:
             InputError: listing every problem found, each starting with its field's path.
         """
-        from atso_nnunet.plan.load import plan_problems, raise_if
-
         raise_if(plan_problems(self.to_dict(include_split=True)), origin)
 
     def to_dict(self, include_split: bool = False) -> Dict[str, Any]:
@@ -178,14 +165,6 @@ class ExperimentPlan:
         return get_method(self.method).final_model(self)
 
 
-# Key order of the JSON files (that of docs/design.md), used when writing plans.
-KEY_ORDER: Tuple[str, ...] = (
-    "name", "note", "sources", "dataset_id", "dataset_name", "convert_hint", "labeled", "reference",
-    "test", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
-    "eval_label_map", "fusion", "method_options", "may_be_absent", "network", "training", "synthetic", "slurm",
-    "reference_split",
-)
-FUSIONS: Tuple[str, ...] = ("vote", "mean")
 REQUIRED_KEYS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ExperimentPlan)
                                        if f.default is dataclasses.MISSING
                                        and f.default_factory is dataclasses.MISSING)  # type: ignore[misc]
@@ -204,3 +183,48 @@ def source_dir(paths: Any, source: str) -> Path:
     """Folder of a plan source: an absolute path, or a dataset name under ``paths.raw`` (``nnUNet_raw``)."""
     p = Path(source)
     return p if p.is_absolute() else Path(paths.raw) / source
+
+
+def _defaults() -> Dict[str, Any]:
+    """Defaults of the plain fields of :class:`ExperimentPlan` (sections default to empty)."""
+    out = {}
+    for f in dataclasses.fields(ExperimentPlan):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return {k: v for k, v in out.items() if v is not None and not dataclasses.is_dataclass(v)}
+
+
+_DEFAULTS = _defaults()
+
+
+def plan_problems(data: Mapping[str, Any]) -> List[str]:
+    """Every problem of a plan given as JSON data (empty list: the plan is valid).
+
+    Args:
+        data: the plan's JSON object (lists or tuples for sequences); ``schedule`` is read as
+            ``training``.
+
+    Returns:
+        Human-readable problems, each starting with its field's path and naming the case or
+        value at fault.
+    """
+    if not isinstance(data, Mapping):
+        return [f"a plan must be a JSON object, got {type(data).__name__}"]
+    data, problems, _ = _renamed(data)
+    problems += unknown_keys({k: v for k, v in data.items() if k not in KEY_ORDER}, KEY_ORDER, "")
+    problems += [f"{key}: required key missing" for key in REQUIRED_KEYS if key not in data]
+    # v: the fields present (or defaulted) with the right type; value checks look at these only.
+    v: Dict[str, Any] = {}
+    for key in KEY_ORDER:
+        value = data.get(key, _DEFAULTS.get(key))
+        if key not in data and key not in _DEFAULTS:
+            continue
+        ok, what = _TYPES[key]
+        if ok(value):
+            v[key] = value
+        else:
+            problems.append(f"{key}: must be {what}, got {got(value)}")
+    return (problems + _value_problems(v) + _source_problems(v) + case_problems(v) + _fold_problems(v)
+            + _section_problems(v) + _method_problems(v))

@@ -257,7 +257,7 @@ def _generator_problems(data: Mapping[str, Any], path: str) -> List[str]:
     given = {k: data[k] for k in GENERATOR_OPTIONS if data.get(k) is not None}
     if not given:
         return []
-    from atso_nnunet.data.synthetic import DOMAINS, SyntheticConfig
+    from atso_nnunet.data.synthetic_config import DOMAINS, SyntheticConfig
     from atso_nnunet.errors import InputError
 
     out = []

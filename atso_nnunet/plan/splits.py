@@ -18,8 +18,9 @@ from typing import Any, Collection, Dict, Iterable, List, Optional
 import numpy as np
 
 from atso_nnunet.errors import InputError
-from atso_nnunet.plan.load import raise_if
-from atso_nnunet.plan.schema import SETS, ExperimentPlan, source_dir
+from atso_nnunet.plan.validate import raise_if
+from atso_nnunet.plan.fields import SETS
+from atso_nnunet.plan.schema import ExperimentPlan, source_dir
 from atso_nnunet.plan.sections import is_int
 
 

@@ -24,7 +24,7 @@ def _checked_split(plan, method, reference_split: Sequence[Sequence[str]]) -> Tu
     return split
 
 
-def build_schedule(plan, reference_split: Sequence[Sequence[str]], method=None) -> List[Step]:
+def build_schedule(plan, reference_split: Sequence[Sequence[str]], method) -> List[Step]:
     """Turn an experiment into ordered steps (pure; nothing is executed).
 
     Generation 0 is the same for every method (M0 on S, its predictions, ``R_g0``); the plan's
@@ -34,7 +34,7 @@ def build_schedule(plan, reference_split: Sequence[Sequence[str]], method=None) 
     Args:
         plan: a validated experiment plan.
         reference_split: the K subsets of R (``plan.reference_subsets(plan)``).
-        method: the method object; default: the plan's method from the registry.
+        method: the method object (``atso_nnunet.methods.get_method(plan.method)``).
 
     Returns:
         Steps in dependency order: every step's inputs come earlier in the list.
@@ -43,10 +43,6 @@ def build_schedule(plan, reference_split: Sequence[Sequence[str]], method=None) 
         InputError: ``reference_split`` does not partition the plan's reference set (into
             ``plan.subsets`` non-empty parts for methods that use subsets).
     """
-    if method is None:
-        from atso_nnunet.methods import get_method
-
-        method = get_method(plan.method)
     split = _checked_split(plan, method, reference_split)
     b = ScheduleBuilder(plan, split, method)
     b.generation_zero()

@@ -1,0 +1,34 @@
+"""The vocabulary of a plan file: its keys in order, the old names still read, and the values a
+field may take (sets, metrics, fusions, configurations). Imported by the schema and every check."""
+from __future__ import annotations
+
+import re
+from typing import Dict, Tuple
+
+from atso_nnunet.plan.sections import PATCH_DIMS
+
+METRICS: Tuple[str, ...] = ("mean", "global")
+# What the tri-view planner (atso_nnunet.nnunet.planning) makes.
+CONFIGURATIONS: Tuple[str, ...] = tuple(PATCH_DIMS)
+# nnU-Net configurations the planner cannot make, and why (named in the error at load).
+UNSUPPORTED_CONFIGURATIONS: Dict[str, str] = {
+    "3d_lowres": "nnU-Net plans 3d_lowres only for images much larger than the 3d_fullres patch, as the "
+                 "first stage of its 3d cascade, which atso_nnunet does not run",
+    "3d_cascade_fullres": "the cascade's second stage needs 3d_lowres predictions as input, which atso_nnunet "
+                          "does not make",
+}
+SETS: Tuple[str, ...] = ("labeled", "reference", "test")
+# nnU-Net splits the labeled cases of a dataset into 5 folds (do_split) for an integer fold.
+NNUNET_FOLDS = 5
+
+CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# Key order of the JSON files (that of docs/design.md), used when writing plans.
+KEY_ORDER: Tuple[str, ...] = (
+    "name", "note", "sources", "dataset_id", "dataset_name", "convert_hint", "labeled", "reference",
+    "test", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
+    "eval_label_map", "fusion", "method_options", "may_be_absent", "network", "training", "synthetic", "slurm",
+    "reference_split",
+)
+FUSIONS: Tuple[str, ...] = ("vote", "mean")
+# Old key -> current key. Read with a deprecation warning; giving both is an error.
+ALIASES: Dict[str, str] = {"schedule": "training"}
