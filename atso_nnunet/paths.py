@@ -15,6 +15,15 @@ from atso_nnunet.errors import InputError
 
 _VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
+#: folder under ``nnUNet_preprocessed/<Dataset>/`` of reference images preprocessed without labels
+UNLABELED_DIR = "atso_unlabeled"
+
+
+def result_folder_name(trainer: str, plans_identifier: str, configuration: str) -> str:
+    """``<trainer>__<plans>__<configuration>``: nnU-Net's folder of a trained model under
+    ``nnUNet_results/<Dataset>/`` (it holds ``fold_<f>/``)."""
+    return f"{trainer}__{plans_identifier}__{configuration}"
+
 
 @dataclass(frozen=True)
 class NnUNetPaths:

@@ -4,7 +4,7 @@ Runs the labeled-only M0 of a plan (tri-view: three independent trainings) on on
 each for a fixed wall-clock time: first with --jobs-per-gpu 1 (the views one after another), then
 with --jobs-per-gpu N (continuing the same resumable run: the interrupted view resumes, the others
 start beside it). Prints, per training log, the steady wall-clock seconds per epoch (median of its
-epochs after the first three, timed by atso_nnunet.run.dryrun.epoch_seconds) and the mean GPU
+epochs after the first three, timed by atso_nnunet.nnunet.training_log.epoch_seconds) and the mean GPU
 utilisation nvidia-smi saw in each phase.
 
     python scripts/bench_gpu_sharing.py --out /tmp/gpu_share --gpu 0            # bench_10pct, 140 s + 150 s
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from atso_nnunet.run.dryrun import epoch_seconds
+from atso_nnunet.nnunet.training_log import epoch_seconds
 
 logger = logging.getLogger("bench_gpu_sharing")
 

@@ -95,7 +95,9 @@ def build_plan(msp, args, name: str) -> dict:
     # One experiment dataset per labeled set: repeats and the 2N runs reuse its preprocessing.
     key = "all" if n_labeled == "all" else f"{n_labeled}"
     dataset_id = args.dataset_id_base + (99 if n_labeled == "all" else n_labeled)
-    source = f"Dataset{args.dataset_id_base:03d}_Calib{args.tag}Src"
+    from atso_nnunet.data.layout import dataset_folder_name
+
+    source = dataset_folder_name(args.dataset_id_base, f"Calib{args.tag}Src")
     plan = msp.bench_plan(n_labeled, dataset_id, f"Calib{args.tag}L{key}", seed=args.label_seed,
                           generator=generator, schedule=schedule, source=source, n_test=args.n_test,
                           note=f"calibration configuration {name} (scripts/calibrate_regime.py, tag {args.tag})")

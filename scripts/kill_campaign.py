@@ -164,14 +164,13 @@ def finished_fuse_folders(run: Path, done: Dict[str, Tuple[str, int]]) -> Dict[s
 
 def incomplete_images(folder: Path) -> List[str]:
     """``.nii.gz`` files (final names, not temporaries) whose voxel data is truncated or corrupt."""
-    from atso_nnunet.data.checks import _read_header, _voxel_problem
+    from atso_nnunet.data.integrity import file_problem
 
     bad = []
     for p in sorted(folder.rglob("*.nii.gz")):
         if p.name.startswith(".") or any(part.startswith(".") for part in p.relative_to(folder).parts[:-1]):
             continue
-        header, problem = _read_header(p)
-        problem = problem or _voxel_problem(p, header)
+        problem = file_problem(p)
         if problem:
             bad.append(problem)
     return bad

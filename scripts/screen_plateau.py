@@ -25,25 +25,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import statistics
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-logger = logging.getLogger("screen_plateau")
+from atso_nnunet.nnunet.training_log import parse_training_log
 
-_PSEUDO_DICE = re.compile(r"Pseudo dice \[([^\]]*)\]")
-_NUMBER = re.compile(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?|[-+]?\d+(?:[eE][-+]?\d+)?")
+logger = logging.getLogger("screen_plateau")
 
 
 def pseudo_dice_per_epoch(log_text: str) -> List[float]:
     """The mean foreground pseudo Dice of each epoch in an nnU-Net training log."""
-    out = []
-    for m in _PSEUDO_DICE.finditer(log_text):
-        values = [float(v) for v in _NUMBER.findall(m.group(1).replace("np.float32", ""))]
-        out.append(sum(values) / len(values) if values else float("nan"))
-    return out
+    return parse_training_log(log_text)["pseudo_dice"]
 
 
 def escape_epoch(dice: List[float], threshold: float) -> Optional[int]:
@@ -70,7 +64,8 @@ def build_jobs(args, overrides: Dict[str, object]):
     from dataclasses import replace
 
     from atso_nnunet.cli.common import nnunet_paths
-    from atso_nnunet.run.driver import PREPARE, DriverOptions, drop_absent_cases, make_context
+    from atso_nnunet.run.driver import PREPARE, DriverOptions, make_context
+    from atso_nnunet.run.prepare import drop_absent_cases
     from atso_nnunet.methods import get_method
     from atso_nnunet.plan import find_plan, load_plan, reference_subsets, resolve_case_rule, with_overrides
     from atso_nnunet.run import steps as runners

@@ -46,7 +46,7 @@ def write_tiny_dataset(raw_root: Path, dataset_id: int = 990, n_labeled: int = 3
                        n_test: int = 2, name: str = "Tiny", seed: int = 0, prefix: str = "tiny") -> Path:
     """Write an experiment dataset (see :mod:`atso_nnunet.data.layout`) of tiny ellipsoid cases
     ``<prefix>_000``, ``<prefix>_001``, ... (labeled, then reference, then test)."""
-    ds = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    ds = Path(raw_root) / layout.dataset_folder_name(dataset_id, name)
     geom = Geometry(tuple(reversed(TINY_SHAPE)), TINY_SPACING, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     roles = [("labeled", layout.IMAGES_TR, layout.LABELS_TR, n_labeled),
              ("reference", layout.IMAGES_REF, layout.LABELS_REF, n_reference),
@@ -107,18 +107,20 @@ def fake_prepare(monkeypatch):
 
 def install_fake_prepare(monkeypatch) -> list:
     """What :func:`fake_prepare` does, for a fixture of a wider scope (``pytest.MonkeyPatch.context()``)."""
+    from atso_nnunet.methods import get_method
     from atso_nnunet.run import driver
     from atso_nnunet.run import steps as runners
+    from atso_nnunet.run.prepare import ensure_sources
     from atso_nnunet.data.materialize import find_cases, materialize
     from atso_nnunet.errors import InputError
 
     events = []
 
     def prepare(ctx, network):
-        sources = driver.ensure_sources(ctx.plan, ctx.paths)
+        sources = ensure_sources(ctx.plan, ctx.paths)
         find_cases(sources, [*ctx.plan.labeled, *ctx.plan.reference, *ctx.plan.test])
         materialize(ctx.dataset_dir, sources, ctx.plan.labeled, ctx.plan.reference, ctx.plan.test)
-        problems = driver.get_method(ctx.plan.method).dataset_problems(ctx.dataset_dir, ctx.plan)
+        problems = get_method(ctx.plan.method).dataset_problems(ctx.dataset_dir, ctx.plan)
         if problems:
             raise InputError("; ".join(problems))
 

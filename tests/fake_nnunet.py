@@ -13,8 +13,10 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from atso_nnunet.data import layout
 from atso_nnunet.execution.jobs import Executor, Job, JobResult, check_batch
 from atso_nnunet.io import read_array, write_array
+from atso_nnunet.paths import result_folder_name
 
 
 def _opt(argv: Sequence[str], flag: str) -> str:
@@ -67,9 +69,9 @@ class FakeNnUNetExecutor(Executor):
         argv = job.argv
         dataset_id, configuration, fold = int(argv[1]), argv[2], argv[3]
         raw = Path(job.env["nnUNet_raw"])
-        dataset = next(raw.glob(f"Dataset{dataset_id:03d}_*")).name
+        dataset = next(raw.glob(layout.dataset_prefix(dataset_id) + "*")).name
         folder = (Path(job.env["nnUNet_results"]) / dataset
-                  / f"{_opt(argv, '-tr')}__{_opt(argv, '-p')}__{configuration}" / f"fold_{fold}")
+                  / result_folder_name(_opt(argv, '-tr'), _opt(argv, '-p'), configuration) / f"fold_{fold}")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "checkpoint_final.pth").write_bytes(b"fake")
 

@@ -10,7 +10,8 @@ import SimpleITK as sitk
 
 from atso_nnunet.cli import check as check_cli
 from atso_nnunet.data import layout
-from atso_nnunet.data.checks import check_label_file, check_raw_dataset, raise_if_problems
+from atso_nnunet.data.checks import check_raw_dataset
+from atso_nnunet.data.labels import check_label_file, raise_if_problems
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import Geometry, read_array, write_array
 
@@ -211,14 +212,15 @@ def test_finite_float_images_pass(tiny_dataset):
 
 def test_nan_in_other_formats(tiny_dataset):
     """Non-NIfTI files (here .mha) are read whole with SimpleITK for the NaN check."""
-    from atso_nnunet.data.checks import _read_header, _voxel_problem
+    from atso_nnunet.data.integrity import file_problem, read_header, voxel_problem
 
     path = tiny_dataset / "x.mha"
     arr = np.zeros((3, 4, 5), np.float32)
     arr[0, 0, 0] = np.nan
     sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
-    header, _ = _read_header(path)
-    assert header.nifti is None and "1 voxel(s) are NaN" in _voxel_problem(path, header)
+    header, _ = read_header(path)
+    assert header.nifti is None and "1 voxel(s) are NaN" in voxel_problem(path, header)
+    assert file_problem(path) == voxel_problem(path, header)
 
 
 def test_labeled_case_without_foreground_is_a_named_warning(tiny_dataset, caplog, capsys):

@@ -4,7 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from atso_nnunet.errors import InputError
 from atso_nnunet.evaluation import diagnosis
+from atso_nnunet.evaluation.diagnosis.ingested import _registration
+from atso_nnunet.evaluation.diagnosis.rundata import foreground
+from atso_nnunet.evaluation.diagnosis.volumes import label_set_volumes
+from atso_nnunet.nnunet.training_log import parse_training_log
 from atso_nnunet.run import steps as runners
 from atso_nnunet.run.driver import PREPARE, DriverOptions, run_experiment
 from atso_nnunet.io import read_array
@@ -30,7 +35,7 @@ LOG = """\
 
 
 def test_parse_training_log_reads_losses_and_pseudo_dice():
-    out = diagnosis.parse_training_log(LOG)
+    out = parse_training_log(LOG)
     assert out["train_loss"] == [0.1234, -0.3]
     assert out["val_loss"] == [-0.05, -0.4]
     assert out["pseudo_dice"] == pytest.approx([0.25, 0.6])
@@ -38,8 +43,8 @@ def test_parse_training_log_reads_losses_and_pseudo_dice():
 
 def test_foreground_counts_mapped_labels_as_organ():
     lab = np.array([0, 1, 2, 3])
-    assert diagnosis._foreground(lab, {2: 1}).tolist() == [False, True, True, True]
-    assert diagnosis._foreground(lab, {2: 0}).tolist() == [False, True, False, True]
+    assert foreground(lab, {2: 1}).tolist() == [False, True, True, True]
+    assert foreground(lab, {2: 0}).tolist() == [False, True, False, True]
 
 
 @pytest.fixture
@@ -73,7 +78,7 @@ def test_diagnose_fake_run_writes_figures_and_numbers(fake_atso_run, nnunet_path
     assert run.pseudo_label_sets == ["R_g0", "R_g1"]
     assert run.test_sets[0] == "M0" and run.test_sets[-1] == "final"
     # volumes by hand for one case: the fake predicts image > 75 HU
-    sets = {(s.name, s.part): s for s in diagnosis.label_set_volumes(run)}
+    sets = {(s.name, s.part): s for s in label_set_volumes(run)}
     s = sets[("R_g0", "R")]
     img, geom = read_array(run.image_file("tiny_003"))
     gt = read_array(run.gt_file("tiny_003"))[0] > 0
@@ -87,7 +92,7 @@ def test_diagnose_fake_run_writes_figures_and_numbers(fake_atso_run, nnunet_path
 
 
 def test_run_without_plan_is_refused(tmp_path):
-    with pytest.raises(diagnosis.InputError, match="no plan.json"):
+    with pytest.raises(InputError, match="no plan.json"):
         diagnosis.load_run(tmp_path)
 
 
@@ -106,7 +111,7 @@ def test_registration_check_finds_a_flip_after_transpose_crop_and_resampling():
     t = original.transpose(tf)
     cropped = t[1:15, 0:10, 2:19]
     ingested = np.repeat(cropped, 2, axis=2)  # 1 mm -> 0.5 mm along the last axis
-    vol_o, vol_p, shift = diagnosis._registration(original, ingested, props, pm, cm)
+    vol_o, vol_p, shift = _registration(original, ingested, props, pm, cm)
     assert vol_p == pytest.approx(vol_o) and shift < 0.1
-    _, _, flipped = diagnosis._registration(original, ingested[:, ::-1], props, pm, cm)
+    _, _, flipped = _registration(original, ingested[:, ::-1], props, pm, cm)
     assert flipped > 5

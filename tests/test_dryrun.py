@@ -6,6 +6,7 @@ import json
 import pytest
 
 from atso_nnunet.run import dryrun
+from atso_nnunet.nnunet.training_log import epoch_seconds
 
 # nnU-Net 2.8 on a GPU with a small network: the logged epoch time (0.5 s) leaves out the
 # checkpoint and progress plot that follow it; the next epoch starts 1.3 s after this one.
@@ -32,11 +33,11 @@ RESTARTED = GPU_LOG + """\
 
 
 def test_epoch_seconds_are_wall_clock_between_consecutive_epochs():
-    assert dryrun.epoch_seconds(GPU_LOG) == pytest.approx([1.347968, 1.3])
-    assert dryrun.epoch_seconds(RESTARTED) == pytest.approx([1.347968, 1.3, 2.0])
+    assert epoch_seconds(GPU_LOG) == pytest.approx([1.347968, 1.3])
+    assert epoch_seconds(RESTARTED) == pytest.approx([1.347968, 1.3, 2.0])
     one = "2026-11-30 22:00:14.025198: Epoch 0\n2026-11-30 22:00:20.000000: Epoch time: 5.9 s\n"
-    assert dryrun.epoch_seconds(one) == [5.9]          # a single epoch: nnU-Net's own figure
-    assert dryrun.epoch_seconds("nothing here\n") == []
+    assert epoch_seconds(one) == [5.9]          # a single epoch: nnU-Net's own figure
+    assert epoch_seconds("nothing here\n") == []
 
 
 def test_seconds_per_iteration_uses_run_config_iterations(tmp_path):

@@ -128,6 +128,7 @@ def test_a_method_added_in_one_file_reaches_the_cli_the_schedule_and_the_report(
     code = textwrap.dedent('''
         import json
         from atso_nnunet.cli.run import build_parser
+        from atso_nnunet.methods import get_method
         from atso_nnunet.plan import plan_from_dict, reference_subsets
         from atso_nnunet.schedule import build_schedule
         help_text = build_parser().format_help()

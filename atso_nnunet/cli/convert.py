@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
+from atso_nnunet.data.layout import dataset_folder_name
 from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, plain, raw_folder, run_cli
 from atso_nnunet.data.msd import MSD_DATASET_ID, MSD_EVAL_LABEL_MAP, convert_msd
 from atso_nnunet.data.nih import NIH_DATASET_ID, NIH_DATASET_NAME, SERIES_RULES, convert_nih
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args) -> int:
     raw = raw_folder(args)
     if args.dataset == "nih":
-        out = raw / f"Dataset{args.dataset_id:03d}_{NIH_DATASET_NAME}"
+        out = raw / dataset_folder_name(args.dataset_id, NIH_DATASET_NAME)
         report = convert_nih(args.dicom_root, args.labels_root, out, cases=args.cases, series_rule=args.series_rule)
         logger.info("%s: %d cases (%d labels reoriented, see conversion_report.json)",
                     out, len(report.cases), len(report.flipped))

@@ -48,6 +48,8 @@ def final_model_folders(run_dir: Path, model: Optional[str] = None) -> dict:
     """
     from atso_nnunet.methods import get_method
     from atso_nnunet.plan import plan_from_dict
+    from atso_nnunet.paths import result_folder_name
+    from atso_nnunet.run.rundir import RunDir
     from atso_nnunet.views import plans_identifier
 
     plan_file = run_dir / "plan.json"
@@ -57,11 +59,11 @@ def final_model_folders(run_dir: Path, model: Optional[str] = None) -> dict:
     method = get_method(plan.method)
     model = model or method.final_model(plan)
     trainer = method.trainer_for(model)
-    dataset = f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}"
+    dataset = layout.dataset_folder_name(plan.dataset_id, plan.dataset_name)
     folders, missing = {}, []
     for view in plan.views:
-        folder = (run_dir / "models" / model / "nnUNet_results" / dataset
-                  / f"{trainer}__{plans_identifier(view)}__{plan.configuration}")
+        folder = (RunDir(run_dir).results_root(model) / dataset
+                  / result_folder_name(trainer, plans_identifier(view), plan.configuration))
         if not (folder / f"fold_{plan.fold}" / "checkpoint_final.pth").is_file():
             missing.append(str(folder / f"fold_{plan.fold}" / "checkpoint_final.pth"))
         folders[view] = folder

@@ -257,7 +257,7 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
         raise InputError(f"--out {out} is a published comparison (run records without models): it cannot be run "
                          "or continued. Add --report-only to re-derive its tables, or give a new --out.")
     from atso_nnunet.data.materialize import find_cases
-    from atso_nnunet.run.driver import drop_absent_cases, ensure_sources
+    from atso_nnunet.run.prepare import drop_absent_cases, ensure_sources
     from atso_nnunet.run.preflight import dataset_id_problems
 
     present = drop_absent_cases(plan, options.paths)

@@ -14,7 +14,8 @@ driver's pre-flight uses) every image's voxel data is then read once more, as a 
 * a labeled case whose label has no foreground at all is a *warning* (logged, and listed in the
   summary): nnU-Net trains on it as an all-background case, which is rarely meant.
 
-The cost is one decompression of every file (figures in ``docs/benchmarks.md``);
+The cost is one decompression of every file (figures in ``docs/lab/benchmarks.md``; the file-level
+checks are in :mod:`atso_nnunet.data.integrity`);
 ``check_voxels=False`` (``atso_nnunet_check --headers-only``) skips it.
 
 :func:`check_label_file` checks one label file (dimension, geometry, values) and returns its
@@ -23,24 +24,24 @@ whole folder and raise them together with :func:`raise_if_problems`.
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-import numpy as np
-import SimpleITK as sitk
 
 from atso_nnunet.data import layout
 from atso_nnunet.data.materialize import read_dataset_json
+from atso_nnunet.data.integrity import dimension_problem, display_path, read_header, voxel_problem
+from atso_nnunet.data.labels import label_findings, raise_if_problems
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import Geometry
 
 logger = logging.getLogger(__name__)
+
+
 
 ROLES = tuple(layout.ROLE_DIRS)
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
@@ -77,229 +78,6 @@ class RawDatasetSummary:
         lines += [f"  WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
-
-@dataclass(frozen=True)
-class _Header:
-    """What ``ReadImageInformation`` tells about a file."""
-
-    dimension: int
-    components: int
-    size: Tuple[int, ...]
-    geometry: Optional[Geometry]      # None unless the image is 3D
-    nifti: Optional["_NiftiLayout"] = None   # where the voxels lie, for NIfTI files
-
-
-@dataclass(frozen=True)
-class _NiftiLayout:
-    """Where a NIfTI file keeps its voxels (from the header SimpleITK read)."""
-
-    vox_offset: int
-    n_bytes: int                       # voxel bytes the header promises
-    float_bytes: Optional[int]         # 4 / 8 for float32 / float64 data, None otherwise
-
-
-# NIfTI datatype codes of float data -> bytes per value (NaN / Inf are possible only there)
-_NIFTI_FLOATS = {16: 4, 64: 8}
-_CHUNK = 1 << 23
-
-
-def _read_header(path: Path) -> Tuple[Optional[_Header], Optional[str]]:
-    """Read an image header; returns (header, None) or (None, problem)."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        return None, f"{_display(path)}: SimpleITK cannot read this file ({reason}); re-export or replace it"
-    dim = reader.GetDimension()
-    geometry = None
-    if dim == 3:
-        geometry = Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
-                            tuple(reader.GetDirection()))
-    return _Header(dim, reader.GetNumberOfComponents(), tuple(reader.GetSize()), geometry,
-                   _nifti_layout(reader)), None
-
-
-def _display(path: Path) -> str:
-    """A file as messages name it: a link (experiment datasets link their sources) also names its target."""
-    return f"{path} (-> {path.resolve()})" if path.is_symlink() else str(path)
-
-
-def _nifti_layout(reader: sitk.ImageFileReader) -> Optional[_NiftiLayout]:
-    keys = set(reader.GetMetaDataKeys())
-    if not {"vox_offset", "bitpix", "datatype", "dim[0]"} <= keys:
-        return None
-    try:
-        n_dims = int(reader.GetMetaData("dim[0]"))
-        n_voxels = int(np.prod([max(int(reader.GetMetaData(f"dim[{i}]")), 1) for i in range(1, n_dims + 1)]))
-        bitpix, datatype = int(reader.GetMetaData("bitpix")), int(reader.GetMetaData("datatype"))
-        vox_offset = int(float(reader.GetMetaData("vox_offset")))
-    except (RuntimeError, ValueError):
-        return None
-    return _NiftiLayout(vox_offset, n_voxels * bitpix // 8, _NIFTI_FLOATS.get(datatype))
-
-
-def _voxel_problem(path: Path, header: _Header) -> Optional[str]:
-    """Read a file's voxels: truncated / corrupt data and NaN / Inf values are problems."""
-    if header.nifti is not None:
-        return _nifti_voxel_problem(path, header.nifti)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        reason = str(e).strip().splitlines()[-1]
-        return f"{_display(path)}: cannot read the voxels ({reason}); re-export or replace the file"
-    # The view borrows the image's buffer: keep ``image`` alive while it is used.
-    array = sitk.GetArrayViewFromImage(image)
-    if np.issubdtype(array.dtype, np.floating):
-        return _non_finite_problem(path, int(np.count_nonzero(~np.isfinite(array))), array.dtype)
-    return None
-
-
-def _non_finite_problem(path: Path, count: int, dtype) -> Optional[str]:
-    if not count:
-        return None
-    return (f"{_display(path)}: {count} voxel(s) are NaN or infinite ({np.dtype(dtype).name} data); replace them "
-            "(e.g. with the image's minimum) and save the image again")
-
-
-def _nifti_voxel_problem(path: Path, nifti: _NiftiLayout) -> Optional[str]:
-    """Stream a NIfTI file once: complete gzip stream (CRC), every voxel byte present, finite floats.
-
-    SimpleITK reads a truncated ``.nii.gz`` without an error and returns zeros for what is
-    missing; reading the stream to its end is how the truncation shows.
-    """
-    opener = gzip.open if path.name.endswith(".gz") else open
-    dtype = None
-    position, voxel_bytes, non_finite = 0, 0, 0
-    carry = b""
-    try:
-        with opener(path, "rb") as f:
-            while True:
-                chunk = f.read1(_CHUNK)
-                if not chunk:
-                    break
-                if dtype is None and nifti.float_bytes and position == 0:
-                    sizeof_hdr = int.from_bytes(chunk[:4], "little")
-                    order = "<" if sizeof_hdr in (348, 540) else ">"
-                    dtype = np.dtype(f"{order}f{nifti.float_bytes}")
-                start = max(nifti.vox_offset - position, 0)
-                position += len(chunk)
-                if start >= len(chunk):
-                    continue
-                data = chunk[start:]
-                voxel_bytes += len(data)
-                if dtype is not None:
-                    data = carry + data
-                    usable = len(data) - len(data) % dtype.itemsize
-                    values = np.frombuffer(data[:usable], dtype)
-                    non_finite += int(np.count_nonzero(~np.isfinite(values)))
-                    carry = data[usable:]
-    except EOFError:
-        return (f"{_display(path)}: the file is truncated (the compressed stream ends after "
-                f"{_share(voxel_bytes, nifti)} of the voxel data; SimpleITK would read the rest as zeros); copy or "
-                "export the file again")
-    except (gzip.BadGzipFile, zlib.error, OSError) as e:
-        return f"{_display(path)}: the file is corrupt ({e}); copy or export the file again"
-    if voxel_bytes < nifti.n_bytes:
-        return (f"{_display(path)}: the file is truncated (it holds {_share(voxel_bytes, nifti)} of the voxel data "
-                "its header promises; SimpleITK would read the rest as zeros); copy or export the file again")
-    return _non_finite_problem(path, non_finite, dtype) if dtype is not None else None
-
-
-def _share(voxel_bytes: int, nifti: _NiftiLayout) -> str:
-    return f"{min(voxel_bytes, nifti.n_bytes) / max(nifti.n_bytes, 1):.0%}"
-
-
-def _dimension_problem(path: Path, header: _Header) -> Optional[str]:
-    if header.dimension != 3:
-        kind = f"{header.dimension}D"
-        return (f"{_display(path)}: {kind} image of size {header.size}, expected one 3D volume; "
-                + ("split the 4D file into one 3D file per volume/channel" if header.dimension > 3
-                   else "stack the 2D slices into one 3D volume"))
-    if header.components != 1:
-        return (f"{_display(path)}: {header.components} components per voxel (e.g. RGB / vector image), expected a "
-                "single scalar channel; store each channel as its own _000X file")
-    return None
-
-
-def check_label_file(path: os.PathLike, allowed_values: Iterable[int],
-                     reference_geometry: Optional[Geometry] = None, check_voxels: bool = False) -> List[str]:
-    """Check one label file: readable, 3D, same geometry as its image, values allowed.
-
-    Args:
-        path: the label file.
-        allowed_values: the label values the dataset defines (from dataset.json ``labels``).
-        reference_geometry: geometry the label must have (its image's); None skips the check.
-        check_voxels: also stream the file's voxel data (truncated or corrupt files).
-
-    Returns:
-        The problems found, each naming the file and what to do; empty when the file is fine.
-        Never raises for a bad file (collect problems and use :func:`raise_if_problems`).
-    """
-    return _label_findings(Path(path), allowed_values, reference_geometry, check_voxels)[0]
-
-
-def _label_findings(path: Path, allowed_values: Iterable[int], reference_geometry: Optional[Geometry],
-                    check_voxels: bool) -> Tuple[List[str], Optional[List[float]]]:
-    """Problems of a label file and its distinct values (None when they could not be read)."""
-    if not path.is_file():
-        return [f"{_display(path)}: label file not found" + (" (broken link)" if path.is_symlink() else "")], None
-    header, problem = _read_header(path)
-    if problem:
-        return [problem], None
-    problem = _dimension_problem(path, header)
-    if problem:
-        return [problem], None
-    problems = []
-    if reference_geometry is not None:
-        diff = reference_geometry.describe_difference(header.geometry)
-        if diff:
-            problems.append(f"{_display(path)}: geometry differs from its image ({diff}, image vs label); resample the "
-                            "label onto the image grid or fix its header")
-    if check_voxels and header.nifti is not None:
-        problem = _nifti_voxel_problem(path, header.nifti)
-        if problem:
-            return problems + [problem], None
-    try:
-        image = sitk.ReadImage(str(path))
-        # The view borrows the image's buffer: keep ``image`` alive while it is used.
-        values = _unique_values(sitk.GetArrayViewFromImage(image))
-        del image
-    except RuntimeError as e:
-        return problems + [f"{_display(path)}: cannot read the label voxels ({str(e).strip().splitlines()[-1]})"], None
-    allowed = {int(v) for v in allowed_values}
-    bad = [v for v in values if not float(v).is_integer() or int(v) not in allowed]
-    if bad:
-        shown = ", ".join(f"{v:g}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        problems.append(f"{_display(path)}: label values {shown} are not in dataset.json labels {sorted(allowed)}; "
-                        "map them to the dataset's labels or add them to dataset.json")
-    return problems, values
-
-
-def _unique_values(array: np.ndarray) -> List[float]:
-    """Distinct values of a label array; bincount for small integer ranges (much faster than unique)."""
-    if array.size == 0:
-        return []
-    if np.issubdtype(array.dtype, np.integer):
-        lo, hi = int(array.min()), int(array.max())
-        if hi - lo <= 1 << 16:
-            counts = np.bincount((array.astype(np.int64, copy=False) - lo).ravel(), minlength=hi - lo + 1)
-            return [float(v + lo) for v in np.nonzero(counts)[0]]
-    return [float(v) for v in np.unique(array)]
-
-
-def raise_if_problems(problems: Sequence[str], what: os.PathLike | str, hint: str = "") -> None:
-    """Raise one InputError listing ``problems`` (nothing if empty).
-
-    Args:
-        problems: messages, each naming the case / file and what to do.
-        what: the dataset or folder they belong to (first line of the message).
-        hint: appended to the first line, e.g. how to re-run the check.
-    """
-    if problems:
-        head = f"{what}: {len(problems)} problem(s) found" + (f"; {hint}" if hint else "")
-        raise InputError(head + "\n  - " + "\n  - ".join(problems))
 
 
 def _label_values(labels: object) -> Tuple[Optional[Set[int]], List[str]]:
@@ -529,10 +307,10 @@ def _check_case(role: str, case: str, files: Dict[int, Path], label: Optional[Pa
     reference_path: Optional[Path] = None
     for channel in sorted(files):
         path = files[channel]
-        header, problem = _read_header(path)
-        problem = problem or _dimension_problem(path, header)
+        header, problem = read_header(path)
+        problem = problem or dimension_problem(path, header)
         if not problem and check_voxels:
-            problem = _voxel_problem(path, header)
+            problem = voxel_problem(path, header)
         if problem:
             problems.append(prefix + problem)
             continue
@@ -541,23 +319,23 @@ def _check_case(role: str, case: str, files: Dict[int, Path], label: Optional[Pa
         elif check_geometry:
             diff = reference.describe_difference(header.geometry)
             if diff:
-                problems.append(prefix + f"{_display(path)}: geometry differs from {reference_path.name} ({diff}); "
+                problems.append(prefix + f"{display_path(path)}: geometry differs from {reference_path.name} ({diff}); "
                                 "all channels of a case must share one grid")
     if label is None:
         return problems, []
     values = None
     if check_label_values and allowed is not None:
-        label_problems, values = _label_findings(label, allowed, reference if check_geometry else None, check_voxels)
+        label_problems, values = label_findings(label, allowed, reference if check_geometry else None, check_voxels)
     else:
-        header, problem = _read_header(label)
-        problem = problem or _dimension_problem(label, header)
+        header, problem = read_header(label)
+        problem = problem or dimension_problem(label, header)
         if not problem and check_voxels:
-            problem = _voxel_problem(label, header)
+            problem = voxel_problem(label, header)
         label_problems = [problem] if problem else []
         if not problem and check_geometry and reference is not None:
             diff = reference.describe_difference(header.geometry)
             if diff:
-                label_problems.append(f"{_display(label)}: geometry differs from its image ({diff}, image vs label); "
+                label_problems.append(f"{display_path(label)}: geometry differs from its image ({diff}, image vs label); "
                                       "resample the label onto the image grid or fix its header")
     warnings = []
     if role == "labeled" and values is not None and not label_problems and not any(values):

@@ -28,6 +28,16 @@ IMAGES_TS = "imagesTs"
 LABELS_TS = "labelsTs"
 
 FILE_ENDING = ".nii.gz"
+
+
+def dataset_prefix(dataset_id: int) -> str:
+    """``Dataset<id:03d>_``: how every raw dataset folder of this id starts (nnU-Net's convention)."""
+    return f"Dataset{int(dataset_id):03d}_"
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    """``Dataset<id:03d>_<name>``, nnU-Net's raw dataset folder name."""
+    return dataset_prefix(dataset_id) + name
 CHANNEL = "_0000"
 
 # image folder -> ground-truth folder

@@ -102,12 +102,12 @@ def convert_msd(task_folder: Path, raw_root: Path, dataset_id: int = MSD_DATASET
         InputError: bad task folder, or ``dataset_id`` already used by another dataset name.
     """
     task_folder, raw_root = Path(task_folder).resolve(), Path(raw_root)
-    name = f"Dataset{dataset_id:03d}_{MSD_DATASET_NAME}"
+    name = layout.dataset_folder_name(dataset_id, MSD_DATASET_NAME)
     target = raw_root / name
     if (target / "dataset.json").is_file():
         logger.info("%s already converted, nothing to do", target)
         return target
-    taken = sorted(p.name for p in raw_root.glob(f"Dataset{dataset_id:03d}_*") if p.name != name) \
+    taken = sorted(p.name for p in raw_root.glob(layout.dataset_prefix(dataset_id) + "*") if p.name != name) \
         if raw_root.is_dir() else []
     if taken:
         raise InputError(f"dataset id {dataset_id} is already used by {taken} in {raw_root}; "

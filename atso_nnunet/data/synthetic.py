@@ -302,11 +302,6 @@ def _add_lesions(rng, grid: _Grid, img, label, organ, box, dist, radius, hu) -> 
 # Writing a source dataset
 
 
-def dataset_folder_name(dataset_id: int, name: str) -> str:
-    """``Dataset<id:03d>_<name>``, nnU-Net's raw dataset folder name."""
-    return f"Dataset{int(dataset_id):03d}_{name}"
-
-
 def write_source_dataset(raw_root: Path, dataset_id: int, name: str, n_cases: int, config: SyntheticConfig,
                          case_prefix: Optional[str] = None, overwrite: bool = False) -> Path:
     """Write a complete nnU-Net raw *source* dataset of synthetic cases, all labeled.
@@ -344,7 +339,7 @@ def write_source_dataset(raw_root: Path, dataset_id: int, name: str, n_cases: in
         raise InputError(f"case_prefix must be letters, digits, '_' or '-', got {prefix!r}")
 
     raw_root = Path(raw_root)
-    final = raw_root / dataset_folder_name(dataset_id, name)
+    final = raw_root / layout.dataset_folder_name(dataset_id, name)
     if final.exists() and not overwrite:
         raise InputError(f"{final} already exists; choose another dataset id / name, delete it, or pass "
                          "overwrite=True (--overwrite) to replace it")

@@ -34,13 +34,11 @@ from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_json, write_json
-from atso_nnunet.paths import NnUNetPaths, nnunet_environment
+from atso_nnunet.paths import UNLABELED_DIR, NnUNetPaths, nnunet_environment
 from atso_nnunet.plan import CONFIGURATIONS  # what the tri-view planner makes; plans are checked at load
 from atso_nnunet.views import TRANSPOSE_FORWARD, VIEWS, check_views, plans_identifier
 
 logger = logging.getLogger(__name__)
-
-UNLABELED_DIR = "atso_unlabeled"
 
 
 # --------------------------------------------------------------------------------------------

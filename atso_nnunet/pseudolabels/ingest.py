@@ -55,12 +55,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_json, write_json
-from atso_nnunet.paths import NnUNetPaths
+from atso_nnunet.paths import UNLABELED_DIR, NnUNetPaths
 
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "atso_pseudolabels"
-UNLABELED_DIR = "atso_unlabeled"  # same as atso_nnunet.nnunet.planning.UNLABELED_DIR
 MARKER = "complete.json"
 _KEY_VERSION = 1
 
@@ -278,7 +277,7 @@ def _dataset_name(paths: NnUNetPaths, dataset_name_or_id) -> str:
         dataset_id = int(dataset_name_or_id)
     except (TypeError, ValueError) as e:
         raise InputError(f"dataset {dataset_name_or_id!r}: give DatasetXXX_Name or an integer id") from e
-    prefix = f"Dataset{dataset_id:03d}_"
+    prefix = layout.dataset_prefix(dataset_id)
     found = sorted({p.name for root in (paths.raw, paths.preprocessed) if Path(root).is_dir()
                     for p in Path(root).glob(prefix + "*") if p.is_dir()})
     if len(found) != 1:

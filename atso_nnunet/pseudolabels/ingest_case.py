@@ -36,7 +36,7 @@ def _is_empty(pkl: Path) -> bool:
 # --------------------------------------------------------------------------------------------
 def _check_case(case: str, label_file: str, image_file: str, allowed: Tuple[int, ...]) -> List[str]:
     """Geometry against the image's header, and label values; returns the problems found."""
-    from atso_nnunet.data.checks import check_label_file
+    from atso_nnunet.data.labels import check_label_file
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(image_file)

@@ -18,7 +18,6 @@ rerunning the same command continues where it stopped and never redoes a finishe
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -26,26 +25,28 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
+from atso_nnunet.data import layout
 from atso_nnunet.evaluation import report as report_mod
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution.jobs import Executor
 from atso_nnunet.io import read_json, write_json
 from atso_nnunet.methods import get_method
-from atso_nnunet.plan import (ExperimentPlan, plan_changes, reference_subsets, resolved, source_dir,
-                              validate_against_dataset)
+from atso_nnunet.plan import ExperimentPlan, plan_changes, reference_subsets, resolved, source_dir
 from atso_nnunet.nnunet.commands import stray_trainer_variables
 from atso_nnunet.paths import NnUNetPaths
-from atso_nnunet.run.progress import Eta
+from atso_nnunet.run.progress import StepProgress
 from atso_nnunet.run.rundir import RunDir, RunLock
 from atso_nnunet.run import steps as runners
 from atso_nnunet.run.steps import PLUGIN_RUNNERS, RunContext
 from atso_nnunet.schedule import Step, build_schedule, steps_by_id, topological_batches
+from atso_nnunet.run.prepare import drop_absent_cases, prepare
 
 logger = logging.getLogger(__name__)
 
 PREPARE = "prepare"
+
 
 
 @dataclass
@@ -80,139 +81,10 @@ class DriverOptions:
 
 def default_run_dir(paths: NnUNetPaths, plan: ExperimentPlan) -> Path:
     """``$nnUNet_results/atso_runs/Dataset<id>_<name>__<method>``."""
-    return paths.results / "atso_runs" / f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}__{plan.method}"
+    return paths.results / "atso_runs" / f"{layout.dataset_folder_name(plan.dataset_id, plan.dataset_name)}__{plan.method}"
 
 
-# ---------------------------------------------------------------------------------------------
-# preparation
-
-
-def _missing_source_error(plan: ExperimentPlan, source: str, where: Path) -> InputError:
-    from atso_nnunet.data.converters import conversion_command
-
-    cmd = conversion_command(source) or plan.convert_hint
-    how = f"Create it first:\n  {cmd}" if cmd else "Convert or copy that nnU-Net raw dataset there first."
-    return InputError(f"source dataset {source} not found at {where} (plan '{plan.name}'). {how}")
-
-
-def ensure_sources(plan: ExperimentPlan, paths: NnUNetPaths) -> List[Path]:
-    """Source dataset folders; synthetic sources named in ``plan.synthetic`` are generated if missing.
-
-    ``plan.synthetic`` maps a source name to the generator's options
-    (``domain``, ``n_cases``, ``seed``, ``shape``, ``spacing``, ``case_prefix``).
-    """
-    from atso_nnunet.data import synthetic
-
-    out = []
-    for source in plan.sources:
-        where = source_dir(paths, source)
-        if not where.is_dir():
-            spec = plan.synthetic.get(source)
-            if spec is None:
-                raise _missing_source_error(plan, source, where)
-            n_cases, prefix = spec.n_cases, spec.case_prefix
-            dataset_id = int(source.split("_", 1)[0][len("Dataset"):])
-            logger.info("generating synthetic source %s (%d cases) ...", source, n_cases)
-            t0 = time.time()
-            cfg = synthetic.SyntheticConfig(**spec.generator_options())
-            synthetic.write_source_dataset(paths.raw, dataset_id, source.split("_", 1)[1], n_cases, cfg,
-                                           case_prefix=prefix)
-            logger.info("generated %s in %.1f s", source, time.time() - t0)
-        out.append(where)
-    return out
-
-
-def drop_absent_cases(plan: ExperimentPlan, paths: NnUNetPaths) -> ExperimentPlan:
-    """The plan without the reference / test cases of ``may_be_absent`` that its sources lack.
-
-    Releases of a dataset differ (TCIA's Pancreas-CT lost NIH_0025 and NIH_0070); a plan lists
-    such cases in ``may_be_absent``. Absent ones are named in a warning and left out, with the
-    resulting set sizes; a missing labeled case stays an error (checked when the data is prepared).
-    Sources that do not exist yet (to be generated or converted) are left to ``prepare``.
-    """
-    if not plan.may_be_absent:
-        return plan
-    from atso_nnunet.data.materialize import available_cases
-
-    dirs = [source_dir(paths, s) for s in plan.sources]
-    if not all(d.is_dir() for d in dirs):
-        return plan
-    have = available_cases(dirs)
-    absent = sorted(c for c in plan.may_be_absent if c not in have and (c in plan.reference or c in plan.test))
-    if not absent:
-        return plan
-    reference = tuple(c for c in plan.reference if c not in absent)
-    test = tuple(c for c in plan.test if c not in absent)
-    logger.warning("%d case(s) of the plan are absent from its sources and left out (listed in may_be_absent): "
-                   "%s; the run uses %d labeled, %d reference and %d test cases", len(absent), ", ".join(absent),
-                   len(plan.labeled), len(reference), len(test))
-    return dataclasses.replace(plan, reference=reference, test=test, reference_split=None,
-                               may_be_absent=tuple(c for c in plan.may_be_absent if c not in absent),
-                               note=f"{plan.note} [left out, absent from the sources: {', '.join(absent)}]")
-
-
-def prepare(ctx: RunContext, network) -> None:
-    """Sources -> experiment dataset -> tri-view plans and preprocessed data (each idempotent)."""
-    from atso_nnunet.data.materialize import find_cases, materialize
-    from atso_nnunet.nnunet.planning import plan_and_preprocess
-
-    plan = ctx.plan
-    sources = ensure_sources(plan, ctx.paths)
-    cases = find_cases(sources, [*plan.labeled, *plan.reference, *plan.test])
-    validate_against_dataset(plan, cases, [c for c, f in cases.items() if f.label is not None],
-                             origin=f"plan '{plan.name}' against its sources")
-    built_now = not ctx.dataset_dir.exists()
-    materialize(ctx.dataset_dir, sources, plan.labeled, plan.reference, plan.test)
-    from atso_nnunet.data.checks import check_raw_dataset
-
-    try:
-        check_raw_dataset(ctx.dataset_dir, ground_truth_values=[int(k) for k in plan.eval_label_map])
-        problems = get_method(plan.method).dataset_problems(ctx.dataset_dir, plan)
-        if problems:
-            raise InputError("; ".join(problems))
-    except InputError as e:
-        if not built_now:
-            raise
-        # links only: a corrected plan with other case lists must be able to build it again
-        shutil.rmtree(ctx.dataset_dir)
-        raise InputError(f"{e}\n(The experiment dataset {ctx.dataset_dir.name} was removed again; nothing of this run "
-                         "was recorded. Fix the source files named above, or leave their cases out of the plan, and "
-                         "run the same command again.)") from None
-    t0 = time.time()
-    plan_and_preprocess(ctx.paths, plan.dataset_id, views=plan.views, configuration=plan.configuration,
-                        network=network, num_processes=ctx.num_processes)
-    logger.info("tri-view planning and preprocessing ready (%.1f s)", time.time() - t0)
-
-
-# ---------------------------------------------------------------------------------------------
-# running
-
-
-def _fmt(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
-class _Progress:
-    """One log line per finished step: count, duration, elapsed time, ETA, what comes next."""
-
-    def __init__(self, steps: Sequence[Step], done: Callable[[str], bool], parallel: int = 1):
-        self.total = len(steps)
-        self.order = [s.id for s in steps]
-        self.done = done
-        self.t0 = time.time()
-        self.eta = Eta(steps, parallel=parallel, done=done)
-
-    def finished(self, step_id: str, seconds: float) -> None:
-        self.eta.finished(step_id, seconds)
-        n = sum(1 for s in self.order if self.done(s))
-        nxt = next((s for s in self.order if not self.done(s)), None)
-        logger.info("[%d/%d] %s done in %.1f s (elapsed %s; %s)%s", n, self.total, step_id, seconds,
-                    _fmt(time.time() - self.t0), self.eta.describe(step_id), f"; next: {nxt}" if nxt else "")
-
-
-def _run_batch(ctx: RunContext, batch: Sequence[Step], executor: Executor, progress: _Progress) -> None:
+def _run_batch(ctx: RunContext, batch: Sequence[Step], executor: Executor, progress: StepProgress) -> None:
     run = ctx.run
     todo = [s for s in batch if not run.is_done(s.id)]
     # plugin steps first (cheap; independent of the jobs of the same batch)
@@ -335,7 +207,7 @@ def training_words(plan: ExperimentPlan, steps: Sequence[Step]) -> str:
 
 
 def make_context(plan: ExperimentPlan, options: "DriverOptions") -> RunContext:
-    dataset_dir = options.paths.raw / f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}"
+    dataset_dir = options.paths.raw / layout.dataset_folder_name(plan.dataset_id, plan.dataset_name)
     return RunContext(plan, options.paths, RunDir(options.run_dir), dataset_dir, device=options.device,
                       num_processes=options.num_processes, training=training_settings(plan))
 
@@ -406,7 +278,7 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
         from atso_nnunet.run.ground_truth import reopen_scoring
 
         reopen_scoring(ctx, steps, [source_dir(options.paths, s) for s in plan.sources])
-        progress = _Progress(steps, run.is_done, parallel=getattr(executor, "max_parallel", 1))
+        progress = StepProgress(steps, run.is_done, parallel=getattr(executor, "max_parallel", 1))
         if options.only_step:
             return _run_only(ctx, steps, options.only_step, executor, progress)
         logger.info("%d steps, %d already done", len(steps), sum(run.is_done(s.id) for s in steps))
@@ -432,7 +304,7 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
         return rep
 
 
-def _run_only(ctx: RunContext, steps: Sequence[Step], step_id: str, executor: Executor, progress: _Progress):
+def _run_only(ctx: RunContext, steps: Sequence[Step], step_id: str, executor: Executor, progress: StepProgress):
     by_id = steps_by_id(steps)
     if step_id not in by_id:
         raise InputError(f"--step {step_id}: no such step; see --dry-run for the step ids")

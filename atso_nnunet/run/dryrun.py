@@ -6,12 +6,11 @@ own scheduler.
 """
 from __future__ import annotations
 
-import datetime
-import re
 import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from atso_nnunet.nnunet.training_log import epoch_seconds
 from atso_nnunet.run import steps as runners
 from atso_nnunet.run.steps import RunContext
 from atso_nnunet.schedule import Step, topological_batches
@@ -40,8 +39,6 @@ def command_lines(ctx: RunContext, steps: Sequence[Step]) -> list:
 
 # nnU-Net's defaults when a plan leaves a setting unset
 DEFAULT_EPOCHS, DEFAULT_ITERATIONS = 1000, 250
-_EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
-_EPOCH_START = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+): Epoch (\d+)\s*$", re.M)
 
 
 def training_iterations(ctx: RunContext, steps: Sequence[Step]) -> Dict[int, int]:
@@ -53,24 +50,6 @@ def training_iterations(ctx: RunContext, steps: Sequence[Step]) -> Dict[int, int
             n = st.get("num_epochs") or DEFAULT_EPOCHS
             out[s.generation] = out.get(s.generation, 0) + n * (st.get("num_iterations_per_epoch") or DEFAULT_ITERATIONS)
     return out
-
-
-def epoch_seconds(text: str) -> List[float]:
-    """Wall-clock seconds of each epoch in an nnU-Net ``training_log_*.txt``.
-
-    An epoch lasts from its ``Epoch N`` line to the next epoch's line: that includes what nnU-Net
-    does after its ``Epoch time: X s`` line (checkpoint on a new best, the progress plot), which for
-    small networks on a GPU is most of the epoch (0.5 s logged vs 1.3 s wall on an H200,
-    docs/benchmarks.md "On a GPU"). The last epoch of a log has no next line and is left out; a log
-    with a single epoch falls back on its logged ``Epoch time``. A gap between epochs that are not
-    consecutive (a restart, ``--c``) is not an epoch.
-    """
-    starts = [(int(m.group(2)), datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f"))
-              for m in _EPOCH_START.finditer(text)]
-    logged = [float(m.group(1)) for m in _EPOCH_TIME.finditer(text)]
-    walls = [(t1 - t0).total_seconds() for (e0, t0), (e1, t1) in zip(starts, starts[1:])
-             if e1 == e0 + 1 and t1 >= t0]
-    return walls if walls else logged
 
 
 def seconds_per_iteration(folder: Path) -> Optional[float]:

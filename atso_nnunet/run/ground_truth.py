@@ -67,7 +67,7 @@ def reopen_scoring(ctx, steps: Sequence, sources: Sequence[Path] = ()) -> List[s
         InputError: a ground-truth file that appeared is unreadable, has the wrong geometry or
             values outside the dataset's labels (each named).
     """
-    from atso_nnunet.data.checks import check_label_file, raise_if_problems
+    from atso_nnunet.data.labels import check_label_file, raise_if_problems
 
     run = ctx.run
     reopened: List[str] = []

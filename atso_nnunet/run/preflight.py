@@ -79,13 +79,13 @@ def dataset_id_problems(plan, paths: NnUNetPaths) -> List[str]:
     ``Dataset988_*`` there makes every command of this run fail ("More than one dataset name
     found") after the experiment dataset was written, and the other experiment's commands too.
     """
-    own = f"Dataset{plan.dataset_id:03d}_{plan.dataset_name}"
+    own = layout.dataset_folder_name(plan.dataset_id, plan.dataset_name)
     problems = []
     for var, root in (("nnUNet_raw", paths.raw), ("nnUNet_preprocessed", paths.preprocessed),
                       ("nnUNet_results", paths.results)):
         if not root.is_dir():
             continue
-        taken = sorted(p.name for p in root.glob(f"Dataset{plan.dataset_id:03d}_*") if p.is_dir() and p.name != own)
+        taken = sorted(p.name for p in root.glob(layout.dataset_prefix(plan.dataset_id) + "*") if p.is_dir() and p.name != own)
         if taken:
             problems.append(f"dataset_id {plan.dataset_id}: {var} ({root}) already holds {', '.join(taken)}; nnU-Net "
                             f"finds datasets by id, so this run's {own} cannot share it: give the plan another "

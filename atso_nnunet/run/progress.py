@@ -14,11 +14,15 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections import defaultdict
 from typing import Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from atso_nnunet.schedule import Step, topological_batches
+
+logger = logging.getLogger(__name__)
 
 JOB_KINDS = ("train", "predict")  # run by the executor, ``parallel`` at a time
 
@@ -136,3 +140,21 @@ class Eta:
         if unknown:
             text += f"+ ({', '.join(unknown)}: no duration yet)"
         return text
+
+
+class StepProgress:
+    """One log line per finished step: count, duration, elapsed time, ETA, what comes next."""
+
+    def __init__(self, steps: Sequence[Step], done: Callable[[str], bool], parallel: int = 1):
+        self.total = len(steps)
+        self.order = [s.id for s in steps]
+        self.done = done
+        self.t0 = time.time()
+        self.eta = Eta(steps, parallel=parallel, done=done)
+
+    def finished(self, step_id: str, seconds: float) -> None:
+        self.eta.finished(step_id, seconds)
+        n = sum(1 for s in self.order if self.done(s))
+        nxt = next((s for s in self.order if not self.done(s)), None)
+        logger.info("[%d/%d] %s done in %.1f s (elapsed %s; %s)%s", n, self.total, step_id, seconds,
+                    format_duration(time.time() - self.t0), self.eta.describe(step_id), f"; next: {nxt}" if nxt else "")

@@ -27,7 +27,7 @@ from atso_nnunet.errors import InputError
 from atso_nnunet.execution.jobs import Job
 from atso_nnunet.io import read_array, write_array, write_json
 from atso_nnunet.nnunet.commands import job_env, predict_command, train_command
-from atso_nnunet.paths import NnUNetPaths
+from atso_nnunet.paths import NnUNetPaths, result_folder_name
 from atso_nnunet.run.rundir import RunDir
 from atso_nnunet.schedule import GroundTruth, Model, Prediction, Step
 from atso_nnunet.views import plans_identifier
@@ -69,7 +69,7 @@ class RunContext:
     def model_folder(self, model: Model) -> Path:
         """nnU-Net's fold folder of a trained model (holds ``checkpoint_final.pth``)."""
         return (self.run.results_root(model.name) / self.dataset_name
-                / f"{model.trainer}__{plans_identifier(model.view)}__{self.plan.configuration}"
+                / result_folder_name(model.trainer, plans_identifier(model.view), self.plan.configuration)
                 / f"fold_{self.plan.fold}")
 
     def path(self, artefact) -> Path:
