@@ -36,6 +36,9 @@ setup(
             "atso_nnunet_segment=atso_nnunet.cli.segment:main",
             "atso_nnunet_check=atso_nnunet.cli.check:main",
             "atso_nnunet_compare=atso_nnunet.cli.compare:main",
+            "atso_nnunet_publish=atso_nnunet.cli.publish:main",
+            "atso_nnunet_diagnose=atso_nnunet.cli.diagnose:main",
+            "atso_nnunet_view_volumes=atso_nnunet.cli.view_volumes:main",
         ]
     },
 )

@@ -1,72 +1,12 @@
-"""Shared fixtures: tiny seeded synthetic volumes in nnU-Net's raw layout."""
+"""pytest set-up: the ``--slurm`` option and the shared fixtures (helpers live in ``helpers.py``)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import pytest
 
-from atso_nnunet.data import layout
-from atso_nnunet.io import Geometry, write_array
 from atso_nnunet.paths import NnUNetPaths
-
-REPO = Path(__file__).resolve().parents[1]
-TINY_SHAPE = (12, 40, 36)          # z, y, x
-TINY_SPACING = (1.5, 1.5, 3.0)     # x, y, z in mm (SimpleITK order)
-
-
-def load_script(name: str):
-    """A module of ``scripts/`` (not a package) imported from its file, e.g. ``load_script("make_paper_plans")``."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def tiny_case(seed: int, shape: Sequence[int] = TINY_SHAPE):
-    """A small CT-like volume (HU) with an ellipsoid 'organ' (label 1); deterministic by seed."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    c = [s / 2 + rng.uniform(-2, 2) for s in shape]
-    r = [shape[0] / 3, shape[1] / 4 + rng.uniform(-1, 1), shape[2] / 4 + rng.uniform(-1, 1)]
-    organ = ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2 <= 1
-    body = ((y - shape[1] / 2) / (shape[1] / 2.2)) ** 2 + ((x - shape[2] / 2) / (shape[2] / 2.2)) ** 2 <= 1
-    img = np.full(shape, -1000.0, np.float32)
-    img[body] = 40
-    img[organ] = 110
-    img += rng.normal(0, 10, shape).astype(np.float32)
-    return img.astype(np.int16), organ.astype(np.uint8)
-
-
-def write_tiny_dataset(raw_root: Path, dataset_id: int = 990, n_labeled: int = 3, n_reference: int = 4,
-                       n_test: int = 2, name: str = "Tiny", seed: int = 0, prefix: str = "tiny") -> Path:
-    """Write an experiment dataset (see :mod:`atso_nnunet.data.layout`) of tiny ellipsoid cases
-    ``<prefix>_000``, ``<prefix>_001``, ... (labeled, then reference, then test)."""
-    ds = Path(raw_root) / layout.dataset_folder_name(dataset_id, name)
-    geom = Geometry(tuple(reversed(TINY_SHAPE)), TINY_SPACING, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-    roles = [("labeled", layout.IMAGES_TR, layout.LABELS_TR, n_labeled),
-             ("reference", layout.IMAGES_REF, layout.LABELS_REF, n_reference),
-             ("test", layout.IMAGES_TS, layout.LABELS_TS, n_test)]
-    ids = {}
-    k = 0
-    for role, img_dir, lab_dir, n in roles:
-        ids[role] = []
-        for _ in range(n):
-            case = f"{prefix}_{k:03d}"
-            img, lab = tiny_case(seed * 1000 + k)
-            write_array(img, geom, layout.image_path(ds, img_dir, case))
-            write_array(lab, geom, layout.label_path(ds, lab_dir, case))
-            ids[role].append(case)
-            k += 1
-    dj = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "pancreas": 1},
-          "numTraining": n_labeled, "file_ending": layout.FILE_ENDING,
-          "atso": {"reference": ids["reference"], "test": ids["test"]}}
-    (ds / "dataset.json").write_text(json.dumps(dj, indent=2))
-    return ds
+from helpers import install_fake_prepare, write_tiny_dataset
 
 
 def pytest_addoption(parser):
@@ -105,32 +45,3 @@ def fake_prepare(monkeypatch):
     return install_fake_prepare(monkeypatch)
 
 
-def install_fake_prepare(monkeypatch) -> list:
-    """What :func:`fake_prepare` does, for a fixture of a wider scope (``pytest.MonkeyPatch.context()``)."""
-    from atso_nnunet.methods import get_method
-    from atso_nnunet.run import driver
-    from atso_nnunet.run import steps as runners
-    from atso_nnunet.run.prepare import ensure_sources
-    from atso_nnunet.data.materialize import find_cases, materialize
-    from atso_nnunet.errors import InputError
-
-    events = []
-
-    def prepare(ctx, network):
-        sources = ensure_sources(ctx.plan, ctx.paths)
-        find_cases(sources, [*ctx.plan.labeled, *ctx.plan.reference, *ctx.plan.test])
-        materialize(ctx.dataset_dir, sources, ctx.plan.labeled, ctx.plan.reference, ctx.plan.test)
-        problems = get_method(ctx.plan.method).dataset_problems(ctx.dataset_dir, ctx.plan)
-        if problems:
-            raise InputError("; ".join(problems))
-
-    real_evaluate = runners.PLUGIN_RUNNERS["evaluate"]
-
-    def evaluate(ctx, step):
-        events.append(("score", step.role, f"{ctx.run.root.parent.name}/{ctx.run.root.name}"))
-        return real_evaluate(ctx, step)
-
-    monkeypatch.setattr(driver, "prepare", prepare)
-    monkeypatch.setitem(runners.PLUGIN_RUNNERS, "ingest", lambda ctx, step: events.append(("ingest",)) or {})
-    monkeypatch.setitem(runners.PLUGIN_RUNNERS, "evaluate", evaluate)
-    return events

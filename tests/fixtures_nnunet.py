@@ -20,7 +20,7 @@ import pytest
 
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.nnunet.planning import NetworkOverride, plan_and_preprocess
-from conftest import write_tiny_dataset
+from helpers import write_tiny_dataset
 
 TINY_DATASET_ID = 990
 # small enough for CPU: 3 stages (what nnU-Net plans for the 12-slice views anyway), 16 features

@@ -1,4 +1,4 @@
-"""Entry points the warm-worker tests run in place of nnU-Net's (see tests/test_warm.py).
+"""Entry points the warm-worker tests run in place of nnU-Net's (see tests/execution/test_warm.py).
 
 ``main`` reads its mode from ``sys.argv[1]`` as a console script reads its arguments.
 """

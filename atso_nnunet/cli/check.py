@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-label-values", action="store_true", help="do not load label voxels to check values")
     parser.add_argument("--headers-only", action="store_true",
                         help="read headers only: skip the voxel pass that finds truncated files and NaN/Inf "
-                             "voxels (about one decompression per file; see docs/benchmarks.md)")
+                             "voxels (about one decompression per file; see docs/lab/benchmarks.md)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--report-only", action="store_true",
                       help="run nothing: write the comparison from the run folders already under --out "
                            "(finished and unfinished runs; a look at a long comparison while it runs), or "
-                           "from published run records (scripts/publish_comparison.py); needs no nnU-Net folders")
+                           "from published run records (atso_nnunet_publish); needs no nnU-Net folders")
     ex = p.add_argument_group("execution (the same executors as atso_nnunet_run)")
     add_nnunet_dir_option(ex)
     add_execution_options(p, ex)

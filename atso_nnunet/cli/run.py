@@ -75,7 +75,7 @@ def add_execution_options(p: argparse.ArgumentParser, ex) -> None:
     ex.add_argument("--jobs-per-gpu", type=int, default=None, metavar="N",
                     help="local with --gpus: N jobs share each GPU at a time, each with CPUs/(GPUs x N) - 1 "
                          "augmentation workers unless nnUNet_n_proc_DA is set (default 1; small networks leave "
-                         "a large GPU mostly idle, see docs/benchmarks.md 'On a GPU')")
+                         "a large GPU mostly idle, see docs/lab/benchmarks.md 'On a GPU')")
     ex.add_argument("--device", choices=DEVICES, help="where nnU-Net trains and predicts (default: cuda with --gpus "
                                                      "or SLURM GPUs per job > 0, else cpu)")
     ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")

@@ -6,7 +6,7 @@ run folder ``<out>/seed<s>/<method>`` through the usual driver and executors, th
 
 Seeds: seed ``s`` draws the labeled set S afresh from the plan's labeled pool (the test set E
 never changes): ``sorted(default_rng(s).choice(sorted(pool), |S|))``, the rule of
-``scripts/make_synthetic_plans.py``. The pool (:func:`labeled_pool`) is S plus the reference cases
+``tools/make_synthetic_plans.py``. The pool (:func:`labeled_pool`) is S plus the reference cases
 that have ground truth *and* come from a source S comes from: a transfer plan (S from domain A, R
 from domain B) keeps S as it is for every seed, and a plan whose R has no labels (a hospital's
 unlabeled scans) cannot put an unlabeled case into S. The rest of S + R is R, split into subsets

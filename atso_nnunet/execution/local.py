@@ -46,7 +46,7 @@ class LocalExecutor(Executor):
             parent's ``os.environ`` is never changed). ``None`` or empty: CPU-only machine, jobs
             get no ``CUDA_VISIBLE_DEVICES`` from the executor.
         jobs_per_gpu: slots per GPU id: how many GPU jobs share one GPU at a time (default 1).
-            Small networks leave most of a large GPU idle (docs/benchmarks.md, "On a GPU").
+            Small networks leave most of a large GPU idle (docs/lab/benchmarks.md, "On a GPU").
             With more than one, each GPU job that does not set ``nnUNet_n_proc_DA`` itself (nor
             the parent's environment) gets ``CPUs // slots - 1`` augmentation workers (at least
             1), so that the jobs together do not start more workers than there are CPUs.

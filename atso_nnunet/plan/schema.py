@@ -55,6 +55,11 @@ class ExperimentPlan:
         fold: ``"all"`` (every labeled case trains) or a fold 0-4 of nnU-Net's 5-fold split.
         metric: ``mean`` (mean of per-case DSC, the paper's) or ``global`` (pooled DSC).
         eval_label_map: ground-truth values mapped before scoring, ``{"2": 1}``.
+        fusion: how the views' predictions are fused: ``vote`` (majority vote, ties by
+            probability) or ``mean`` (mean probability).
+        method_options: options of a method, by method name (``{"atso": {"test_model":
+            "combined"}}``; each method's options class says which exist).
+        may_be_absent: case ids a source release may lack; a run leaves them out with a warning.
         network: optional network overrides for small runs.
         training: training settings (all unset: nnU-Net's defaults).
         synthetic: generator settings per synthetic source (generated on first use).

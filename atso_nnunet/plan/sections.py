@@ -195,7 +195,7 @@ class SyntheticSpec:
         n_cases: number of cases (required).
         case_prefix: case id prefix; default ``syn<domain>`` (``synA_0000``, ...).
         domain, shape, spacing, seed, noise_sigma, hu_offset, lesions: the options of
-            :class:`atso_nnunet.data.synthetic.SyntheticConfig` (``None``: the domain's default).
+            :class:`atso_nnunet.data.synthetic_config.SyntheticConfig` (``None``: the domain's default).
     """
 
     n_cases: int
@@ -282,6 +282,11 @@ class CaseRule:
     The source's labeled cases (minus the plan's labeled ones) sorted by id, cut into ``folds``
     contiguous folds (larger folds last); ``test_folds`` are E, the others R
     (:func:`atso_nnunet.plan.splits.apply_case_rule`).
+
+    Attributes:
+        source: the converted source dataset whose labeled cases are split.
+        folds: number of contiguous folds.
+        test_folds: the folds (0-based) that are the test set E; the others are R.
     """
 
     source: str

@@ -21,7 +21,7 @@ order:
    ``_sample_foreground_locations``, then ``modify_seg_fn``; saved as int16 like ``run_case_save``.
 
 A label map equal to a labeled case's ground truth therefore ingests to nnU-Net's own
-``<case>_seg.b2nd``, voxel for voxel (see ``tests/test_pseudolabels.py``).
+``<case>_seg.b2nd``, voxel for voxel (see ``tests/pseudolabels/test_pseudolabels.py``).
 
 Cache layout (nothing is written inside nnU-Net's own data folders, images are never copied)::
 

@@ -1,5 +1,5 @@
 """The marked copy of two private submitit methods (submitit 1.5.4); guarded by
-``tests/test_upstream_copies.py``, which fails when the installed submitit's originals change.
+``tests/nnunet/test_upstream_copies.py``, which fails when the installed submitit's originals change.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 WARM_ENV_VAR = "ATSO_WARM_WORKERS"
 # Console scripts run warm by default: nnU-Net's (what the driver runs).
 WARM_DISTRIBUTIONS = ("nnunetv2",)
-# Jobs at a time on a CPU with warm workers (measured in docs/benchmarks.md, "CPU slots").
+# Jobs at a time on a CPU with warm workers (measured in docs/lab/benchmarks.md, "CPU slots").
 DEFAULT_CPU_JOBS_WARM = 2
 # A fork of a worker takes well under a second; a loaded machine can stretch that a lot.
 START_TIMEOUT_S = 120.0

@@ -178,7 +178,7 @@ class ATSOSemiTrainer(ATSOTrainer):
     def _get_dataloaders_fixed_fraction(self, labeled_fraction: float):
         # Copy of nnUNetTrainer.get_dataloaders (nnunetv2 2.8.1); the only change: the training
         # loader is a FixedFractionDataLoader. nnU-Net offers no hook for the loader class.
-        # tests/test_upstream_copies.py fails when the upstream source changes: re-copy then.
+        # tests/nnunet/test_upstream_copies.py fails when the upstream source changes: re-copy then.
         if self.dataset_class is None:
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         patch_size = self.configuration_manager.patch_size

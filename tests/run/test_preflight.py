@@ -1,0 +1,128 @@
+"""--dry-run and every run check the plan against its sources, the fold and --gpus before writing anything."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from atso_nnunet.cli.run import main
+from atso_nnunet.errors import InputError
+from atso_nnunet.run.preflight import file_name_hint, parse_gpu_ids
+
+from helpers import write_tiny_dataset
+from helpers import tiny_plan
+
+
+def _nn_with_source(tmp_path):
+    nn = tmp_path / "nn"
+    write_tiny_dataset(nn / "nnUNet_raw", dataset_id=990, name="Tiny", n_labeled=9, n_reference=0, n_test=0)
+    return nn
+
+
+def _dry(tmp_path, plan, *extra):
+    run = tmp_path / "run"
+    return main(["--plan", str(plan), "--nnunet-dir", str(tmp_path / "nn"), "--run-dir", str(run), "--dry-run",
+                 *extra]), run
+
+
+def test_unknown_case_ids_and_file_names_are_named(tmp_path, caplog):
+    _nn_with_source(tmp_path)
+    plan = tiny_plan(tmp_path, reference=["tiny_003", "tiny_004", "tiny_005_0000.nii.gz", "tiny_099"],
+                      test=["tiny_007", "tiny_008_0000"])
+    rc, run = _dry(tmp_path, plan)
+    assert rc == 2 and not run.exists()
+    text = caplog.text
+    assert "tiny_099" in text and "no image in the sources" in text
+    assert "drop the `_0000.nii.gz` (the case id is 'tiny_005')" in text
+    assert "'tiny_008_0000' is not in the sources but 'tiny_008' is: drop the `_0000`" in text
+
+
+def test_labeled_case_without_label_is_named(tmp_path, caplog):
+    nn = _nn_with_source(tmp_path)
+    (nn / "nnUNet_raw" / "Dataset990_Tiny" / "labelsTr" / "tiny_001.nii.gz").unlink()
+    rc, run = _dry(tmp_path, tiny_plan(tmp_path))
+    assert rc == 2 and "tiny_001" in caplog.text and "no ground-truth label" in caplog.text
+    assert not run.exists()
+
+
+def test_missing_source_is_an_error_in_a_dry_run(tmp_path, caplog):
+    rc, run = _dry(tmp_path, tiny_plan(tmp_path))
+    assert rc == 2 and "source Dataset990_Tiny: not found" in caplog.text
+    assert not run.exists()
+
+
+def test_synthetic_source_to_be_generated_is_named_as_such(tmp_path, caplog, capsys):
+    caplog.set_level(logging.INFO)
+    rc = main(["-d", "synthetic", "-f", "10pct", "--nnunet-dir", str(tmp_path / "nn"), "--run-dir",
+               str(tmp_path / "run"), "--dry-run"])
+    assert rc == 0
+    assert "Dataset980_SyntheticA does not exist yet: it is synthetic and is generated on first use" in caplog.text
+    assert "nnUNetv2_train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fold, words", [(7, "fold: 7 is not a fold"), (0, "at least 5 labeled cases")])
+def test_fold_is_checked(tmp_path, caplog, fold, words):
+    _nn_with_source(tmp_path)
+    rc, run = _dry(tmp_path, tiny_plan(tmp_path, fold=fold))
+    assert rc == 2 and words in caplog.text and not run.exists()
+
+
+def test_fold_number_with_enough_labeled_cases_passes(tmp_path):
+    _nn_with_source(tmp_path)
+    plan = tiny_plan(tmp_path, labeled=[f"tiny_00{i}" for i in range(5)], reference=["tiny_005", "tiny_006"],
+                      fold=2)
+    assert _dry(tmp_path, plan)[0] == 0
+
+
+@pytest.mark.parametrize("gpus", ["abc", "-1", "0,0", "0,,1"])
+def test_bad_gpus_are_refused_before_anything(tmp_path, caplog, gpus):
+    _nn_with_source(tmp_path)
+    rc, run = _dry(tmp_path, tiny_plan(tmp_path), "--gpus", gpus)
+    assert rc == 2 and "--gpus" in caplog.text and not run.exists()
+    rc = main(["--plan", str(tiny_plan(tmp_path)), "--nnunet-dir", str(tmp_path / "nn"), "--run-dir", str(run),
+               "--gpus", gpus])
+    assert rc == 2 and not run.exists()
+
+
+def test_parse_gpu_ids_and_hints():
+    assert parse_gpu_ids("0, 1,3") == ["0", "1", "3"] and parse_gpu_ids(None) is None
+    assert parse_gpu_ids("GPU-8e1a7c2f-0000-1111") == ["GPU-8e1a7c2f-0000-1111"]
+    with pytest.raises(InputError, match="not a GPU id"):
+        parse_gpu_ids("cuda:0")
+    assert file_name_hint("case_7.nii.gz") == "drop the `.nii.gz` (the case id is 'case_7')"
+    assert file_name_hint("synA_0000") is None      # a case id may end in digits
+
+
+def test_plan_refused_by_the_data_check_leaves_nothing_behind(tmp_path, caplog):
+    """Refused at prepare (a truncated image): no plan recorded, no experiment dataset; a corrected plan runs."""
+    nn = _nn_with_source(tmp_path)
+    bad = nn / "nnUNet_raw" / "Dataset990_Tiny" / "imagesTr" / "tiny_006_0000.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:2000])
+    run = tmp_path / "run"
+    args = ["--nnunet-dir", str(nn), "--run-dir", str(run), "--step", "prepare"]
+    assert main(["--plan", str(tiny_plan(tmp_path)), *args]) == 2
+    assert f"-> {bad})" in caplog.text and "truncated" in caplog.text   # the source file, not only the link
+    assert not (run / "plan.json").exists() and not (run / "state").exists()
+    assert not (nn / "nnUNet_raw" / "Dataset991_TinyExp").exists()
+    # the corrected plan (the broken case left out) is not refused as "a different plan"
+    corrected = tiny_plan(tmp_path, reference=["tiny_003", "tiny_004", "tiny_005"])
+    caplog.clear()
+    rc = main(["--plan", str(corrected), "--nnunet-dir", str(nn), "--run-dir", str(run), "--dry-run"])
+    assert rc == 0 and "different plan" not in caplog.text
+    assert json.loads((run / "plan.json").read_text())["reference"] == ["tiny_003", "tiny_004", "tiny_005"]
+
+
+def test_a_dataset_id_another_dataset_uses_is_refused_before_anything(tmp_path, caplog):
+    """nnU-Net finds datasets by id: a second Dataset991_* would break this run's commands and the other's."""
+    nn = _nn_with_source(tmp_path)
+    other = nn / "nnUNet_preprocessed" / "Dataset991_OtherExperiment"
+    other.mkdir(parents=True)
+    rc, run = _dry(tmp_path, tiny_plan(tmp_path))
+    assert rc == 2 and not run.exists()
+    assert ("dataset_id 991: nnUNet_preprocessed" in caplog.text and "Dataset991_OtherExperiment" in caplog.text
+            and "give the plan another dataset_id" in caplog.text)
+    assert other.is_dir() and not (nn / "nnUNet_raw" / "Dataset991_TinyExp").exists()
+    other.rename(other.with_name("Dataset991_TinyExp"))  # its own name: this run's dataset, resumed
+    caplog.clear()
+    assert _dry(tmp_path, tiny_plan(tmp_path))[0] == 0

@@ -1,0 +1,47 @@
+"""A run folder made before the package was reorganised (issue 27) resumes after it with nothing rerun.
+
+``data/fake_atso_run_d6f140e.tar.xz`` is the run folder of a tiny ATSO run (one generation, axial
+view, the fake nnU-Net of ``fake_nnunet.py``) made with the code of commit d6f140e, before the
+move; its ``inputs/`` links (absolute paths of the machine that made it) are left out.
+"""
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+from atso_nnunet.plan import plan_from_dict
+from atso_nnunet.run import steps as runners
+from atso_nnunet.run.driver import DriverOptions, run_experiment
+from atso_nnunet.run.rundir import RunDir
+from fake_nnunet import FakeNnUNetExecutor
+from helpers import write_tiny_dataset
+
+ARCHIVE = Path(__file__).parent / "data" / "fake_atso_run_d6f140e.tar.xz"
+PLAN = {"name": "fake", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "FakeExp",
+        "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
+        "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": 1, "views": ["axial"]}
+
+
+def _files(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_run_made_before_the_move_resumes_with_nothing_rerun(tmp_path, nnunet_paths, monkeypatch):
+    with tarfile.open(ARCHIVE) as tar:
+        tar.extractall(tmp_path, filter="data")
+    run = RunDir(tmp_path / "run")
+    write_tiny_dataset(nnunet_paths.raw, dataset_id=991, name="FakeExp")
+    before = _files(run.root / "state")
+    reports = {name: (run.root / name).read_bytes() for name in ("report.json", "report.csv")}
+    ran = []
+    for kind in list(runners.PLUGIN_RUNNERS):
+        monkeypatch.setitem(runners.PLUGIN_RUNNERS, kind, lambda ctx, step: ran.append(step.id) or {})
+    executor = FakeNnUNetExecutor()
+
+    run_experiment(plan_from_dict(PLAN), DriverOptions(run_dir=run.root, paths=nnunet_paths, executor=executor))
+
+    assert executor.ran == [] and ran == []          # no nnU-Net job, no plugin step
+    assert _files(run.root / "state") == before      # every marker found where it was, none added
+    assert json.loads((run.root / "plan.json").read_text())["method"] == "atso"
+    assert {name: (run.root / name).read_bytes() for name in reports} == reports
