@@ -139,11 +139,16 @@ def summarise(records) -> dict:
                 for k in points:
                     points[k].append(row[k]["per_seed"][i] if k in row else None)
     correlation = {k: _pearson(points["reference"], points[k]) for k in ("change", "agreement", "empty")}
+    # what each method's final model learned from and what its run trains (the same for every seed)
+    cost = {}
+    for m in methods:
+        rep = next((by[(m, s)] for s in seeds if (m, s) in by and by[(m, s)].get("cost")), None)
+        cost[m] = {"final_label_round": rep.get("final_label_round"), **rep["cost"]} if rep else None
     labeled_only = final_stats.get("supervised", {}).get("mean")
     oracle = final_stats.get("oracle", {}).get("mean")
     return {"methods": methods, "seeds": seeds, "per_generation": per_gen, "final": {"per_seed": finals,
             "stats": final_stats}, "paired_differences": pairs, "monitor_correlation": correlation,
-            "monitor_points": points, "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
+            "monitor_points": points, "cost": cost, "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
             "runs": [{"seed": r.seed, "method": r.method, "run_dir": str(r.run_dir), "labeled": r.labeled,
                       "finished": (r.method, r.seed) in finished} for r in records]}
 
@@ -176,6 +181,17 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
         st = summary["final"]["stats"][m]
         per = ", ".join(_pct(summary["final"]["per_seed"][m].get(s)) for s in seeds)
         out.write(f"| {NAMES.get(m, m)} | {_pct(st['mean'], st['sd'])} | {st['n']} | {per} |\n")
+    if any(summary.get("cost", {}).values()):
+        out.write("\n## What each final model learned from, and what its run costs\n\n"
+                  "Label round: round 1 is M0's pseudo-labels, round t those of a model trained on round t − 1 "
+                  "(0: none). Trainings and iterations of one run of the method, M0 included.\n\n"
+                  "| method | label round of the final model | trainings | iterations |\n|---|---:|---:|---:|\n")
+        for m in summary["methods"]:
+            c = summary["cost"].get(m)
+            if c:
+                r = c.get("final_label_round")
+                out.write(f"| {NAMES.get(m, m)} | {'–' if r is None else r} | {c['trainings']} | "
+                          f"{c['iterations']:,} |\n")
     out.write("\n## Paired differences of the final models (same seed = same labeled draw and M0)\n\n"
               "| difference | mean ± sd | seeds with a gain | per seed |\n|---|---|---|---|\n")
     for k, d in summary["paired_differences"].items():

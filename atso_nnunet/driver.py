@@ -39,6 +39,7 @@ from atso_nnunet.nnunet_commands import stray_trainer_variables
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.progress import Eta
 from atso_nnunet.rundir import RunDir, RunLock
+from atso_nnunet.schedule.cost import training_cost
 from atso_nnunet import runners
 from atso_nnunet.runners import PLUGIN_RUNNERS, RunContext
 from atso_nnunet.schedule import Step, build_schedule, steps_by_id, topological_batches
@@ -463,4 +464,6 @@ def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
                               how_evaluated=f"{method.describe(ctx.plan)} {training_words(ctx.plan, steps)}",
                               logs=logs)
     rep.test_cases = len(ctx.plan.test)
+    rep.final_label_round = method.final_label_round(ctx.plan)
+    rep.cost = training_cost(ctx.plan, steps)
     return rep

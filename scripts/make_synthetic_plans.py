@@ -140,8 +140,15 @@ def bench_generator(domain: str = "A", n_cases: int = BENCH_N_CASES, seed: int =
 
 def bench_split(n_cases: int = BENCH_N_CASES, n_test: int = BENCH_N_TEST, prefix: str = "synA"):
     """(test, train): the first ``n_test`` sorted ids are the test set E, the rest training."""
+    test, _, train = bench_sets(n_cases, n_test, 0, prefix)
+    return test, train
+
+
+def bench_sets(n_cases: int, n_test: int, n_val: int, prefix: str = "synA"):
+    """(test, validation, train): the first ``n_test`` sorted ids are E, the next ``n_val`` the
+    validation set V (what a calibration scores), the rest training (S + R)."""
     cases = ids(prefix, n_cases)
-    return cases[:n_test], cases[n_test:]
+    return cases[:n_test], cases[n_test:n_test + n_val], cases[n_test + n_val:]
 
 
 def bench_labeled(train, n_labeled: int, seed: int = 0) -> list:
@@ -151,14 +158,21 @@ def bench_labeled(train, n_labeled: int, seed: int = 0) -> list:
 
 
 def bench_plan(n_labeled, dataset_id: int, dataset_name: str, seed: int = 0, generator=None, schedule=None,
-               source: str = BENCH_SOURCE_A, n_test: int = BENCH_N_TEST, note: str = "") -> dict:
+               source: str = BENCH_SOURCE_A, n_test: int = BENCH_N_TEST, note: str = "", n_val: int = 0,
+               score_validation: bool = False, network=None) -> dict:
     """A domain-A benchmark plan: ``n_labeled`` labeled cases (``"all"``: the oracle's S + R).
 
     The oracle has every training case labeled with its true label and an empty reference set;
-    it is run with method ``supervised``, as labeled-only is.
+    it is run with method ``supervised``, as labeled-only is. With ``n_val`` cases the plan lists
+    the validation set V; ``score_validation`` (a calibration's plan) makes V the set the run scores
+    and leaves E out of the plan altogether.
     """
     generator = dict(generator or bench_generator())
-    test, train = bench_split(generator["n_cases"], n_test, f"syn{generator['domain']}")
+    test, val, train = bench_sets(generator["n_cases"], n_test, n_val, f"syn{generator['domain']}")
+    if score_validation:
+        if not val:
+            raise ValueError("score_validation needs n_val > 0")
+        test, val = val, []
     labeled = sorted(train) if n_labeled == "all" else bench_labeled(train, n_labeled, seed)
     return {
         "name": f"synthetic benchmark, {len(labeled)} of {len(train)} training cases labeled (domain A)",
@@ -170,11 +184,12 @@ def bench_plan(n_labeled, dataset_id: int, dataset_name: str, seed: int = 0, gen
         "labeled": labeled,
         "reference": [c for c in train if c not in labeled],
         "test": test,
+        **({"validation": val} if val else {}),
         **method_settings(seed),
         "generations": 3,
         "metric": "mean",
         "eval_label_map": {},
-        "network": NETWORK,
+        "network": dict(network or NETWORK),
         "training": dict(schedule or BENCH_SCHEDULE),
         "synthetic": {source: generator},
         # The oracle has no unlabeled cases, so only method supervised is valid for it.

@@ -21,7 +21,7 @@ def _tiny_plan(tmp_path: Path, **over) -> Path:
     plan = {
         "name": "tiny", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "TinyExp",
         "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
-        "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": 1, "views": ["axial"],
+        "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": 2, "views": ["axial"],
         "network": {"batch_size": 2, "max_features": 16, "n_stages": 3},
         "training": {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1,
                      "final_validation": False, "test_time_augmentation": False},
@@ -107,14 +107,15 @@ def test_run_dir_with_other_plan_is_refused(tmp_path, caplog):
 
 @pytest.mark.e2e
 def test_tiny_atso_run_end_to_end_and_resume(tmp_path):
-    """One view, one generation on tiny volumes: M0, two half-models, final model; then resume."""
+    """One view, two generations on tiny volumes: M0, two half-models, M_1, the final model M_2; then resume."""
     nn, run, cmd, env = _tiny_run(tmp_path)
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((run / "report.json").read_text())
     assert report["method"] == "atso"
-    assert [g["generation"] for g in report["generations"]] == [0, 1]
+    assert [g["generation"] for g in report["generations"]] == [0, 1, 2]
     assert report["final"]["test_dsc_mean"] is not None
+    assert report["final_label_round"] == 2 and report["cost"] == {"trainings": 5, "iterations": 10}
     assert sorted(p.name for p in (run / "pseudolabels" / "R_g1").glob("*.nii.gz")) == \
         [f"tiny_00{i}.nii.gz" for i in range(3, 7)]
     markers = {p: p.stat().st_mtime_ns for p in (run / "state").rglob("*.done")}

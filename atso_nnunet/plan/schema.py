@@ -27,7 +27,9 @@ UNSUPPORTED_CONFIGURATIONS: Dict[str, str] = {
     "3d_cascade_fullres": "the cascade's second stage needs 3d_lowres predictions as input, which atso_nnunet "
                           "does not make",
 }
-SETS: Tuple[str, ...] = ("labeled", "reference", "test")
+# validation: cases held out for choosing settings (a benchmark's calibration scores them instead of E);
+# a run never trains on, pseudo-labels or scores them.
+SETS: Tuple[str, ...] = ("labeled", "reference", "test", "validation")
 # nnU-Net splits the labeled cases of a dataset into 5 folds (do_split) for an integer fold.
 NNUNET_FOLDS = 5
 
@@ -55,6 +57,8 @@ class ExperimentPlan:
         labeled: case ids of the labeled set S.
         reference: case ids of the reference (unlabeled) set R.
         test: case ids of the test set E (may be empty: no evaluation on E).
+        validation: case ids of a validation set V, disjoint from S, R and E, for choosing settings
+            (a benchmark's calibration scores V, never E). A run does not read them.
         method: a method of :mod:`atso_nnunet.methods` (``atso``, ``stso``, ``self``, ``supervised``).
         generations: teacher-student generations T (the method says how many are valid).
         note: where the protocol comes from.
@@ -88,6 +92,7 @@ class ExperimentPlan:
     generations: int
     note: str = ""
     convert_hint: str = ""
+    validation: Tuple[str, ...] = ()
     seed: int = 0
     subsets: int = 2
     views: Tuple[str, ...] = VIEWS
@@ -111,7 +116,7 @@ class ExperimentPlan:
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        for name in ("sources", "labeled", "reference", "test", "views", "may_be_absent"):
+        for name in ("sources", "labeled", "reference", "test", "validation", "views", "may_be_absent"):
             if isinstance(getattr(self, name), list):
                 put(name, tuple(getattr(self, name)))
         if isinstance(self.reference_split, (list, tuple)):
@@ -161,6 +166,8 @@ class ExperimentPlan:
             value = getattr(self, key)
             if key == "reference_split" and value is None and not include_split:
                 continue
+            if key == "validation" and not value:
+                continue  # plans (and run folders) made before V existed stay byte-identical
             if key == "training":
                 value = value.to_dict() or None
             elif key == "synthetic":
@@ -181,7 +188,7 @@ class ExperimentPlan:
 # Key order of the JSON files (that of docs/design.md), used when writing plans.
 KEY_ORDER: Tuple[str, ...] = (
     "name", "note", "sources", "dataset_id", "dataset_name", "convert_hint", "labeled", "reference",
-    "test", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
+    "test", "validation", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
     "eval_label_map", "fusion", "method_options", "may_be_absent", "network", "training", "synthetic", "slurm",
     "reference_split",
 )
