@@ -74,8 +74,9 @@ def same_m0(a: Optional[float], b: Optional[float]) -> bool:
 
     Within a comparison every method of a seed adopts the labeled-only run's M0 and its scores, so
     the two numbers are the same float; a different number means another training of M0 (one
-    retrained after its folder was lost: training is not bit-deterministic), whose difference to
-    the others would mix M0's run-to-run spread into the method's effect. Unknown counts as same.
+    retrained after its folder was lost, where the first had been resumed with ``--c``, which does not
+    reproduce an uninterrupted training), whose difference to the others would mix that into the
+    method's effect. Unknown counts as same.
     """
     return a is None or b is None or abs(a - b) < 1e-9
 
