@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("calibrate_regime")
@@ -117,6 +118,33 @@ def read_scores(run_dir: Path):
     cases = json.loads(scores.read_text())["details"]["cases"] if scores.is_file() else []
     per_case = {c["case"]: round(100 * c["dsc"]["1"], 2) for c in cases}
     return 100 * g0["test_dsc"], None if ref is None else 100 * ref, per_case
+
+
+def vote_view_ratio(run_dir: Path, reference) -> Optional[float]:
+    """Label-free: median over R of M0's fused (voted) foreground volume / the mean of its views'.
+
+    Read from the run's own files (``pseudolabels/R_g0`` and ``predictions/M0/<view>/``); no label
+    is read. Issue 25's fusion rule: the majority vote if this is >= 0.85, else the views' mean
+    probability. None for a one-view run or when files are missing.
+    """
+    import numpy as np
+
+    from atso_nnunet.io import read_array
+    from atso_nnunet.data.layout import FILE_ENDING
+
+    views = sorted(p.name for p in (run_dir / "predictions" / "M0").glob("*") if p.is_dir())
+    if len(views) < 2:
+        return None
+    ratios = []
+    for case in reference:
+        fused = run_dir / "pseudolabels" / "R_g0" / f"{case}{FILE_ENDING}"
+        per_view = [run_dir / "predictions" / "M0" / v / f"{case}{FILE_ENDING}" for v in views]
+        if not fused.is_file() or not all(f.is_file() for f in per_view):
+            return None
+        mean_view = np.mean([(read_array(f)[0] > 0).sum() for f in per_view])
+        if mean_view > 0:
+            ratios.append(float((read_array(fused)[0] > 0).sum() / mean_view))
+    return round(float(np.median(ratios)), 3) if ratios else None
 
 
 def train_seconds(run_dir: Path):
@@ -366,7 +394,8 @@ def main(argv=None) -> int:
                "test_dsc": round(test, 2), "ref_dsc": None if ref is None else round(ref, 2),
                "train_s": train_seconds(run_dir), "wall_s": round(wall, 1),
                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "run_dir": str(run_dir), "plan": str(plan_file), "test_dsc_per_case": per_case}
+               "run_dir": str(run_dir), "plan": str(plan_file), "test_dsc_per_case": per_case,
+               "vote_view_volume_ratio_R": vote_view_ratio(run_dir, plan["reference"])}
         rows = add_result(row, out)
         summarize(rows, out, args.epochs * args.iters, rule)
         logger.info("%s: test DSC %.2f, reference DSC %s, %.0f s", name, test, row["ref_dsc"], wall)
