@@ -70,7 +70,10 @@ class ATSO(Method):
         subsets = ("" if K == 2 else f" With K = {K} subsets, model k trains on "
                    + ("S + R without R_k and labels R_k." if o.subset_training == "crossfit"
                       else "S + R_k; R_j is labelled by the vote of the other models."))
-        return f"{test}; {self.how_evaluated} The final model is trained on labels {final}.{subsets}"
+        single = (" With one generation and these options no subset model is trained: the final model learns "
+                  "from M0's labels, as STSO's first student does; ATSO's fold swap needs generations >= 2."
+                  if plan.generations == 1 and self._subset_generations(1, o) == 0 else "")
+        return f"{test}; {self.how_evaluated} The final model is trained on labels {final}.{subsets}{single}"
 
     def final_label_round(self, plan) -> int:
         return plan.generations + (1 if self.options(plan).final_labels == "last" else 0)
