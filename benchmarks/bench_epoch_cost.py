@@ -189,12 +189,15 @@ def run_setting(args, nn: Path, cadence: str, parallel: int, threads: int, inter
     for proc, out, job in procs:
         if proc.wait() != 0:
             raise SystemExit(f"training {job.name} failed (exit {proc.returncode}); see {job.log_path}")
-    rows = []
+    rows, totals = [], []
     for _, out, _ in procs:
         epochs = json.loads(out.read_text())["epochs"][args.skip:]
         rows.append({k: statistics.median(e[k] for e in epochs) for k in PHASES})
+        # the whole measured stretch, the epochs on the cadence (and the last) included
+        totals.append(sum(e["wall"] for e in epochs) / sum(e["iterations"] for e in epochs))
     med = {k: statistics.mean(r[k] for r in rows) for k in PHASES}
     med["ratio"] = med["wall"] / med["iterations"]
+    med["total_ratio"] = statistics.mean(totals)
     return med
 
 
@@ -221,6 +224,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", nargs="+", type=int, default=[1])
     p.add_argument("--interop", nargs="+", type=int, default=[0], help="0 = torch's default")
     p.add_argument("--da", nargs="+", type=int, default=[0], help="nnUNet_n_proc_DA per training (default 0)")
+    p.add_argument("--repeat", type=int, default=1, help="trials; odd trials run the settings in reverse "
+                   "order, so that a changing machine load falls on every setting alike")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
     if args.skip >= args.epochs:
@@ -232,25 +237,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     nn = prepare(args.plan, args.work)
     results = []
-    for cadence, parallel, threads, interop, da in itertools.product(args.cadence, args.parallel, args.threads,
-                                                                     args.interop, args.da):
+    settings = list(itertools.product(args.cadence, args.parallel, args.threads, args.interop, args.da))
+    order = [st for trial in range(args.repeat) for st in (settings if trial % 2 == 0 else settings[::-1])]
+    for cadence, parallel, threads, interop, da in order:
         before = load()
         med = run_setting(args, nn, cadence, parallel, threads, interop or None, da)
         results.append(((cadence, parallel, threads, interop, da), med, before))
         logger.info("cadence %s, %d side by side, %d thread(s), interop %s, DA %d (load %s): wall %.3f s, "
                     "iterations %.3f, validation %.3f, checkpoint %.3f, plot %.3f, log %.3f, other %.3f; "
-                    "wall/iterations %.3f", cadence, parallel, threads, interop or "default", da, before,
-                    *(med[k] for k in PHASES), med["ratio"])
+                    "wall/iterations %.3f (all measured epochs: %.3f)", cadence, parallel, threads,
+                    interop or "default", da, before, *(med[k] for k in PHASES), med["ratio"], med["total_ratio"])
     if args.markdown:
         print(f"\nplan {args.plan[0]}/{args.plan[1]}, {args.epochs} epochs, median of epochs {args.skip + 1}-"
-              f"{args.epochs} (mean over the trainings side by side), seconds per epoch:\n")
+              f"{args.epochs} (mean over the trainings side by side), seconds per epoch; the last two columns: "
+              "wall / iterations of the median epoch and of all measured epochs together (the epochs on the "
+              "plot and checkpoint cadence, and the last, included):\n")
         print("| cadence | side by side | threads | interop | DA workers | load before | wall | iterations | "
-              "validation | checkpoint | plot | log | other | wall / iterations | epochs / s, all trainings |")
-        print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "validation | checkpoint | plot | log | other | epochs / s, all trainings | wall / iterations | "
+              "all epochs |")
+        print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for (cadence, parallel, threads, interop, da), med, before in results:
             print(f"| {cadence} | {parallel} | {threads} | {interop or 'default'} | {da} | {before} | "
                   + " | ".join(f"{med[k]:.3f}" for k in PHASES)
-                  + f" | **{med['ratio']:.3f}** | {parallel / med['wall']:.2f} |")
+                  + f" | {parallel / med['wall']:.2f} | **{med['ratio']:.3f}** | {med['total_ratio']:.3f} |")
     return 0
 
 

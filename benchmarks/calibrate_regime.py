@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("calibrate_regime")
@@ -92,15 +93,21 @@ def build_plan(msp, args, name: str) -> dict:
     generator = msp.bench_generator("A", n_cases=args.n_cases, seed=args.data_seed, shape=args.shape,
                                     spacing=args.spacing, noise_sigma=args.noise_sigma)
     schedule = {**msp.BENCH_SCHEDULE, "num_epochs": round(args.epochs * mult), "num_iterations_per_epoch": args.iters}
+    network = {**msp.NETWORK, **({"max_features": args.max_features} if args.max_features else {})}
     # One experiment dataset per labeled set: repeats and the 2N runs reuse its preprocessing.
     key = "all" if n_labeled == "all" else f"{n_labeled}"
     dataset_id = args.dataset_id_base + (99 if n_labeled == "all" else n_labeled)
     from atso_nnunet.data.layout import dataset_folder_name
 
     source = dataset_folder_name(args.dataset_id_base, f"Calib{args.tag}Src")
+    scored = (f"scored on the validation set V (cases {args.n_test + 1}-{args.n_test + args.n_val} sorted; "
+              f"the test set E, the first {args.n_test}, is not in this plan)" if args.n_val else "scored on E")
+    # the note names this script by its first path (scripts/): a run folder records its plan, note
+    # included, and a reworded note would make the calibration's runs refuse to resume
     plan = msp.bench_plan(n_labeled, dataset_id, f"Calib{args.tag}L{key}", seed=args.label_seed,
                           generator=generator, schedule=schedule, source=source, n_test=args.n_test,
-                          note=f"calibration configuration {name} (benchmarks/calibrate_regime.py, tag {args.tag})")
+                          n_val=args.n_val, score_validation=args.n_val > 0, network=network,
+                          note=f"calibration configuration {name} (scripts/calibrate_regime.py, tag {args.tag}), {scored}")
     return plan
 
 
@@ -115,6 +122,33 @@ def read_scores(run_dir: Path):
     cases = json.loads(scores.read_text())["details"]["cases"] if scores.is_file() else []
     per_case = {c["case"]: round(100 * c["dsc"]["1"], 2) for c in cases}
     return 100 * g0["test_dsc"], None if ref is None else 100 * ref, per_case
+
+
+def vote_view_ratio(run_dir: Path, reference) -> Optional[float]:
+    """Label-free: median over R of M0's fused (voted) foreground volume / the mean of its views'.
+
+    Read from the run's own files (``pseudolabels/R_g0`` and ``predictions/M0/<view>/``); no label
+    is read. Issue 25's fusion rule: the majority vote if this is >= 0.85, else the views' mean
+    probability. None for a one-view run or when files are missing.
+    """
+    import numpy as np
+
+    from atso_nnunet.io import read_array
+    from atso_nnunet.data.layout import FILE_ENDING
+
+    views = sorted(p.name for p in (run_dir / "predictions" / "M0").glob("*") if p.is_dir())
+    if len(views) < 2:
+        return None
+    ratios = []
+    for case in reference:
+        fused = run_dir / "pseudolabels" / "R_g0" / f"{case}{FILE_ENDING}"
+        per_view = [run_dir / "predictions" / "M0" / v / f"{case}{FILE_ENDING}" for v in views]
+        if not fused.is_file() or not all(f.is_file() for f in per_view):
+            return None
+        mean_view = np.mean([(read_array(f)[0] > 0).sum() for f in per_view])
+        if mean_view > 0:
+            ratios.append(float((read_array(fused)[0] > 0).sum() / mean_view))
+    return round(float(np.median(ratios)), 3) if ratios else None
 
 
 def train_seconds(run_dir: Path):
@@ -168,7 +202,7 @@ def _stats(values):
     return round(mean, 2), None if sd is None else round(sd, 2)
 
 
-def summarize(rows: list, out: Path, iters_n: int) -> dict:
+def summarize(rows: list, out: Path, iters_n: int, rule: dict = None) -> dict:
     """``summary.md`` / ``summary.json`` (learning curve, the regime's two conditions) and ``learning_curve.png``."""
     groups = {}
     for r in rows:
@@ -191,24 +225,35 @@ def summarize(rows: list, out: Path, iters_n: int) -> dict:
                and (n is None or r["n_labeled"] == n)]
         return hit[0].get("test_dsc_per_case") if hit else None
 
-    # The two conditions at every schedule L that has the runs: gap oracle(L) - labeled-only(2, L) >= 15,
-    # gain oracle(2L) - oracle(L) < 1. The regime is the shortest schedule that meets both.
+    # The conditions at every schedule L that has the runs (r0: gap oracle(L) - labeled-only(k, L) >= 15,
+    # gain oracle(2L) - oracle(L) < 1; r1 adds ranges for both): the regime is the shortest schedule
+    # that meets them all.
+    rule = rule or {"lo_labeled": 2, "gap_min": 15.0, "gain_max": 1.0, "lo_range": None, "oracle_range": None}
     checks = []
     for iters in sorted({t["iterations"] for t in table}):
-        oracle, oracle_2x, lo2 = mean_at("oracle", iters), mean_at("oracle", 2 * iters), mean_at("labeled-only", iters, 2)
+        oracle, oracle_2x = mean_at("oracle", iters), mean_at("oracle", 2 * iters)
+        lo2 = mean_at("labeled-only", iters, rule["lo_labeled"])
         gap = None if oracle is None or lo2 is None else round(oracle - lo2, 2)
         gain = None if oracle is None or oracle_2x is None else round(oracle_2x - oracle, 2)
-        a, b = first_run("oracle", iters), first_run("labeled-only", iters, 2)
+        a, b = first_run("oracle", iters), first_run("labeled-only", iters, rule["lo_labeled"])
         gap_cases = None  # test-case sampling error of the gap (first runs)
         if a and b and set(a) == set(b) and len(a) > 1:
             mean, sd = _stats([a[c] - b[c] for c in sorted(a)])
             gap_cases = {"n_cases": len(a), "mean": mean, "sd": sd, "se": round(sd / len(a) ** 0.5, 2),
                          "min": round(min(a[c] - b[c] for c in a), 2)}
-        checks.append({"iterations": iters, "gap_oracle_minus_lo2": gap, "gap_condition_met": None if gap is None else gap >= 15,
-                       "oracle_gain_at_2x": gain, "convergence_condition_met": None if gain is None else gain < 1,
+        def within(v, bounds):
+            return None if v is None or bounds is None else bounds[0] <= v <= bounds[1]
+        checks.append({"iterations": iters, "labeled_only": lo2, "oracle": oracle,
+                       "gap_oracle_minus_lo2": gap, "gap_condition_met": None if gap is None else gap >= rule["gap_min"],
+                       "oracle_gain_at_2x": gain,
+                       "convergence_condition_met": None if gain is None else abs(gain) < rule["gain_max"],
+                       "labeled_only_in_range": within(lo2, rule["lo_range"]),
+                       "oracle_in_range": within(oracle, rule["oracle_range"]),
                        "gap_per_test_case": gap_cases})
-    regime = next((c["iterations"] for c in checks if c["gap_condition_met"] and c["convergence_condition_met"]), None)
-    summary = {"iterations_N": iters_n, "table": table, "conditions": checks, "regime_iterations": regime}
+    regime = next((c["iterations"] for c in checks if c["gap_condition_met"] and c["convergence_condition_met"]
+                   and c["labeled_only_in_range"] is not False and c["oracle_in_range"] is not False), None)
+    summary = {"iterations_N": iters_n, "rule": rule, "table": table, "conditions": checks,
+               "regime_iterations": regime}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = ["| runs of | labeled | iterations | runs | test DSC mean | sd | each run | training (s) |",
              "|---|---:|---:|---:|---:|---:|---|---:|"]
@@ -216,14 +261,18 @@ def summarize(rows: list, out: Path, iters_n: int) -> dict:
         sd = "" if t["test_dsc_sd"] is None else f"{t['test_dsc_sd']:.1f}"
         lines.append(f"| {t['kind']} | {t['n_labeled']} | {t['iterations']} | {t['runs']} | {t['test_dsc_mean']:.1f} | "
                      f"{sd} | {', '.join(f'{v:.1f}' for v in t['test_dsc_runs'])} | {t['train_s_mean'] or ''} |")
-    lines += ["", "| iterations | oracle - labeled-only(2) (>= 15?) | per test case: sd, standard error, smallest | "
-                  "oracle at 2x - oracle (< 1?) |", "|---:|---|---|---|"]
+    k, lo_r, or_r = rule["lo_labeled"], rule["lo_range"], rule["oracle_range"]
+    lines += ["", f"| iterations | labeled-only({k}) (in {lo_r}?) | oracle (in {or_r}?) | "
+                  f"oracle - labeled-only({k}) (>= {rule['gap_min']:g}?) | per scored case: sd, standard error, smallest | "
+                  f"oracle at 2x - oracle (|.| < {rule['gain_max']:g}?) |", "|---:|---|---|---|---|---|"]
     for c in checks:
         g = c["gap_per_test_case"]
         cases = "" if not g else f"{g['sd']:.1f}, {g['se']:.1f}, {g['min']:.1f} ({g['n_cases']} cases)"
         gap = "" if c["gap_oracle_minus_lo2"] is None else f"{c['gap_oracle_minus_lo2']:.1f} ({c['gap_condition_met']})"
         gain = "" if c["oracle_gain_at_2x"] is None else f"{c['oracle_gain_at_2x']:+.1f} ({c['convergence_condition_met']})"
-        lines.append(f"| {c['iterations']} | {gap} | {cases} | {gain} |")
+        lo = "" if c["labeled_only"] is None else f"{c['labeled_only']:.1f} ({c['labeled_only_in_range']})"
+        orc = "" if c["oracle"] is None else f"{c['oracle']:.1f} ({c['oracle_in_range']})"
+        lines.append(f"| {c['iterations']} | {lo} | {orc} | {gap} | {cases} | {gain} |")
     lines += ["", f"Regime (shortest schedule meeting both conditions): "
                   f"{'not yet established' if regime is None else f'{regime} iterations per training'}."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
@@ -286,6 +335,16 @@ def main(argv=None) -> int:
     p.add_argument("--dataset-id-base", type=int, default=900, help="source id; experiment ids base + k, base + 99")
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads of the trainings (0: nnU-Net's "
                    "cpu_count(); default %(default)s, see SHIM)")
+    p.add_argument("--n-val", type=int, default=0, help="validation cases after the test cases; > 0: the runs "
+                   "score V and E is left out of their plans (default %(default)s: score E, as r0 did)")
+    p.add_argument("--views", nargs="+", default=["axial"], help="views of the runs (default %(default)s)")
+    p.add_argument("--max-features", type=int, default=None, help="network max_features (default: the demo's 16)")
+    p.add_argument("--cpu-jobs", type=int, default=1, help="the driver's --cpu-jobs (default %(default)s)")
+    p.add_argument("--lo-labeled", type=int, default=2, help="the labeled-only run the conditions read (lo<k>)")
+    p.add_argument("--gap-min", type=float, default=15.0, help="oracle - labeled-only at least this (DSC points)")
+    p.add_argument("--gain-max", type=float, default=1.0, help="|oracle at 2N - oracle| below this")
+    p.add_argument("--lo-range", type=float, nargs=2, default=None, help="labeled-only DSC must lie in [a, b]")
+    p.add_argument("--oracle-range", type=float, nargs=2, default=None, help="oracle DSC must lie in [a, b]")
     p.add_argument("--dry-run", action="store_true", help="write the plans and print the commands only")
     p.add_argument("--summarize", action="store_true", help="only rewrite the summary and plot from the results")
     args = p.parse_args(argv)
@@ -300,8 +359,10 @@ def main(argv=None) -> int:
     rows = load_results(results_file)
     done = {r["config"] for r in rows}
     exe = Path(sys.executable).parent / "atso_nnunet_run"
+    rule = {"lo_labeled": args.lo_labeled, "gap_min": args.gap_min, "gain_max": args.gain_max,
+            "lo_range": args.lo_range, "oracle_range": args.oracle_range}
     if args.summarize:
-        summarize(rows, out, args.epochs * args.iters)
+        summarize(rows, out, args.epochs * args.iters, rule)
         return 0
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     out.mkdir(parents=True, exist_ok=True)
@@ -316,8 +377,8 @@ def main(argv=None) -> int:
         plan_file = plan_dir / f"{name.replace('@', '_').replace('#', '_')}.json"
         plan_file.write_text(json.dumps(plan, indent=2) + "\n")
         run_dir = work / "runs" / plan_file.stem
-        cmd = [str(exe), "--plan", str(plan_file), "--method", "supervised", "--views", "axial",
-               "--run-dir", str(run_dir), "--nnunet-dir", str(nnunet_dir)]
+        cmd = [str(exe), "--plan", str(plan_file), "--method", "supervised", "--views", *args.views,
+               "--run-dir", str(run_dir), "--nnunet-dir", str(nnunet_dir), "--cpu-jobs", str(args.cpu_jobs)]
         logger.info("%s: %s", name, " ".join(cmd))
         if args.dry_run:
             continue
@@ -337,9 +398,10 @@ def main(argv=None) -> int:
                "test_dsc": round(test, 2), "ref_dsc": None if ref is None else round(ref, 2),
                "train_s": train_seconds(run_dir), "wall_s": round(wall, 1),
                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "run_dir": str(run_dir), "plan": str(plan_file), "test_dsc_per_case": per_case}
+               "run_dir": str(run_dir), "plan": str(plan_file), "test_dsc_per_case": per_case,
+               "vote_view_volume_ratio_R": vote_view_ratio(run_dir, plan["reference"])}
         rows = add_result(row, out)
-        summarize(rows, out, args.epochs * args.iters)
+        summarize(rows, out, args.epochs * args.iters, rule)
         logger.info("%s: test DSC %.2f, reference DSC %s, %.0f s", name, test, row["ref_dsc"], wall)
     return 0
 

@@ -106,7 +106,7 @@ def tiny_plan(tmp_path: Path, **over) -> Path:
     plan = {
         "name": "tiny", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "TinyExp",
         "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
-        "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": 1, "views": ["axial"],
+        "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": 2, "views": ["axial"],
         "network": {"batch_size": 2, "max_features": 16, "n_stages": 3},
         "training": {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1,
                      "final_validation": False, "test_time_augmentation": False},

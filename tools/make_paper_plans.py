@@ -96,9 +96,11 @@ TRAINING = {"num_epochs": 250, "num_iterations_per_epoch": 250,
 TRAINING_NOTE = (
     "Training: every model (M0, the subset models, the combined model per generation, the final model) "
     "trains 250 epochs x 250 iterations, a quarter of nnU-Net's 2D default, because a 5-generation ATSO run "
-    "trains 45 models (3 views); self-learning students continue from their teacher at lr 1e-3 for 125 epochs. "
+    "trains 42 models (3 views: M0, 4 generations of 2 subset models, M_1..M_4 and the final model M_5); self-learning students continue from their teacher at lr 1e-3 for 125 epochs. "
     "Estimate the GPU time with --dry-run --sec-per-iter S (or --timing-from an earlier run).")
-ATSO_OPTIONS = {"atso": {"test_model": "combined", "final_labels": "last"}}
+# The paper's M_t per generation and Algorithm 1's final labels: after T generations the final model
+# learned from the same label round as STSO's and self-learning's (like-for-like; issue 25).
+ATSO_OPTIONS = {"atso": {"test_model": "combined", "final_labels": "previous"}}
 ABSENT_NOTE = (
     "Today's TCIA release has 80 cases (NIH_0025 and NIH_0070 were removed as duplicates); they are listed in "
     "may_be_absent, so a run on the 80-case release leaves them out of the reference set with a warning "

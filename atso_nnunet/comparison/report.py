@@ -68,8 +68,9 @@ def same_m0(a: Optional[float], b: Optional[float]) -> bool:
 
     Within a comparison every method of a seed adopts the labeled-only run's M0 and its scores, so
     the two numbers are the same float; a different number means another training of M0 (one
-    retrained after its folder was lost: training is not bit-deterministic), whose difference to
-    the others would mix M0's run-to-run spread into the method's effect. Unknown counts as same.
+    retrained after its folder was lost, where the first had been resumed with ``--c``, which does not
+    reproduce an uninterrupted training), whose difference to the others would mix that into the
+    method's effect. Unknown counts as same.
     """
     return a is None or b is None or abs(a - b) < 1e-9
 
@@ -134,12 +135,17 @@ def summarise(records) -> dict:
                 for k in points:
                     points[k].append(row[k]["per_seed"][i] if k in row else None)
     correlation = {k: _pearson(points["reference"], points[k]) for k in ("change", "agreement", "empty")}
+    # what each method's final model learned from and what its run trains (the same for every seed)
+    cost = {}
+    for m in methods:
+        rep = next((by[(m, s)] for s in seeds if (m, s) in by and by[(m, s)].get("cost")), None)
+        cost[m] = {"final_label_round": rep.get("final_label_round"), **rep["cost"]} if rep else None
     labeled_only = final_stats.get(baseline_method(), {}).get("mean")
     bounds = methods_in_role("bound")
     oracle = final_stats.get(bounds[0], {}).get("mean") if bounds else None
     return {"methods": methods, "seeds": seeds, "per_generation": per_gen, "final": {"per_seed": finals,
             "stats": final_stats}, "paired_differences": pairs, "monitor_correlation": correlation,
-            "monitor_points": points, "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
+            "monitor_points": points, "cost": cost, "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
             "runs": [{"seed": r.seed, "method": r.method, "run_dir": str(r.run_dir), "labeled": r.labeled,
                       "finished": (r.method, r.seed) in finished} for r in records]}
 
@@ -172,6 +178,17 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
         st = summary["final"]["stats"][m]
         per = ", ".join(_pct(summary["final"]["per_seed"][m].get(s)) for s in seeds)
         out.write(f"| {method_word(m)} | {_pct(st['mean'], st['sd'])} | {st['n']} | {per} |\n")
+    if any(summary.get("cost", {}).values()):
+        out.write("\n## What each final model learned from, and what its run costs\n\n"
+                  "Label round: round 1 is M0's pseudo-labels, round t those of a model trained on round t − 1 "
+                  "(0: none). Trainings and iterations of one run of the method, M0 included.\n\n"
+                  "| method | label round of the final model | trainings | iterations |\n|---|---:|---:|---:|\n")
+        for m in summary["methods"]:
+            c = summary["cost"].get(m)
+            if c:
+                r = c.get("final_label_round")
+                out.write(f"| {method_word(m)} | {'–' if r is None else r} | {c['trainings']} | "
+                          f"{c['iterations']:,} |\n")
     out.write("\n## Paired differences of the final models (same seed = same labeled draw and M0)\n\n"
               "| difference | mean ± sd | seeds with a gain | per seed |\n|---|---|---|---|\n")
     for k, d in summary["paired_differences"].items():

@@ -70,6 +70,9 @@ class RunReport:
         how_evaluated: sentence on how M_t is evaluated per generation.
         logs: step id -> log file, listed in ``report_logs.md`` (linked from ``report.md``).
         test_cases: size of the test set E (0: no test set; None: not known).
+        final_label_round: the round of pseudo-labels the final model learned from (0: none; see
+            :meth:`atso_nnunet.methods.base.Method.final_label_round`).
+        cost: ``{"trainings": n, "iterations": i}`` of the whole schedule, M0 included.
     """
 
     method: str
@@ -80,6 +83,8 @@ class RunReport:
     how_evaluated: str = ""
     logs: Dict[str, str] = field(default_factory=dict)
     test_cases: Optional[int] = None
+    final_label_round: Optional[int] = None
+    cost: Optional[Dict[str, int]] = None
 
     def to_json(self) -> dict:
         return {
@@ -91,6 +96,8 @@ class RunReport:
             "final": self.final or {"test_dsc_mean": None, "test_dsc_global": None},
             "logs": self.logs,
             "test_cases": self.test_cases,
+            "final_label_round": self.final_label_round,
+            "cost": self.cost,
         }
 
 
@@ -142,6 +149,12 @@ def render_markdown(report: RunReport) -> str:
     out.write("DSC in %. '–' = not available (no ground truth, or not computed yet).\n\n")
     if report.how_evaluated:
         out.write(report.how_evaluated + "\n\n")
+    if report.cost:
+        rounds = ("" if report.final_label_round is None else
+                  "no pseudo-labels" if report.final_label_round == 0 else
+                  f"pseudo-labels of round {report.final_label_round}")
+        out.write(f"Final model learned from {rounds}; the run trains {report.cost['trainings']} models, "
+                  f"{report.cost['iterations']:,} iterations in all (M0 included).\n\n")
     unscored = _no_test_score_words(report)
     if unscored:
         out.write(unscored + "\n\n")

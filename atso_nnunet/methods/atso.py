@@ -15,14 +15,19 @@ Scores per generation: each model fused over views on each subset (Table 4's M_t
 ``R_g{t}`` (updated R_t), the label-free agreement of the models on each subset, and M_t @ E,
 which is (``test_model``):
 
-- ``combined``: the paper's M_t: a model trained from scratch on S + all of R with that
-  generation's fold-swapped labels ``R_g{t}`` (views more trainings per generation; at t = T it
-  is the final model itself, trained once);
-- ``ensemble`` (cheaper): the vote of the K subset models over all views.
+- ``combined`` (default): the paper's M_t: a model trained from scratch on S + all of R with the
+  labels of round t, ``R_g{t-1}`` (the labels generation t's subset models train on; Algorithm 1,
+  line 8, had the loop stopped at t). M_1 learns from M0's labels, like STSO's first student.
+- ``ensemble`` (cheaper): the vote of the K subset models of generation t over all views.
 
-After generation T, ``final`` is trained from scratch on S + all of R with ``final_labels``:
-``last`` = ``R_g{T}`` (labelled by generation T's models, one fold swap more), or ``previous``
-= ``R_g{T-1}``, Algorithm 1's line 8 read literally (the labels generation T trained on).
+Label rounds: ``R_g0`` (M0's) is round 1, ``R_g{t}`` round t + 1. With the defaults ATSO's final
+model is M_T, trained on round T like the final models of STSO and self-learning after T
+generations (like-for-like; the subset models of generation T would only make labels nobody
+trains on, so they are not trained). ``final_labels``:
+
+- ``previous`` (default): the final model learns from ``R_g{T-1}`` (round T; Algorithm 1 line 8);
+- ``last``: from ``R_g{T}``, one fold swap after the last generation (round T + 1: one label round
+  more than the other methods get in T generations).
 """
 from __future__ import annotations
 
@@ -38,8 +43,8 @@ from atso_nnunet.schedule.step import FuseGroup, ReportCell
 class AtsoOptions:
     """``method_options.atso`` of a plan (see the module docstring)."""
 
-    test_model: str = field(default="ensemble", metadata={"choices": ("ensemble", "combined")})
-    final_labels: str = field(default="last", metadata={"choices": ("last", "previous")})
+    test_model: str = field(default="combined", metadata={"choices": ("combined", "ensemble")})
+    final_labels: str = field(default="previous", metadata={"choices": ("previous", "last")})
     subset_training: str = field(default="crossfit", metadata={"choices": ("crossfit", "disjoint")})
 
 
@@ -57,16 +62,22 @@ class ATSO(Method):
     def describe(self, plan) -> str:
         o = self.options(plan)
         test = ("M_t on E (t >= 1) is the combined model of generation t, trained from scratch on S + all of R "
-                "with R_t (the paper's M_t)" if o.test_model == "combined" else
+                "with the labels of round t (the paper's M_t)" if o.test_model == "combined" else
                 "M_t on E (t >= 1) is the majority vote of the ensemble of the subset models M_t^(k) over all views "
                 "(not the paper's M_t, which is a model trained on S + all of R: use test_model 'combined')")
         final = ("R_T (one fold swap after the last generation)" if o.final_labels == "last"
-                 else "R_{T-1} (the labels generation T trained on, Algorithm 1 line 8 read literally)")
+                 else "R_{T-1} (the labels generation T trained on, Algorithm 1 line 8)")
         K = plan.subsets
         subsets = ("" if K == 2 else f" With K = {K} subsets, model k trains on "
                    + ("S + R without R_k and labels R_k." if o.subset_training == "crossfit"
                       else "S + R_k; R_j is labelled by the vote of the other models."))
-        return f"{test}; {self.how_evaluated} The final model is trained on labels {final}.{subsets}"
+        single = (" With one generation and these options no subset model is trained: the final model learns "
+                  "from M0's labels, as STSO's first student does; ATSO's fold swap needs generations >= 2."
+                  if plan.generations == 1 and self._subset_generations(1, o) == 0 else "")
+        return f"{test}; {self.how_evaluated} The final model is trained on labels {final}.{subsets}{single}"
+
+    def final_label_round(self, plan) -> int:
+        return plan.generations + (1 if self.options(plan).final_labels == "last" else 0)
 
     def _crossfit(self, b) -> bool:
         return len(b.split) > 2 and self.options(b.plan).subset_training == "crossfit"
@@ -83,12 +94,18 @@ class ATSO(Method):
             return [models[j - 1]]
         return [m for k, m in enumerate(models, 1) if k != j]
 
+    def _subset_generations(self, T: int, o: AtsoOptions) -> int:
+        """Generations whose subset models are trained: the last one only when its labels are used
+        (``final_labels`` ``last``) or it is the scored model (``ensemble``)."""
+        return T if o.final_labels == "last" or o.test_model == "ensemble" else T - 1
+
     def add_generations(self, b) -> None:
         o = self.options(b.plan)
         T = b.plan.generations
         for t in range(1, T + 1):
-            self._generation(b, t, o)
-            if o.test_model == "combined" and not (t == T and o.final_labels == "last"):
+            if t <= self._subset_generations(T, o):
+                self._generation(b, t, o)
+            if o.test_model == "combined" and not (t == T and o.final_labels == "previous"):
                 self._combined(b, t)
         self._final_model(b, o)
 
@@ -131,8 +148,8 @@ class ATSO(Method):
             b.score_on_test(prefix, t, f"g{t}_ens", cells=[ReportCell(t, "test")], predictions=ensemble)
 
     def _combined(self, b, t: int) -> None:
-        """The paper's M_t: S + all of R with R_g{t}, from scratch, scored on E."""
-        prefix, labels, model = f"g{t}", pseudo_label_set(t), f"g{t}_comb"
+        """The paper's M_t: S + all of R with the labels of round t (``R_g{t-1}``), from scratch, scored on E."""
+        prefix, labels, model = f"g{t}", pseudo_label_set(t - 1), f"g{t}_comb"
         self._ingest(b, t, labels, prefix)
         for v in b.views:
             b.train(prefix, t, model, v, role="combined", train_cases=b.R, labels=labels)
@@ -148,8 +165,8 @@ class ATSO(Method):
             b.train("final", tf, "final", v, role="final", train_cases=b.R, labels=labels)
         b.predict_all_views("final", tf, "final", parts="E")
         cells = [ReportCell(tf, "final")]
-        if o.test_model == "combined" and o.final_labels == "last":
-            cells.insert(0, ReportCell(T, "test"))  # the combined model of generation T is the final model
+        if o.test_model == "combined" and o.final_labels == "previous":
+            cells.insert(0, ReportCell(T, "test"))  # M_T, the combined model of generation T, is the final model
         b.score_on_test("final", tf, "final", cells=cells)
 
     def final_model(self, plan) -> str:

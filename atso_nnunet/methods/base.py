@@ -127,6 +127,12 @@ class Method(ABC):
     def add_generations(self, b) -> None:
         """Add this method's steps after generation 0 to the builder ``b`` (pure)."""
 
+    def final_label_round(self, plan) -> int:
+        """How many rounds of pseudo-labels stand behind the final model: round 1 is M0's labels,
+        round t the labels of a model trained on round t - 1 (0: no pseudo-labels). A comparison
+        is like-for-like when every semi-supervised method's final model learned from the same round."""
+        return plan.generations if self.needs_reference else 0
+
     @abstractmethod
     def final_model(self, plan) -> str:
         """Name of the model whose predictions are the run's result (what ``segment`` uses)."""

@@ -31,6 +31,9 @@ class Oracle(Method):
     def default_generations(self) -> int:
         return 1
 
+    def final_label_round(self, plan) -> int:
+        return 0            # true labels, no pseudo-labels
+
     def add_generations(self, b) -> None:
         truth = GroundTruth()
         for v in b.views:

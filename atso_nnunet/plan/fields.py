@@ -17,7 +17,9 @@ UNSUPPORTED_CONFIGURATIONS: Dict[str, str] = {
     "3d_cascade_fullres": "the cascade's second stage needs 3d_lowres predictions as input, which atso_nnunet "
                           "does not make",
 }
-SETS: Tuple[str, ...] = ("labeled", "reference", "test")
+# validation: cases held out for choosing settings (a benchmark's calibration scores them instead of E);
+# a run never trains on, pseudo-labels or scores them.
+SETS: Tuple[str, ...] = ("labeled", "reference", "test", "validation")
 # nnU-Net splits the labeled cases of a dataset into 5 folds (do_split) for an integer fold.
 NNUNET_FOLDS = 5
 
@@ -25,7 +27,7 @@ CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # Key order of the JSON files (that of docs/design.md), used when writing plans.
 KEY_ORDER: Tuple[str, ...] = (
     "name", "note", "sources", "dataset_id", "dataset_name", "convert_hint", "labeled", "reference",
-    "test", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
+    "test", "validation", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
     "eval_label_map", "fusion", "method_options", "may_be_absent", "network", "training", "synthetic", "slurm",
     "reference_split",
 )

@@ -44,6 +44,8 @@ class ExperimentPlan:
         labeled: case ids of the labeled set S.
         reference: case ids of the reference (unlabeled) set R.
         test: case ids of the test set E (may be empty: no evaluation on E).
+        validation: case ids of a validation set V, disjoint from S, R and E, for choosing settings
+            (a benchmark's calibration scores V, never E). A run does not read them.
         method: a method of :mod:`atso_nnunet.methods` (``atso``, ``stso``, ``self``, ``supervised``).
         generations: teacher-student generations T (the method says how many are valid).
         note: where the protocol comes from.
@@ -82,6 +84,7 @@ class ExperimentPlan:
     generations: int
     note: str = ""
     convert_hint: str = ""
+    validation: Tuple[str, ...] = ()
     seed: int = 0
     subsets: int = 2
     views: Tuple[str, ...] = VIEWS
@@ -105,7 +108,7 @@ class ExperimentPlan:
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        for name in ("sources", "labeled", "reference", "test", "views", "may_be_absent"):
+        for name in ("sources", "labeled", "reference", "test", "validation", "views", "may_be_absent"):
             if isinstance(getattr(self, name), list):
                 put(name, tuple(getattr(self, name)))
         if isinstance(self.reference_split, (list, tuple)):
@@ -153,6 +156,8 @@ class ExperimentPlan:
             value = getattr(self, key)
             if key == "reference_split" and value is None and not include_split:
                 continue
+            if key == "validation" and not value:
+                continue  # plans (and run folders) made before V existed stay byte-identical
             if key == "training":
                 value = value.to_dict() or None
             elif key == "synthetic":

@@ -175,6 +175,13 @@ class TrainingSection(TrainingSettings):
         out.update((self.roles or {}).get(role, {}))
         return out
 
+    def iterations(self, role: str) -> int:
+        """Training iterations of one model of ``role``: epochs x iterations per epoch (nnU-Net's
+        1000 x 250 where the plan is silent)."""
+        st = self.for_role(role)
+        return int(st.get("num_epochs", NNUNET_DEFAULTS["num_epochs"])
+                   * st.get("num_iterations_per_epoch", NNUNET_DEFAULTS["num_iterations_per_epoch"]))
+
 
 # Roles of the models of a run, each of which may have its own training settings.
 TRAINING_ROLES: Tuple[str, ...] = ("M0", "student", "self", "combined", "final", "oracle")

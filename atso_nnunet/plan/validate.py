@@ -66,7 +66,7 @@ _TYPES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "method_options": (lambda v: isinstance(v, Mapping) and all(isinstance(x, Mapping) for x in v.values()),
                        'an object of method name -> options, such as {"atso": {"test_model": "combined"}}'),
     "may_be_absent": (_is_str_list, "a list of case ids (strings)"),
-    **dict.fromkeys(("labeled", "reference", "test"), _CASES),
+    **dict.fromkeys(("labeled", "reference", "test", "validation"), _CASES),
     **dict.fromkeys(("dataset_id", "seed", "subsets", "generations"), _INT),
     **dict.fromkeys(("network", "training", "synthetic", "slurm", "case_rule"), _OBJECT),
     "sources": (_is_str_list, "a list of strings"),

@@ -41,6 +41,7 @@ from atso_nnunet.run.rundir import RunDir, RunLock
 from atso_nnunet.run import steps as runners
 from atso_nnunet.run.steps import PLUGIN_RUNNERS, RunContext
 from atso_nnunet.schedule import Step, build_schedule, steps_by_id, topological_batches
+from atso_nnunet.schedule.cost import training_cost
 from atso_nnunet.run.prepare import drop_absent_cases, prepare
 
 logger = logging.getLogger(__name__)
@@ -335,4 +336,6 @@ def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
                               how_evaluated=f"{method.describe(ctx.plan)} {training_words(ctx.plan, steps)}",
                               logs=logs)
     rep.test_cases = len(ctx.plan.test)
+    rep.final_label_round = method.final_label_round(ctx.plan)
+    rep.cost = training_cost(ctx.plan, steps)
     return rep

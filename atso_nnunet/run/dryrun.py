@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from atso_nnunet.nnunet.training_log import epoch_seconds
+from atso_nnunet.plan.sections import NNUNET_DEFAULTS
 from atso_nnunet.run import steps as runners
 from atso_nnunet.run.steps import RunContext
 from atso_nnunet.schedule import Step, topological_batches
@@ -37,18 +38,14 @@ def command_lines(ctx: RunContext, steps: Sequence[Step]) -> list:
     return lines
 
 
-# nnU-Net's defaults when a plan leaves a setting unset
-DEFAULT_EPOCHS, DEFAULT_ITERATIONS = 1000, 250
-
-
 def training_iterations(ctx: RunContext, steps: Sequence[Step]) -> Dict[int, int]:
     """Training iterations per generation (epochs x iterations per epoch of each training)."""
     out: Dict[int, int] = {}
     for s in steps:
         if s.kind == "train":
             st = ctx.training(s.training_role)
-            n = st.get("num_epochs") or DEFAULT_EPOCHS
-            out[s.generation] = out.get(s.generation, 0) + n * (st.get("num_iterations_per_epoch") or DEFAULT_ITERATIONS)
+            n = st.get("num_epochs") or NNUNET_DEFAULTS["num_epochs"]
+            out[s.generation] = out.get(s.generation, 0) + n * (st.get("num_iterations_per_epoch") or NNUNET_DEFAULTS["num_iterations_per_epoch"])
     return out
 
 
@@ -68,7 +65,7 @@ def seconds_per_iteration(folder: Path) -> Optional[float]:
         if not times:
             continue
         cfg = log.parent / "atso_run_config.json"
-        ipe = (json.loads(cfg.read_text()).get("num_iterations_per_epoch") if cfg.is_file() else None) or DEFAULT_ITERATIONS
+        ipe = (json.loads(cfg.read_text()).get("num_iterations_per_epoch") if cfg.is_file() else None) or NNUNET_DEFAULTS["num_iterations_per_epoch"]
         rates += [t / ipe for t in times]
     return statistics.median(rates) if rates else None
 

@@ -84,7 +84,7 @@ def test_only_atso_passes_the_fold_swap_check():
 
 
 def test_label_free_monitors_are_steps_with_report_cells():
-    plan = _plan("atso", generations=1)
+    plan = _plan("atso", generations=2)  # by default generation 2 trains only M_2 (= the final model)
     steps = build_schedule(plan, reference_subsets(plan), get_method(plan.method))
     monitors = {s.id: s for s in steps if s.kind == "monitor"}
     assert set(monitors) == {"g0/monitor/empty_R_g0", "g1/monitor/empty_R_g1", "g1/monitor/change_R_g1",

@@ -91,14 +91,15 @@ def test_run_dir_with_other_plan_is_refused(tmp_path, caplog):
 
 @pytest.mark.e2e
 def test_tiny_atso_run_end_to_end_and_resume(tmp_path):
-    """One view, one generation on tiny volumes: M0, two half-models, final model; then resume."""
+    """One view, two generations on tiny volumes: M0, two half-models, M_1, the final model M_2; then resume."""
     nn, run, cmd, env = _tiny_run(tmp_path)
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((run / "report.json").read_text())
     assert report["method"] == "atso"
-    assert [g["generation"] for g in report["generations"]] == [0, 1]
+    assert [g["generation"] for g in report["generations"]] == [0, 1, 2]
     assert report["final"]["test_dsc_mean"] is not None
+    assert report["final_label_round"] == 2 and report["cost"] == {"trainings": 5, "iterations": 10}
     assert sorted(p.name for p in (run / "pseudolabels" / "R_g1").glob("*.nii.gz")) == \
         [f"tiny_00{i}.nii.gz" for i in range(3, 7)]
     markers = {p: p.stat().st_mtime_ns for p in (run / "state").rglob("*.done")}

@@ -47,5 +47,5 @@ def test_seconds_per_iteration_uses_run_config_iterations(tmp_path):
     (fold / "atso_run_config.json").write_text(json.dumps({"num_iterations_per_epoch": 50}))
     assert dryrun.seconds_per_iteration(tmp_path) == pytest.approx(1.323984 / 50)
     (fold / "atso_run_config.json").unlink()
-    assert dryrun.seconds_per_iteration(tmp_path) == pytest.approx(1.323984 / dryrun.DEFAULT_ITERATIONS)
+    assert dryrun.seconds_per_iteration(tmp_path) == pytest.approx(1.323984 / 250)  # nnU-Net's iterations per epoch
     assert dryrun.seconds_per_iteration(tmp_path / "Dataset1_X" / "nothing") is None

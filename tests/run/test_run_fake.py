@@ -46,7 +46,8 @@ def fake_run(tmp_path, nnunet_paths, monkeypatch):
 
 
 def test_atso_run_fills_every_report_cell_and_resume_runs_nothing(fake_run):
-    rep, ex, run = fake_run(_plan("atso", generations=2))
+    full = {"atso": {"test_model": "ensemble", "final_labels": "last"}}  # every generation's subset models
+    rep, ex, run = fake_run(_plan("atso", generations=2, method_options=full))
     # the executor was asked once, before any job, to start its workers (logs beside the jobs' logs)
     assert ex.warmed_up == [run.root / "logs"] and ex.ran_when_warmed == [0]
     # M0, 2 x 2 half-models, final: one training each (one view); predictions: one call per model
@@ -63,7 +64,7 @@ def test_atso_run_fills_every_report_cell_and_resume_runs_nothing(fake_run):
     assert "majority vote of the ensemble" in rep.how_evaluated
     assert (run.root / "report.md").is_file() and json.loads((run.root / "report.json").read_text())["final"]
     # a second run finds every marker and runs no job
-    _, ex2, _ = fake_run(_plan("atso", generations=2))
+    _, ex2, _ = fake_run(_plan("atso", generations=2, method_options=full))
     assert ex2.ran == []
 
 

@@ -28,7 +28,15 @@ TEST = ["e0", "e1"]
 VIEWS = ["axial", "coronal", "sagittal"]
 
 
-def make(method="atso", subsets=2, generations=2, test=TEST, views=VIEWS, **atso):
+# The fold-swap mechanics are tested on the full ATSO schedule (every generation's subset models, the
+# vote of the subset models on E, one fold swap after the last generation); the defaults (the paper's
+# M_t, Algorithm 1's final labels) have their own tests below.
+FULL = {"test_model": "ensemble", "final_labels": "last"}
+
+
+def make(method="atso", subsets=2, generations=2, test=TEST, views=VIEWS, defaults=False, **atso):
+    if method == "atso" and not defaults:
+        atso = {**FULL, **atso}
     plan = plan_from_dict({
         "name": "schedule test", "sources": ["Dataset980_A"], "dataset_id": 981, "dataset_name": "T",
         "labeled": LABELED, "reference": REFERENCE, "test": list(test), "method": method,
@@ -322,29 +330,57 @@ def test_step_rejects_unsafe_ids_and_bad_init():
 
 # --- faithful ATSO options ------------------------------------------------------------------
 
-def test_combined_model_per_generation_is_scored_on_e_and_is_the_final_model_at_t():
-    plan, split, steps = make("atso", generations=3, test_model="combined")
+def test_default_atso_is_like_for_like_combined_m_t_on_round_t_and_the_final_model_is_m_T():
+    plan, split, steps = make("atso", generations=3, defaults=True)
     by_id = steps_by_id(steps)
     trained = {s.model for s in of_kind(steps, "train")}
-    assert {"g1_comb", "g2_comb"} <= trained and "g3_comb" not in trained  # at T it is the final model
+    # subset models only where their labels are used: generations 1 and 2 make R_g1 and R_g2
+    assert {"g1_h1", "g1_h2", "g2_h1", "g2_h2"} <= trained and not {"g3_h1", "g3_h2"} & trained
+    assert {"g1_comb", "g2_comb", "final"} <= trained and "g3_comb" not in trained  # at T it is the final model
     for t in (1, 2):
         for v in VIEWS:
             s = by_id[f"g{t}/train/g{t}_comb/{v}"]
-            assert s.train_cases == tuple(sorted(REFERENCE)) and s.labels == LabelSet(f"R_g{t}")
+            # M_t learns from the labels of round t, the ones generation t's subset models train on
+            assert s.train_cases == tuple(sorted(REFERENCE)) and s.labels == LabelSet(f"R_g{t - 1}")
+            assert by_id[f"g{t}/train/g{t}_h1/{v}"].labels == s.labels
             assert s.init == "scratch" and s.training_role == "combined"
         ev = by_id[f"g{t}/evaluate/g{t}_comb/E"]
         assert [(c.generation, c.column) for c in ev.report_cells] == [(t, "test")]
+    assert {s.labels for s in of_kind(steps, "train") if s.model == "final"} == {LabelSet("R_g2")}
     final_ev = by_id["final/evaluate/final/E"]
     assert [(c.generation, c.column) for c in final_ev.report_cells] == [(3, "test"), (4, "final")]
     # no ensemble vote, and the subset models predict R only
     assert not [s for s in steps if "ens" in s.id]
     assert not [s for s in of_kind(steps, "predict") if s.model.startswith("g1_h") and s.output.part == "E"]
     assert check_fold_swap(steps, split) == [] and order_problems(steps) == []
-    # the ingest of R_g1 made for g1_comb is reused by generation 2 (one producer per artefact)
-    assert "g1/ingest/R_g1/axial" in by_id and "g2/ingest/R_g1/axial" not in by_id
+    # one ingest per label set: R_g1 is ingested once for generation 2's subset and combined models
+    assert "g2/ingest/R_g1/axial" in by_id and "g1/ingest/R_g1/axial" not in by_id
+    # cost: M0, 2 generations x 2 subset models, M_1, M_2 and the final model, per view
+    assert len(of_kind(steps, "train")) == 3 * (1 + 4 + 3)
 
 
-def test_ensemble_is_the_default_and_keeps_todays_step_ids():
+def test_final_label_rounds_match_across_methods_by_default():
+    """Like-for-like: after T generations every semi-supervised final model learned from round T."""
+    from atso_nnunet.methods import get_method
+
+    for method in ("atso", "stso", "self"):
+        plan, _, _ = make(method, generations=3, defaults=True)
+        assert get_method(method).final_label_round(plan) == 3
+    plan, _, _ = make("atso", generations=3)            # FULL: one fold swap more
+    assert get_method("atso").final_label_round(plan) == 4
+    assert get_method("oracle").final_label_round(make("oracle", generations=1)[0]) == 0
+    assert get_method("supervised").final_label_round(make("supervised")[0]) == 0
+
+
+def test_combined_with_last_labels_trains_m_t_every_generation_and_a_final_model_after():
+    _, _, steps = make("atso", generations=2, test_model="combined", final_labels="last")
+    by_id = steps_by_id(steps)
+    assert by_id["g2/train/g2_comb/axial"].labels == LabelSet("R_g1")
+    assert {s.labels for s in of_kind(steps, "train") if s.model == "final"} == {LabelSet("R_g2")}
+    assert [(c.generation, c.column) for c in by_id["final/evaluate/final/E"].report_cells] == [(3, "final")]
+
+
+def test_ensemble_keeps_todays_step_ids():
     _, _, steps = make("atso", generations=2)
     ids = {s.id for s in steps}
     assert {"g1/fuse/g1_ens/E", "g2/evaluate/g2_ens/E", "g2/ingest/R_g1/axial", "final/ingest/R_g2/axial"} <= ids
