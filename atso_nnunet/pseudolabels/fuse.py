@@ -53,9 +53,8 @@ PROBABILITIES_ENDING = ".npz"
 PROBABILITIES_KEY = "probabilities"
 
 
-from atso_nnunet.pseudolabels.vote import (  # noqa: E402, F401  (the rules on arrays; re-exported)
-    METHODS, TIE_BREAKS, _break_ties, _check_tie_break, _label_dtype, _VoteCounter, majority_vote,
-    mean_probability)
+from atso_nnunet.pseudolabels.vote import (  # noqa: E402  (the rules on arrays)
+    METHODS, _break_ties, _check_tie_break, _label_dtype, _VoteCounter, mean_probability)
 
 
 # --------------------------------------------------------------------------------------------

@@ -368,5 +368,5 @@ def _preprocess_images(paths: NnUNetPaths, name: str, plans_identifier: str, con
                                   configuration, cases, num_processes=num_processes)
 
 
-from atso_nnunet.pseudolabels.ingest_case import (  # noqa: E402, F401  (per-case work; re-exported)
-    _check_case, _ingest_case, _is_empty, _Target, seg_to_preprocessed)
+from atso_nnunet.pseudolabels.ingest_case import (  # noqa: E402  (the per-case work)
+    _check_case, _ingest_case, _is_empty, _Target)

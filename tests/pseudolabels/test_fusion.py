@@ -9,7 +9,8 @@ import SimpleITK as sitk
 
 from atso_nnunet.pseudolabels import fuse as fusion
 from atso_nnunet.errors import InputError
-from atso_nnunet.pseudolabels.fuse import fuse_folders, majority_vote, mean_probability
+from atso_nnunet.pseudolabels.fuse import fuse_folders
+from atso_nnunet.pseudolabels.vote import majority_vote, mean_probability
 from atso_nnunet.io import Geometry, read_array, write_array
 
 # A rotated, offset, anisotropic geometry: 30 degrees about z.

@@ -136,6 +136,7 @@ def test_oracle_trains_on_ground_truth_with_the_plans_label_map(tmp_path, nnunet
     training labels must be mapped the same way (the dataset's labels are {0, 1}, so ingesting
     labelsRef as it is was refused: 'label values 2 are not in dataset.json labels [0, 1]')."""
     from atso_nnunet.pseudolabels import ingest as pseudolabels
+    from atso_nnunet.pseudolabels.ingest_case import _check_case
     from atso_nnunet.run import steps as runners
     from atso_nnunet.data import layout
     from atso_nnunet.schedule import GroundTruth
@@ -149,7 +150,7 @@ def test_oracle_trains_on_ground_truth_with_the_plans_label_map(tmp_path, nnunet
     gt_file.unlink()  # the dataset may hold links to a source: never write through them
     write_array(lab, geom, gt_file)
     image = layout.image_path(ds, layout.IMAGES_REF, "tiny_003")
-    assert pseudolabels._check_case("tiny_003", str(gt_file), str(image), (0, 1))  # refused as it is
+    assert _check_case("tiny_003", str(gt_file), str(image), (0, 1))  # refused as it is
 
     plan = plan_from_dict({
         "name": "oracle", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "RunExp",
@@ -174,7 +175,7 @@ def test_oracle_trains_on_ground_truth_with_the_plans_label_map(tmp_path, nnunet
     assert mapped_geom.matches(geom) and set(np.unique(mapped)) == {0, 1}
     assert mapped[lesion].tolist() == [1] and np.array_equal(mapped > 0, lab > 0)
     mapped_file = str(ctx.run.mapped_truth() / "tiny_003.nii.gz")
-    assert pseudolabels._check_case("tiny_003", mapped_file, str(image), (0, 1)) == []
+    assert _check_case("tiny_003", mapped_file, str(image), (0, 1)) == []
     # the oracle's trainer reads the same mapped folder
     train = next(s for s in steps.values() if s.kind == "train" and s.output.name == "oracle")
     train_job(ctx, train)

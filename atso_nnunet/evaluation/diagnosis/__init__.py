@@ -12,7 +12,7 @@ dataset in ``nnUNet_raw`` and nnU-Net's preprocessed data, and writes into ``out
   generation). A flip, transpose or shift shows as a red contour away from the green one.
 - ``ingested.png``: what the students actually trained on: the ingested pseudo-labels in each
   view's preprocessed space over nnU-Net's preprocessed image, against the ground truth brought
-  into that space by the same function (:func:`atso_nnunet.pseudolabels.ingest.seg_to_preprocessed`).
+  into that space by the same function (:func:`atso_nnunet.pseudolabels.ingest_case.seg_to_preprocessed`).
   The summary compares the DSC in the preprocessed space with the DSC in the original space
   (equal up to resampling when ingestion is right).
 - ``training.png``: training loss, validation loss and nnU-Net's pseudo Dice per epoch of every

@@ -49,7 +49,7 @@ def ingested_cases(run: RunData, n_cases: int = 2) -> List[IngestedCase]:
     import blosc2
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from atso_nnunet.pseudolabels.ingest import seg_to_preprocessed
+    from atso_nnunet.pseudolabels.ingest_case import seg_to_preprocessed
 
     configuration = run.plan.get("configuration", "2d")
     dataset_json_file = run.preprocessed_dir / "dataset.json"
