@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import run_cli
+from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "the students trained on, training curves, intensities.")
     p.add_argument("run_dir", type=Path, help="an atso_nnunet run folder")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/diagnosis)")
-    p.add_argument("--nnunet-dir", type=Path, default=None,
-                   help="use DIR/nnUNet_raw and DIR/nnUNet_preprocessed")
+    add_nnunet_dir_option(p)
     p.add_argument("--cases", type=int, default=2, help="cases per overlay figure (default 2)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_verbose_option(p)
     return p
 
 

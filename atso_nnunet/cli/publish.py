@@ -16,15 +16,15 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import run_cli
+from atso_nnunet.cli.common import add_verbose_option, plain, run_cli
 from atso_nnunet.comparison.publish import publish_comparison
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atso_nnunet_publish", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="atso_nnunet_publish", description=plain(__doc__.splitlines()[0]))
     p.add_argument("src", type=Path, help="a comparison folder (atso_nnunet_compare --out)")
     p.add_argument("dst", type=Path, help="where the records and tables go (e.g. docs/benchmarks/10pct)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_verbose_option(p)
     return p
 
 

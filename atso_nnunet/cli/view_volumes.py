@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import run_cli
+from atso_nnunet.cli.common import add_verbose_option, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "model of a finished tri-view run.")
     p.add_argument("run_dir", type=Path, help="a finished atso_nnunet run folder")
     p.add_argument("--labels", type=Path, required=True, help="folder with the test cases' ground truth")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_verbose_option(p)
     return p
 
 

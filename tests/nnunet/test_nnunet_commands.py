@@ -56,3 +56,14 @@ def test_nnunet_env_adds_paths_ext_trainer_run_config_and_gpu(tmp_path):
     assert nnunet_env(paths, base_env=base)["CUDA_VISIBLE_DEVICES"] == "3"
     assert "ATSO_RUN_CONFIG" not in nnunet_env(paths, base_env={})
     assert nnunet_env(paths, base_env={})["nnUNet_extTrainer"] == str(ext_trainer_dir())
+
+
+def test_the_ext_trainer_folder_ships_with_the_package():
+    """setup.py's package_data installs the nnUNet_extTrainer folder where ext_trainer_dir() looks, and
+    the folder holds one module only (nnU-Net imports every module there as a top-level module)."""
+    import atso_nnunet.nnunet as package
+
+    setup_py = (Path(__file__).resolve().parents[2] / "setup.py").read_text()
+    folder = ext_trainer_dir().relative_to(Path(package.__file__).parent)
+    assert f'"atso_nnunet.nnunet": ["{folder}/*.py"]' in setup_py
+    assert sorted(p.name for p in ext_trainer_dir().iterdir() if p.name != "__pycache__") == ["atso_nnunet_trainers.py"]
