@@ -39,7 +39,8 @@ from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.run.progress import StepProgress
 from atso_nnunet.run.rundir import RunDir, RunLock
 from atso_nnunet.run import steps as runners
-from atso_nnunet.run.steps import PLUGIN_RUNNERS, RunContext
+from atso_nnunet.run.context import RunContext
+from atso_nnunet.run.steps import PLUGIN_RUNNERS
 from atso_nnunet.schedule import Step, build_schedule, steps_by_id, topological_batches
 from atso_nnunet.schedule.cost import training_cost
 from atso_nnunet.run.prepare import drop_absent_cases, prepare

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 from atso_nnunet.nnunet.training_log import epoch_seconds
 from atso_nnunet.plan.sections import NNUNET_DEFAULTS
 from atso_nnunet.run import steps as runners
-from atso_nnunet.run.steps import RunContext
+from atso_nnunet.run.context import RunContext
 from atso_nnunet.schedule import Step, topological_batches
 
 PREPARE = "prepare"

@@ -56,7 +56,7 @@ def reopen_scoring(ctx, steps: Sequence, sources: Sequence[Path] = ()) -> List[s
     driver scores it again. The report marker is removed with them.
 
     Args:
-        ctx: the run context (:class:`atso_nnunet.run.steps.RunContext`).
+        ctx: the run context (:class:`atso_nnunet.run.context.RunContext`).
         steps: the run's schedule.
         sources: the plan's source dataset folders (searched for ground truth added there).
 

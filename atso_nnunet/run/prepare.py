@@ -14,7 +14,7 @@ from atso_nnunet.errors import InputError
 from atso_nnunet.methods import get_method
 from atso_nnunet.plan import ExperimentPlan, source_dir, validate_against_dataset
 from atso_nnunet.paths import NnUNetPaths
-from atso_nnunet.run.steps import RunContext
+from atso_nnunet.run.context import RunContext
 
 logger = logging.getLogger(__name__)
 

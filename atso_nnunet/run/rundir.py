@@ -117,7 +117,7 @@ class RunDir:
         """Where a schedule artefact (:mod:`atso_nnunet.schedule.artefacts`) lives in this run.
 
         Models and ground truth live outside the run's own folders and are resolved by the run
-        context (:meth:`atso_nnunet.run.steps.RunContext.path`).
+        context (:meth:`atso_nnunet.run.context.RunContext.path`).
         """
         from atso_nnunet.schedule import artefacts as a
 
