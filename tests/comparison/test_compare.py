@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from atso_nnunet.run import driver
-from atso_nnunet.comparison.run import ComparisonOptions, labeled_draw, labeled_pool, plan_for_seed, run_comparison
+from atso_nnunet.comparison.run import ComparisonOptions, run_comparison
+from atso_nnunet.comparison.seeds import labeled_draw, labeled_pool, plan_for_seed
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_json
 from atso_nnunet.plan import plan_from_dict
@@ -152,7 +153,7 @@ def test_comparison_shares_m0_within_a_seed_and_tables_match_the_runs(tmp_path, 
 
 def test_changed_plan_does_not_reuse_m0(tmp_path, nnunet_paths, fake_prepare):
     write_tiny_dataset(nnunet_paths.raw, dataset_id=990, name="Tiny", n_labeled=3, n_reference=4, n_test=2)
-    from atso_nnunet.comparison.run import generation_zero_key
+    from atso_nnunet.comparison.seeds import generation_zero_key
 
     a, b = plan_for_seed(_plan(), 0, "stso"), plan_for_seed(_plan(training={"num_epochs": 5}), 0, "stso")
     assert generation_zero_key(a) != generation_zero_key(b)
