@@ -30,6 +30,9 @@ LAYERS: Dict[str, int] = {
     "comparison": 9,
     "cli": 10,
 }
+# The run folder's layout is the file format every later stage reads (evaluation, diagnosis,
+# comparison): it sits below them, with nothing but the schedule's artefacts beneath it.
+MODULE_LAYERS: Dict[str, float] = {"atso_nnunet.run.rundir": 6.5}
 
 
 def module_name(path: Path) -> str:
@@ -70,7 +73,9 @@ def import_graph() -> Dict[str, Set[str]]:
     return {name: imports_of(name, path, set(modules)) for name, path in modules.items()}
 
 
-def layer(module: str) -> int:
+def layer(module: str) -> float:
+    if module in MODULE_LAYERS:
+        return MODULE_LAYERS[module]
     parts = module.split(".")
     return LAYERS[parts[1] if len(parts) > 1 else "__init__"]
 
@@ -131,6 +136,7 @@ def test_the_checks_see_a_cycle_and_an_upward_import():
     graph = {"atso_nnunet.plan.a": {"atso_nnunet.plan.b"}, "atso_nnunet.plan.b": {"atso_nnunet.plan.a"}}
     assert cycles(graph) == [["atso_nnunet.plan.a", "atso_nnunet.plan.b"]]
     assert layer("atso_nnunet.cli.run") > layer("atso_nnunet.plan.load") > layer("atso_nnunet.errors")
+    assert layer("atso_nnunet.run.driver") > layer("atso_nnunet.evaluation.report") > layer("atso_nnunet.run.rundir")
 
 
 @pytest.mark.parametrize("package", ["atso_nnunet.plan", "atso_nnunet.schedule"])

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from atso_nnunet.run.rundir import RunDir
 from atso_nnunet.data.layout import FILE_ENDING
 from atso_nnunet.errors import InputError
 from atso_nnunet.evaluation.diagnosis.rundata import generation_key
@@ -47,13 +48,14 @@ def view_volume_table(run_dir: Path, labels: Path) -> List[str]:
     if missing:
         raise InputError(f"{labels}: no ground truth for {', '.join(missing)}")
     label_map = {int(k): int(v) for k, v in (plan.get("eval_label_map") or {}).items()}
-    models = sorted({d.name for sub in ("predictions", "fused") if (run_dir / sub).is_dir()
-                     for d in (run_dir / sub).iterdir() if d.is_dir()}, key=generation_key)
+    run = RunDir(run_dir)
+    models = sorted({d.name for root in (run.predictions_root, run.fused_root) if root.is_dir()
+                     for d in root.iterdir() if d.is_dir()}, key=generation_key)
     lines = ["| model | " + " | ".join(f"{v} DSC | {v} vol" for v in VIEWS) + " | vote DSC | vote vol |",
              "|---|" + "---:|" * (2 * len(VIEWS) + 2)]
     for m in models:
         cells = []
-        for folder in [run_dir / "predictions" / m / v for v in VIEWS] + [run_dir / "fused" / m / "E"]:
+        for folder in [run.predictions(m, v) for v in VIEWS] + [run.fused(m, "E")]:
             s = score_folder(folder, labels, cases, label_map) if folder.is_dir() else None
             cells += ["–", "–"] if s is None else [f"{s[0]:.1f}", f"{s[1]:.2f}"]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")

@@ -87,18 +87,43 @@ class RunDir:
         return self.root / "configs" / f"{step_id}.json"
 
     # artefacts
+    # the run's folders, one name each
+    @property
+    def models_root(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def inputs_root(self) -> Path:
+        return self.root / "inputs"
+
+    @property
+    def predictions_root(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def pseudo_labels_root(self) -> Path:
+        return self.root / "pseudolabels"
+
+    @property
+    def fused_root(self) -> Path:
+        return self.root / "fused"
+
     def results_root(self, model: str) -> Path:
         """``nnUNet_results`` root of one model (an ordinary nnU-Net results folder below it)."""
-        return self.root / "models" / model / "nnUNet_results"
+        return self.models_root / model / "nnUNet_results"
 
     def inputs(self, parts: str) -> Path:
-        return self.root / "inputs" / parts
+        return self.inputs_root / parts
 
     def predictions(self, model: str, view: str) -> Path:
-        return self.root / "predictions" / model / view
+        return self.predictions_root / model / view
 
     def pseudo_labels(self, name: str) -> Path:
-        return self.root / "pseudolabels" / name
+        return self.pseudo_labels_root / name
+
+    def fused(self, name: str, part: str) -> Path:
+        """Fused predictions of a model on R or E (``part``), or of an ensemble (``name``)."""
+        return self.fused_root / name / part
 
     def mapped_truth(self) -> Path:
         """R's ground truth with the plan's ``eval_label_map`` applied: the oracle's training labels."""
@@ -126,7 +151,7 @@ class RunDir:
         if isinstance(artefact, a.LabelSet):
             if artefact.is_pseudo_labels:
                 return self.pseudo_labels(artefact.name)
-            return self.root / "fused" / artefact.name / artefact.part
+            return self.fused(artefact.name, artefact.part)
         if isinstance(artefact, a.Score):
             return self.evaluation(artefact.target, artefact.part)
         if isinstance(artefact, a.Monitor):

@@ -11,6 +11,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
+from atso_nnunet.pseudolabels.ingest import CACHE_DIR, MARKER
+from atso_nnunet.run.rundir import RunDir
 from atso_nnunet.io import read_array, read_json
 from atso_nnunet.views import plans_identifier
 from atso_nnunet.evaluation.metrics import dice_from_counts
@@ -36,8 +38,8 @@ class IngestedCase:
 
 
 def _ingested_cache(run: RunData, data_identifier: str, label_set: str) -> Optional[Path]:
-    src = (run.root / "pseudolabels" / label_set).resolve()
-    for marker in sorted((run.preprocessed_dir / "atso_pseudolabels" / data_identifier).glob("*/complete.json")):
+    src = RunDir(run.root).pseudo_labels(label_set).resolve()
+    for marker in sorted((run.preprocessed_dir / CACHE_DIR / data_identifier).glob("*/" + MARKER)):
         m = read_json(marker)
         if m and Path(m.get("pseudo_label_dir", "")).resolve() == src:
             return marker.parent

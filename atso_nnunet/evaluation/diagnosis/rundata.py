@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from atso_nnunet.run.rundir import RunDir
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_json
@@ -66,9 +67,9 @@ class RunData:
         return None
 
     def label_set_file(self, name: str, case: str) -> Path:
-        if name.startswith("R_g"):
-            return self.root / "pseudolabels" / name / f"{case}{layout.FILE_ENDING}"
-        return self.root / "fused" / name / "E" / f"{case}{layout.FILE_ENDING}"
+        run = RunDir(self.root)
+        folder = run.pseudo_labels(name) if name.startswith("R_g") else run.fused(name, "E")
+        return folder / f"{case}{layout.FILE_ENDING}"
 
 
 def generation_key(name: str) -> Tuple[int, str]:
@@ -82,14 +83,14 @@ def generation_key(name: str) -> Tuple[int, str]:
 
 
 def _find_raw_dir(root: Path, plan: dict, paths: Optional[NnUNetPaths]) -> Path:
-    name = f"Dataset{int(plan['dataset_id']):03d}_{plan['dataset_name']}"
+    name = layout.dataset_folder_name(plan["dataset_id"], plan["dataset_name"])
     candidates = []
     if paths is not None:
         candidates.append(Path(paths.raw) / name)
     if os.environ.get("nnUNet_raw"):
         candidates.append(Path(os.environ["nnUNet_raw"]) / name)
     # the run's prediction inputs are links to the experiment dataset's images
-    for link in sorted((root / "inputs").glob("*/*" + layout.FILE_ENDING)):
+    for link in sorted(RunDir(root).inputs_root.glob("*/*" + layout.FILE_ENDING)):
         if link.is_symlink():
             target = Path(os.readlink(link))
             target = target if target.is_absolute() else (link.parent / target)
@@ -120,8 +121,9 @@ def load_run(run_dir: os.PathLike, paths: Optional[NnUNetPaths] = None) -> RunDa
     else:
         pre = raw_dir.parent.parent / "nnUNet_preprocessed" / raw_dir.name
     label_map = {int(k): int(v) for k, v in (plan.get("eval_label_map") or {}).items()}
-    pl = sorted((p.name for p in (root / "pseudolabels").glob("R_g*") if p.is_dir()), key=generation_key)
-    ts = sorted((p.parent.name for p in (root / "fused").glob("*/E") if p.is_dir()), key=generation_key)
+    run = RunDir(root)
+    pl = sorted((p.name for p in run.pseudo_labels_root.glob("R_g*") if p.is_dir()), key=generation_key)
+    ts = sorted((p.parent.name for p in run.fused_root.glob("*/E") if p.is_dir()), key=generation_key)
     return RunData(root, plan, raw_dir, pre, label_map, pl, ts)
 
 

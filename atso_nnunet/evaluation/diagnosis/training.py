@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+from atso_nnunet.run.rundir import RunDir
 from atso_nnunet.evaluation.diagnosis.rundata import RunData, generation_key
 from atso_nnunet.nnunet.training_log import parse_training_log
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ class TrainingCurve:
 def training_curves(run: RunData) -> List[TrainingCurve]:
     """Curves of every model folder ``models/<model>/nnUNet_results/*/<trainer>__<plans>__<c>/fold_*``."""
     curves = []
-    for fold in sorted((run.root / "models").glob("*/nnUNet_results/*/*__*__*/fold_*"),
+    for fold in sorted(RunDir(run.root).models_root.glob("*/nnUNet_results/*/*__*__*/fold_*"),
                        key=lambda p: (generation_key(p.parents[3].name), str(p))):
         model = fold.parents[3].name
         plans = fold.parent.name.split("__")[1]
