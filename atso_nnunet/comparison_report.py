@@ -57,6 +57,60 @@ def _pearson(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / math.sqrt(sxx * syy)
 
 
+def _ranks(values: Sequence[float]) -> list:
+    """Ranks from 1, ties given their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _spearman(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
+    """Spearman's rank correlation (Pearson's r of the ranks, ties averaged); None as for :func:`_pearson`."""
+    pts = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None]
+    if len(pts) < 3:
+        return None
+    return _pearson(_ranks([p[0] for p in pts]), _ranks([p[1] for p in pts]))
+
+
+#: label-free monitors of report.json's generations set against the pseudo-labels' true DSC
+#: ("Without labels"); volume: the pseudo-labels' volume on R over M0's (atso_nnunet.drift)
+LABEL_FREE = {"change": "change", "empty": "empty_pseudo_labels", "volume vs M0": "volume_vs_m0"}
+
+
+def without_labels(by: Dict[Tuple[str, int], dict]) -> dict:
+    """Pearson and Spearman correlation of each label-free monitor with the pseudo-label DSC on R, across
+    generations >= 1 x seeds x methods (runs with ground truth on R), and each run's drift verdict."""
+    points: Dict[str, list] = {k: [] for k in ("reference", "agreement", *LABEL_FREE)}
+    verdicts = []
+    for (m, s), rep in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        for g in rep.get("generations", []):
+            if g["generation"] == 0:
+                continue
+            points["reference"].append(g.get("reference_dsc"))
+            a = [v for v in (g.get("agreement") or {}).values() if v is not None]
+            points["agreement"].append(sum(a) / len(a) if a else None)
+            for k, field in LABEL_FREE.items():
+                points[k].append(g.get(field))
+        drift = (rep.get("without_labels") or {}).get("drift")
+        if drift:
+            verdicts.append({"method": m, "seed": s, "drifted": drift["drifted"],
+                             "first_generation": drift["first_generation"]})
+    monitors = [k for k in points if k != "reference"]
+    return {"pearson": {k: _pearson(points["reference"], points[k]) for k in monitors},
+            "spearman": {k: _spearman(points["reference"], points[k]) for k in monitors},
+            "n": {k: sum(1 for x, y in zip(points["reference"], points[k]) if x is not None and y is not None)
+                  for k in monitors},
+            "drift": verdicts}
+
+
 def final_score(report: Optional[dict]) -> Optional[float]:
     """Test DSC (the plan's metric) of a run's result: its final model, else its last generation."""
     if not report:
@@ -161,7 +215,8 @@ def summarise(records) -> dict:
             gap_share[m] = {"per_seed": per, **dict(zip(("mean", "sd", "n"), _mean_sd(per)))}
     return {"methods": methods, "seeds": seeds, "per_generation": per_gen, "final": {"per_seed": finals,
             "stats": final_stats}, "paired_differences": pairs, "monitor_correlation": correlation,
-            "monitor_points": points, "cost": cost, "gap_share": gap_share, "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
+            "monitor_points": points, "without_labels": without_labels(by), "cost": cost, "gap_share": gap_share,
+            "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
             "runs": [{"seed": r.seed, "method": r.method, "run_dir": str(r.run_dir), "labeled": r.labeled,
                       "finished": (r.method, r.seed) in finished} for r in records]}
 
@@ -247,6 +302,26 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
     out.write("\nCorrelation with the pseudo-label DSC on R across generations >= 1, methods and seeds "
               "(Pearson r; '–' with fewer than 3 points or no spread): "
               + ", ".join(f"{k} {('–' if v is None else f'{v:+.2f}')}" for k, v in c.items()) + ".\n")
+    out.write(_render_without_labels(summary.get("without_labels")))
+    return out.getvalue()
+
+
+def _render_without_labels(w: Optional[dict]) -> str:
+    if not w:
+        return ""
+    r = lambda v: "–" if v is None else f"{v:+.2f}"  # noqa: E731
+    out = io.StringIO()
+    out.write("\n## Without labels: the monitors against the truth\n\n"
+              "Correlation of each label-free monitor with the pseudo-labels' true DSC on R, across generations "
+              ">= 1 x seeds x methods ('–': fewer than 3 points, no spread, or not recorded: runs made before the "
+              "volume monitor).\n\n| monitor | Pearson r | Spearman rank | points |\n|---|---:|---:|---:|\n")
+    for k in w["pearson"]:
+        out.write(f"| {k} | {r(w['pearson'][k])} | {r(w['spearman'][k])} | {w['n'][k]} |\n")
+    drifted = [f"seed {d['seed']} {NAMES.get(d['method'], d['method'])} (from G{d['first_generation']})"
+               for d in w["drift"] if d["drifted"]]
+    if w["drift"]:
+        out.write("\nDrift warnings (pseudo-labels lost 20 % of M0's volume on R): "
+                  + (", ".join(drifted) if drifted else "none") + ".\n")
     return out.getvalue()
 
 

@@ -315,3 +315,26 @@ def test_a_run_on_another_training_of_m0_is_left_out_of_the_pairs(tmp_path):
                                         "labeled_only_m0_test_dsc": 0.30}]
     assert "Seed 1 STSO started from another training of M0 (its G0 test DSC 36.0, the labeled-only run's 30.0)" \
         in render_markdown(summary, "p")
+
+
+def test_without_labels_correlates_every_label_free_monitor_with_the_truth_by_hand():
+    from atso_nnunet.comparison_report import _spearman, without_labels
+
+    def rep(ref, vol, change, drifted):
+        return {"generations": [{"generation": 0, "reference_dsc": 0.4, "volume_vs_m0": 1.0}] + [
+            {"generation": t, "reference_dsc": r, "volume_vs_m0": v, "change": c, "agreement": {"R1": c},
+             "empty_pseudo_labels": 0} for t, (r, v, c) in enumerate(zip(ref, vol, change), 1)],
+            "without_labels": {"drift": {"drifted": drifted, "first_generation": 2 if drifted else None}}}
+
+    by = {("atso", 0): rep([0.5, 0.4, 0.3], [0.9, 0.7, 0.6], [0.6, 0.7, 0.8], True),
+          ("stso", 0): rep([0.5, 0.55, 0.56], [1.0, 1.1, 1.2], [0.8, 0.9, 0.9], False)}
+    w = without_labels(by)
+    assert w["n"]["volume vs M0"] == 6 and w["n"]["empty"] == 6
+    assert w["spearman"]["volume vs M0"] == pytest.approx(_spearman([0.5, 0.4, 0.3, 0.5, 0.55, 0.56],
+                                                                    [0.9, 0.7, 0.6, 1.0, 1.1, 1.2]))
+    assert w["pearson"]["empty"] is None  # no spread
+    assert w["drift"] == [{"method": "atso", "seed": 0, "drifted": True, "first_generation": 2},
+                          {"method": "stso", "seed": 0, "drifted": False, "first_generation": None}]
+    # Spearman by hand: ranks of (1, 2, 3, 4) against (1, 3, 2, 4): 1 - 6 * 2 / (4 * 15) = 0.8
+    assert _spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
+    assert _spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254, abs=1e-6)  # ties averaged
