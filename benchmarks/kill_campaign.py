@@ -51,13 +51,13 @@ from typing import Dict, List, Optional, Tuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import write_tiny_dataset  # noqa: E402  (the test suite's tiny volumes)
+from helpers import write_tiny_dataset  # noqa: E402  (the test suite's tiny volumes)
 
 TEMP_PATTERNS = (re.compile(r"\.partial"), re.compile(r"^\.staging-"), re.compile(r"^\.partial_"))
 
 
 def tiny_plan(views=("axial", "coronal"), generations: int = 2) -> dict:
-    """The test suite's tiny plan (tests/run/test_driver.py), with two views and two generations."""
+    """The test suite's tiny plan (tests/helpers.py), with two views and two generations."""
     return {
         "name": "kill campaign", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "TinyExp",
         "labeled": ["tiny_000", "tiny_001", "tiny_002"],

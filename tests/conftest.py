@@ -45,3 +45,26 @@ def fake_prepare(monkeypatch):
     return install_fake_prepare(monkeypatch)
 
 
+@pytest.fixture
+def fake_run(tmp_path, nnunet_paths, monkeypatch):
+    """A prepared experiment dataset (as the driver's prepare would leave it) and a fake nnU-Net."""
+    from atso_nnunet.run import steps as runners
+    from atso_nnunet.run.driver import PREPARE, DriverOptions, run_experiment
+    from atso_nnunet.run.rundir import RunDir
+    from fake_nnunet import FakeNnUNetExecutor
+
+    write_tiny_dataset(nnunet_paths.raw, dataset_id=991, name="FakeExp")
+    ingested = []
+    # ingestion needs nnU-Net's preprocessed data: record the call instead
+    monkeypatch.setitem(runners.PLUGIN_RUNNERS, "ingest",
+                        lambda ctx, step: ingested.append(step.id) or {"empty_cases": []})
+
+    def run(plan, **kw):
+        run_dir = tmp_path / "run"
+        RunDir(run_dir).mark_done(PREPARE, 0.0)
+        ex = kw.pop("executor", None) or FakeNnUNetExecutor()
+        rep = run_experiment(plan, DriverOptions(run_dir=run_dir, paths=nnunet_paths, executor=ex, **kw))
+        return rep, ex, RunDir(run_dir)
+
+    run.ingested = ingested
+    return run

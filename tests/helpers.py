@@ -115,3 +115,17 @@ def tiny_plan(tmp_path: Path, **over) -> Path:
     p = tmp_path / "plan.json"
     p.write_text(json.dumps(plan))
     return p
+
+
+def fake_plan(method="atso", generations=1, views=("axial",), **over):
+    """The plan of the fake-nnU-Net runs (``fake_run`` fixture): the tiny dataset as Dataset991_FakeExp."""
+    from atso_nnunet.plan import plan_from_dict
+
+    data = {
+        "name": "fake", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "FakeExp",
+        "labeled": ["tiny_000", "tiny_001", "tiny_002"],
+        "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"], "test": ["tiny_007", "tiny_008"],
+        "method": method, "generations": 0 if method == "supervised" else generations, "views": list(views),
+    }
+    data.update(over)
+    return plan_from_dict(data)

@@ -19,7 +19,7 @@ MAX_LINES = 400
 LAYERS: Dict[str, int] = {
     "errors": 0, "io": 0, "paths": 0, "views": 0, "__init__": 0,
     "data": 1, "execution": 1,
-    "schedule": 2,
+    "schedule": 2, "monitors": 2,
     "methods": 3,
     "plan": 4,
     # one layer: ingestion preprocesses with nnU-Net's planner, the semi trainer ingests what the

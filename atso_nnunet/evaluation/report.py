@@ -44,6 +44,12 @@ class GenerationRecord:
         agreement: label-free, subset name -> mean DSC between the half-models' predictions.
         change: label-free, mean DSC between R_t and R_{t-1} (``None`` at G0).
         empty_pseudo_labels: number of pseudo-labels without foreground.
+        pseudo_label_volume_ml: label-free, foreground volume of R_t on R in mL (:mod:`atso_nnunet.monitors.drift`).
+        volume_vs_m0: that volume over M0's pseudo-labels' (R_0).
+        volume_vs_previous: that volume over the previous generation's.
+        vote_vs_views: median over cases of the pseudo-label's volume over the mean volume of the
+            predictions it was fused from.
+        unstable_cases: cases the stability filter left out of the trainings on R_t (None: no filter).
     """
 
     generation: int
@@ -55,6 +61,11 @@ class GenerationRecord:
     agreement: Dict[str, Optional[float]] = field(default_factory=dict)
     change: Optional[float] = None
     empty_pseudo_labels: Optional[int] = None
+    pseudo_label_volume_ml: Optional[float] = None
+    volume_vs_m0: Optional[float] = None
+    volume_vs_previous: Optional[float] = None
+    vote_vs_views: Optional[float] = None
+    unstable_cases: Optional[List[str]] = None
 
 
 @dataclass
@@ -73,6 +84,8 @@ class RunReport:
         final_label_round: the round of pseudo-labels the final model learned from (0: none; see
             :meth:`atso_nnunet.methods.base.Method.final_label_round`).
         cost: ``{"trainings": n, "iterations": i}`` of the whole schedule, M0 included.
+        ship_generation: the plan's rule for the generation to ship (:mod:`atso_nnunet.monitors.ship_rule`).
+        last_generation: the plan's T (None: the last reported generation).
     """
 
     method: str
@@ -85,8 +98,13 @@ class RunReport:
     test_cases: Optional[int] = None
     final_label_round: Optional[int] = None
     cost: Optional[Dict[str, int]] = None
+    ship_generation: str = "last"
+    last_generation: Optional[int] = None
 
     def to_json(self) -> dict:
+        from atso_nnunet.monitors.without_labels import summary
+
+
         return {
             "method": self.method,
             "plan": self.plan_name,
@@ -98,6 +116,7 @@ class RunReport:
             "test_cases": self.test_cases,
             "final_label_round": self.final_label_round,
             "cost": self.cost,
+            "without_labels": summary(self),
         }
 
 
@@ -143,7 +162,9 @@ def _no_test_score_words(report: RunReport) -> str:
 
 
 def render_markdown(report: RunReport) -> str:
-    """The Markdown report: Table 1 layout, Table 4 layout (ATSO), monitors, final model."""
+    """The Markdown report: Table 1 layout, Table 4 layout (ATSO), monitors, "Without labels", final model."""
+    from atso_nnunet.monitors.without_labels import render_without_labels
+
     out = io.StringIO()
     out.write(f"# {report.plan_name}: {report.method}\n\n")
     out.write("DSC in %. '–' = not available (no ground truth, or not computed yet).\n\n")
@@ -184,6 +205,7 @@ def render_markdown(report: RunReport) -> str:
         empty = "–" if g.empty_pseudo_labels is None else str(g.empty_pseudo_labels)
         out.write(f"| G{g.generation} | " + "".join(f"{_pct(g.agreement.get(k))} | " for k in ak)
                   + f"{_pct(g.change)} | {empty} |\n")
+    out.write(render_without_labels(report))
     if report.final:
         out.write("\n## Final model (trained on S + all of R)\n\n")
         out.write(f"- test DSC (mean over cases): {_pct(report.final.get('test_dsc_mean'))}\n")
@@ -214,12 +236,15 @@ def render_csv(report: RunReport) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["generation", "reference_dsc", "test_dsc", "test_dsc_mean", "test_dsc_global", *hk,
-                *[f"agreement_{k}" for k in ak], "change", "empty_pseudo_labels"])
+                *[f"agreement_{k}" for k in ak], "change", "empty_pseudo_labels", "pseudo_label_volume_ml",
+                "volume_vs_m0", "volume_vs_previous", "vote_vs_views"])
     fmt = lambda v: "" if v is None else f"{v:.6f}" if isinstance(v, float) else str(v)  # noqa: E731
     for g in report.generations:
         w.writerow([g.generation, fmt(g.reference_dsc), fmt(g.test_dsc), fmt(g.test_dsc_mean),
                     fmt(g.test_dsc_global), *[fmt(g.half_models.get(k)) for k in hk],
-                    *[fmt(g.agreement.get(k)) for k in ak], fmt(g.change), fmt(g.empty_pseudo_labels)])
+                    *[fmt(g.agreement.get(k)) for k in ak], fmt(g.change), fmt(g.empty_pseudo_labels),
+                    fmt(g.pseudo_label_volume_ml), fmt(g.volume_vs_m0), fmt(g.volume_vs_previous),
+                    fmt(g.vote_vs_views)])
     if report.final:
         w.writerow(["final", "", fmt(report.final.get(f"test_dsc_{report.metric}")),
                     fmt(report.final.get("test_dsc_mean")), fmt(report.final.get("test_dsc_global"))])
@@ -301,7 +326,8 @@ def _score_value(data: Optional[dict], key: str) -> Optional[float]:
 
 def assemble(steps, read: Callable[[object], Optional[dict]], is_done: Callable[[str], bool], *, method: str,
              plan_name: str, metric: str, how_evaluated: str = "",
-             logs: Optional[Dict[str, str]] = None) -> RunReport:
+             logs: Optional[Dict[str, str]] = None, ship_generation: str = "last",
+             last_generation: Optional[int] = None) -> RunReport:
     """Build the report from the schedule: every finished step with ``report_cells`` fills them.
 
     Args:
@@ -311,9 +337,10 @@ def assemble(steps, read: Callable[[object], Optional[dict]], is_done: Callable[
         method, plan_name, how_evaluated: words for the report.
         metric: ``mean`` or ``global``: which DSC fills the @R, @E and Table 4 cells.
         logs: step id -> log file (relative to the run folder).
+        ship_generation, last_generation: the plan's rule for the generation to ship, and its T.
     """
     rep = RunReport(method=method, plan_name=plan_name, metric=metric, how_evaluated=how_evaluated,
-                    logs=dict(logs or {}))
+                    logs=dict(logs or {}), ship_generation=ship_generation, last_generation=last_generation)
     rows: Dict[int, GenerationRecord] = {}
     key = f"{metric}_dsc"
     for step in steps:
@@ -339,5 +366,13 @@ def assemble(steps, read: Callable[[object], Optional[dict]], is_done: Callable[
                 g.change = (data or {}).get("value")
             elif cell.column == "empty":
                 g.empty_pseudo_labels = (data or {}).get("value")
+            elif cell.column == "volume":
+                d = data or {}
+                g.pseudo_label_volume_ml, g.volume_vs_m0, g.volume_vs_previous, g.vote_vs_views = (
+                    d.get("total_ml"), d.get("vs_first"), d.get("vs_previous"), d.get("vote_vs_views"))
+                if cell.generation == 0 and g.pseudo_label_volume_ml is not None:
+                    g.volume_vs_m0 = 1.0
+            elif cell.column == "stability":
+                g.unstable_cases = list((data or {}).get("dropped", []))
     rep.generations = [rows[t] for t in sorted(rows)]
     return rep

@@ -29,7 +29,7 @@ KEY_ORDER: Tuple[str, ...] = (
     "name", "note", "sources", "dataset_id", "dataset_name", "convert_hint", "labeled", "reference",
     "test", "validation", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
     "eval_label_map", "fusion", "method_options", "may_be_absent", "network", "training", "synthetic", "slurm",
-    "reference_split",
+    "stability_filter", "ship_generation", "reference_split",
 )
 FUSIONS: Tuple[str, ...] = ("vote", "mean")
 # Old key -> current key. Read with a deprecation warning; giving both is an error.

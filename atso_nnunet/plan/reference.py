@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 from atso_nnunet.data.synthetic_config import SyntheticConfig
 from atso_nnunet.execution.slurm.config import SlurmConfig
+from atso_nnunet.monitors.stability import StabilityFilter
 from atso_nnunet.plan.fields import KEY_ORDER
 from atso_nnunet.plan.schema import ExperimentPlan
 from atso_nnunet.plan.sections import CaseRule, NetworkSection, SyntheticSpec, TrainingSection
@@ -29,6 +30,7 @@ SECTIONS = (
     ("Synthetic sources", "synthetic.<source>", SyntheticSpec),
     ("Case rule", "case_rule", CaseRule),
     ("SLURM", "slurm", SlurmConfig),
+    ("Stability filter", "stability_filter", StabilityFilter),
 )
 
 

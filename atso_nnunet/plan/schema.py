@@ -19,6 +19,7 @@ from atso_nnunet.plan.training import got
 from atso_nnunet.plan.cases import case_problems
 from atso_nnunet.plan.validate import (_TYPES, _fold_problems, _method_problems, _renamed,
                                        _section_problems, _source_problems, _value_problems, raise_if)
+from atso_nnunet.monitors.stability import StabilityFilter
 from atso_nnunet.views import VIEWS
 
 
@@ -69,6 +70,10 @@ class ExperimentPlan:
             ``atso_nnunet.execution.slurm.config.SlurmConfig``); command-line flags override them.
         case_rule: reference and test sets read from a converted source (``reference`` and
             ``test`` stay empty until :func:`atso_nnunet.plan.splits.resolve_case_rule`).
+        stability_filter: leave the pseudo-labelled cases that change most between two rounds out of
+            the next trainings (:class:`atso_nnunet.monitors.stability.StabilityFilter`); None: off.
+        ship_generation: which generation the run ships (:data:`atso_nnunet.monitors.ship_rule.SHIP_RULES`):
+            ``last`` (T) or ``before_drift`` (chosen from the label-free drift monitor).
         reference_split: explicit K lists partitioning ``reference``; None: computed by
             :func:`atso_nnunet.plan.splits.split_reference` from ``seed``.
     """
@@ -100,6 +105,8 @@ class ExperimentPlan:
     fusion: str = "vote"
     method_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     may_be_absent: Tuple[str, ...] = ()
+    stability_filter: Optional[StabilityFilter] = None
+    ship_generation: str = "last"
     reference_split: Optional[Tuple[Tuple[str, ...], ...]] = None
 
     def __post_init__(self):
@@ -133,6 +140,8 @@ class ExperimentPlan:
                               for k, v in self.synthetic.items()})
         if isinstance(self.case_rule, Mapping):
             put("case_rule", CaseRule.from_dict(self.case_rule))
+        if isinstance(self.stability_filter, Mapping) and not StabilityFilter.problems(self.stability_filter):
+            put("stability_filter", StabilityFilter.from_dict(self.stability_filter))
         self.validate()
 
     def validate(self, origin: str = "experiment plan") -> None:
@@ -158,11 +167,13 @@ class ExperimentPlan:
                 continue
             if key == "validation" and not value:
                 continue  # plans (and run folders) made before V existed stay byte-identical
+            if (key, value) in (("stability_filter", None), ("ship_generation", "last")):
+                continue  # likewise for plans made before these options existed
             if key == "training":
                 value = value.to_dict() or None
             elif key == "synthetic":
                 value = {k: s.to_dict() for k, s in value.items()} or None
-            elif isinstance(value, (NetworkSection, CaseRule)):
+            elif isinstance(value, (NetworkSection, CaseRule, StabilityFilter)):
                 value = value.to_dict()
             out[key] = jsonable(value)
         return out

@@ -17,6 +17,8 @@ from atso_nnunet.plan.fields import (ALIASES, CONFIGURATIONS, FUSIONS, METRICS, 
 from atso_nnunet.plan.sections import (NAME_RE, SOURCE_ID_RE, CaseRule, NetworkSection, SyntheticSpec,
                                        TrainingSection, is_int, slurm_problems)
 from atso_nnunet.plan.training import got
+from atso_nnunet.monitors.ship_rule import SHIP_RULES
+from atso_nnunet.monitors.stability import StabilityFilter
 from atso_nnunet.views import VIEWS
 
 
@@ -66,6 +68,8 @@ _TYPES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "method_options": (lambda v: isinstance(v, Mapping) and all(isinstance(x, Mapping) for x in v.values()),
                        'an object of method name -> options, such as {"atso": {"test_model": "combined"}}'),
     "may_be_absent": (_is_str_list, "a list of case ids (strings)"),
+    "stability_filter": (_is_object, 'an object such as {"drop_fraction": 0.1}, or null'),
+    "ship_generation": (lambda v: isinstance(v, str), 'a string ("last" or "before_drift")'),
     **dict.fromkeys(("labeled", "reference", "test", "validation"), _CASES),
     **dict.fromkeys(("dataset_id", "seed", "subsets", "generations"), _INT),
     **dict.fromkeys(("network", "training", "synthetic", "slurm", "case_rule"), _OBJECT),
@@ -86,6 +90,10 @@ def _value_problems(v: Mapping[str, Any]) -> List[str]:
                    "vote, ties by probability; mean: argmax of the mean probability)")
     if "metric" in v and v["metric"] not in METRICS:
         out.append(f"metric: unknown metric {v['metric']!r}; choose from {', '.join(METRICS)}")
+    if "ship_generation" in v and v["ship_generation"] not in SHIP_RULES:
+        out.append(f"ship_generation: unknown rule {v['ship_generation']!r}; choose from {', '.join(SHIP_RULES)} "
+                   "(last: generation T; before_drift: the last generation before the pseudo-labels drift)")
+    out += StabilityFilter.problems(v.get("stability_filter"))
     conf = v.get("configuration")
     if conf in UNSUPPORTED_CONFIGURATIONS:
         out.append(f"configuration: {conf!r} cannot be made by the tri-view planner: "

@@ -339,4 +339,5 @@ def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
     rep.test_cases = len(ctx.plan.test)
     rep.final_label_round = method.final_label_round(ctx.plan)
     rep.cost = training_cost(ctx.plan, steps)
+    rep.ship_generation, rep.last_generation = ctx.plan.ship_generation, ctx.plan.generations
     return rep

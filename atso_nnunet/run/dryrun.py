@@ -29,7 +29,7 @@ def command_lines(ctx: RunContext, steps: Sequence[Step]) -> list:
         lines.append(f"# batch {i + 1}/{len(batches)} ({len(batch)} independent step(s))")
         for s in batch:
             if s.kind == "train":
-                lines.append(f"# {s.id}\n" + runners.describe_job(runners.train_job(ctx, s)))
+                lines.append(f"# {s.id}\n" + runners.describe_job(runners.train_job(ctx, s, preview=True)))
             elif s.kind != "predict":
                 lines.append(f"{base} --step {s.id}")
         for group in runners.prediction_groups(batch).values():

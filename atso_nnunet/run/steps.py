@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
 from atso_nnunet.data import layout
+from atso_nnunet.errors import InputError
 from atso_nnunet.execution.jobs import Job
 from atso_nnunet.io import read_array, write_array, write_json
 from atso_nnunet.nnunet.commands import job_env, predict_command, train_command
@@ -40,15 +41,18 @@ def _job_name(step_id: str) -> str:
     return step_id.replace("/", "__")
 
 
-def train_job(ctx: RunContext, step: Step) -> Job:
-    """The ``nnUNetv2_train`` job of a training step (and its run config file)."""
+def train_job(ctx: RunContext, step: Step, preview: bool = False) -> Job:
+    """The ``nnUNetv2_train`` job of a training step (and its run config file).
+
+    ``preview`` (``--dry-run``): a stability filter that has not run yet keeps every case.
+    """
     from atso_nnunet.nnunet.trainers.config import TrainerRunConfig
 
     model: Model = step.output
     settings = dict(ctx.training(step.training_role))
     if step.labels is not None:
         settings["pseudo_label_dir"] = str(ctx.path(step.labels))
-        settings["pseudo_label_cases"] = list(step.train_cases)
+        settings["pseudo_label_cases"] = filtered_cases(ctx, step, preview)
     if step.init_from is not None:
         settings["init"] = "checkpoint"
         settings["init_checkpoint"] = str(ctx.model_folder(step.init_from) / "checkpoint_final.pth")
@@ -262,13 +266,18 @@ def _has_foreground(path: Path) -> bool:
 
 
 def run_monitor(ctx: RunContext, step: Step) -> dict:
-    """A label-free figure: agreement between label sets, change between generations, empty maps.
+    """A label-free figure: agreement between label sets, change between generations, empty maps,
+    the pseudo-labels' volume (:mod:`atso_nnunet.monitors.drift`) and the stability filter (:mod:`atso_nnunet.monitors.stability`).
 
     ``agreement`` and ``change`` are DSC between label sets over ``step.cases`` (mean over cases,
     pairwise mean for more than two sets); ``empty`` counts label maps without foreground.
     """
     from atso_nnunet.evaluation.metrics import agreement
 
+    if step.monitor == "volume":
+        return _run_volume_monitor(ctx, step)
+    if step.monitor == "stability":
+        return _run_stability_monitor(ctx, step)
     folders = [ctx.path(r) for r in step.reads]
     if step.monitor == "empty":
         empty = [c for c in step.cases if not _has_foreground(folders[0] / f"{c}{layout.FILE_ENDING}")]
@@ -280,6 +289,61 @@ def run_monitor(ctx: RunContext, step: Step) -> dict:
     value.update({"monitor": step.monitor, "cases": len(step.cases)})
     write_json(value, ctx.path(step.output))
     return {"value": value["value"]}
+
+
+def _run_volume_monitor(ctx: RunContext, step: Step) -> dict:
+    """The drift monitor: volume of the pseudo-labels, against earlier generations' and their views'."""
+    from atso_nnunet.monitors.drift import drift_warning, volume_record
+    from atso_nnunet.io import read_json
+    from atso_nnunet.schedule import Monitor
+
+    earlier = [read_json(ctx.path(r)) for r in step.reads if isinstance(r, Monitor)]
+    first = earlier[0] if earlier else None
+    groups = [(g.cases, [ctx.path(p) for p in g.predictions]) for g in step.fuse_groups]
+    record = volume_record(ctx.path(step.reads[0]), step.cases, groups, first=first,
+                           previous=earlier[-1] if earlier else None, file_ending=layout.FILE_ENDING)
+    warning = drift_warning(record, step.generation)
+    if warning:
+        logger.warning("%s: %s", step.reads[0].name, warning)
+    record.update({"monitor": "volume", "cases": len(step.cases), "warning": warning})
+    write_json(record, ctx.path(step.output))
+    return {"value": record["value"], "vs_first": record["vs_first"]}
+
+
+def _run_stability_monitor(ctx: RunContext, step: Step) -> dict:
+    """The stability filter: which pseudo-labelled cases change most since the previous round."""
+    from atso_nnunet.monitors.stability import stability_record
+
+    rule = ctx.plan.stability_filter
+    record = stability_record(ctx.path(step.reads[0]), ctx.path(step.reads[1]), step.cases, rule,
+                              file_ending=layout.FILE_ENDING)
+    if record["dropped"]:
+        logger.info("%s: %d of %d pseudo-labelled case(s) left out of the trainings that learn from them (%s): %s",
+                    step.reads[0].name, len(record["dropped"]), len(step.cases), rule.words(),
+                    ", ".join(record["dropped"]))
+    record.update({"monitor": "stability", "cases": len(step.cases)})
+    write_json(record, ctx.path(step.output))
+    return {"value": record["value"]}
+
+
+def filtered_cases(ctx: RunContext, step: Step, preview: bool = False) -> List[str]:
+    """The reference cases a training uses: its ``train_cases``, less those its stability filter drops.
+
+    Raises:
+        InputError: the filter's record is missing (unless ``preview``: then every case is kept).
+    """
+    from atso_nnunet.io import read_json
+
+    if step.case_filter is None:
+        return list(step.train_cases)
+    record = read_json(ctx.path(step.case_filter))
+    if record is None and preview:
+        return list(step.train_cases)
+    if record is None:
+        raise InputError(f"step {step.id}: the stability filter's record {ctx.path(step.case_filter)} is missing; "
+                         f"rerun its step ({step.case_filter.name}) first")
+    dropped = set(record.get("dropped", ()))
+    return [c for c in step.train_cases if c not in dropped]
 
 
 PLUGIN_RUNNERS: Dict[str, Callable[[RunContext, Step], dict]] = {

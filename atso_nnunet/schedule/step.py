@@ -5,16 +5,18 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
-from atso_nnunet.schedule.artefacts import Artefact, GroundTruth, LabelSet, Model, Prediction
+from atso_nnunet.schedule.artefacts import Artefact, GroundTruth, LabelSet, Model, Monitor, Prediction
 
 KINDS: Tuple[str, ...] = ("train", "predict", "fuse", "ingest", "evaluate", "monitor", "report")
 ROLES: Tuple[str, ...] = ("pseudo_label", "reference_eval", "test_eval")
 INITS: Tuple[str, ...] = ("scratch", "teacher")
-MONITORS: Tuple[str, ...] = ("agreement", "change", "empty")
+MONITORS: Tuple[str, ...] = ("agreement", "change", "empty", "volume", "stability")
 FUSIONS: Tuple[str, ...] = ("vote", "mean")
 # Report columns a step can fill (see atso_nnunet.evaluation.report): @R of the pseudo-labels, M_t @E,
-# the final model @E, Table 4's half-model cells, and the label-free monitors.
-COLUMNS: Tuple[str, ...] = ("reference", "test", "final", "half_model", "agreement", "change", "empty")
+# the final model @E, Table 4's half-model cells, and the label-free monitors (volume: the drift
+# monitor of atso_nnunet.monitors.drift; stability: the cases atso_nnunet.monitors.stability leaves out).
+COLUMNS: Tuple[str, ...] = ("reference", "test", "final", "half_model", "agreement", "change", "empty", "volume",
+                            "stability")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
 
@@ -79,9 +81,13 @@ class Step:
             evaluate steps (which ground truth applies: ``labelsRef`` or ``labelsTs``).
         subset: 1-based reference subset: of an ATSO half-model's training, or of an evaluation
             or monitor restricted to one subset.
-        fuse_groups: for fuse steps, which predictions are fused for which cases.
+        fuse_groups: for fuse steps, which predictions are fused for which cases; for a ``volume``
+            monitor, those its pseudo-labels were fused from (the vote/view volume ratio).
         monitor: for monitor steps, one of :data:`MONITORS`.
         report_cells: where the step's output appears in the report.
+        case_filter: for training steps on pseudo-labels: the ``stability`` monitor whose kept
+            cases the training is restricted to (:mod:`atso_nnunet.monitors.stability`); None: all
+            ``train_cases``.
         save_probabilities: for predict steps: also keep nnU-Net's softmax probabilities, because
             a fusion reading this prediction needs them (mean fusion, or ties of an even vote).
         fusion: for fuse steps: ``"vote"`` (majority vote; ties, possible with an even number of
@@ -110,6 +116,7 @@ class Step:
     report_cells: Tuple[ReportCell, ...] = ()
     save_probabilities: bool = False
     fusion: Optional[str] = None
+    case_filter: Optional[Monitor] = None
 
     def __post_init__(self):
         # Steps are built by the schedule; a bad one is a programming error, not user input.
@@ -129,6 +136,8 @@ class Step:
             raise ValueError(f"step {self.id}: save_probabilities is for predict steps")
         if (self.monitor is not None) != (self.kind == "monitor") or (self.monitor and self.monitor not in MONITORS):
             raise ValueError(f"step {self.id}: monitor {self.monitor!r} (monitor steps only, one of {MONITORS})")
+        if self.case_filter is not None and (self.kind != "train" or self.case_filter not in self.reads):
+            raise ValueError(f"step {self.id}: case_filter is for training steps that read it")
 
     @property
     def output(self) -> Artefact:

@@ -38,6 +38,13 @@ def pseudo_label_set(generation: int) -> LabelSet:
     return LabelSet(f"R_g{generation}")
 
 
+def stability_monitor(labels) -> Optional[Monitor]:
+    """The stability filter's monitor of a pseudo-label set ``R_g{t}`` (None for other label sets)."""
+    if not isinstance(labels, LabelSet) or not labels.is_pseudo_labels:
+        return None
+    return Monitor(f"stability_{labels.name}")
+
+
 class ScheduleBuilder:
     """Accumulates steps in order; knows which step produces which artefact.
 
@@ -93,11 +100,18 @@ class ScheduleBuilder:
         teacher = self.model(init_from, view) if init_from is not None else None
         if teacher is not None:
             reads.append(teacher)
+        # With the plan's stability filter, pseudo-labels that have a previous round are filtered:
+        # the training reads the stability monitor of its labels and keeps the cases it keeps.
+        case_filter = stability_monitor(labels) if labels is not None else None
+        if case_filter is not None and self.produced(case_filter):
+            reads.append(case_filter)
+        else:
+            case_filter = None
         model = self.model(name, view)
         self.add(id=f"{prefix}/train/{name}/{view}", kind="train", generation=t, model=name, view=view,
                  train_cases=tuple(sorted(train_cases)), labels=labels, subset=subset,
                  init="teacher" if teacher else "scratch", init_from=teacher, training_role=role,
-                 reads=tuple(reads), outputs=(model,))
+                 reads=tuple(reads), outputs=(model,), case_filter=case_filter)
         return model
 
     def predict(self, prefix: str, t: int, name: str, view: str, part: str, cases: Sequence[str]) -> Optional[Prediction]:
@@ -199,6 +213,23 @@ class ScheduleBuilder:
         if t >= 1:
             prev = pseudo_label_set(t - 1)
             self.monitor(prefix, t, "change", f"change_{pl.name}", [pl, prev], self.R, [ReportCell(t, "change")])
+        self.volume_monitor(prefix, t)
+        if t >= 1 and getattr(self.plan, "stability_filter", None) is not None:
+            self.monitor(prefix, t, "stability", stability_monitor(pl).name, [pl, pseudo_label_set(t - 1)], self.R,
+                         [ReportCell(t, "stability")])
+
+    def volume_monitor(self, prefix: str, t: int) -> Monitor:
+        """The drift monitor of ``R_g{t}`` (:mod:`atso_nnunet.monitors.drift`): its volume, against ``R_g0``'s and the
+        previous generation's (their volume monitors), and against the predictions it was fused from."""
+        pl = pseudo_label_set(t)
+        fuse = next(s for s in self.steps if s.id == self.producer[pl.key])
+        earlier = [Monitor(f"volume_{pseudo_label_set(g).name}") for g in dict.fromkeys((0, t - 1)) if 0 <= g < t]
+        reads = [pl, *earlier, *dict.fromkeys(p for g in fuse.fuse_groups for p in g.predictions)]
+        out = Monitor(f"volume_{pl.name}")
+        self.add(id=f"{prefix}/monitor/{out.name}", kind="monitor", generation=t, monitor="volume", cases=self.R,
+                 reads=tuple(reads), outputs=(out,), report_cells=(ReportCell(t, "volume"),),
+                 fuse_groups=fuse.fuse_groups)
+        return out
 
     def single_model_generation(self, prefix: str, t: int, name: str) -> None:
         """A model of all views predicts R and E; R fused into ``R_g{t}``, E fused; all scored."""

@@ -187,10 +187,11 @@ def test_without_reference_labels_every_seed_keeps_the_plans_labeled_set(tmp_pat
 def test_one_seed_has_no_spread():
     """A single seed has no sample standard deviation: the table must not print '± 0.0'."""
     from atso_nnunet.comparison import report as cr
+    from atso_nnunet.comparison.summary import _mean_sd
 
-    assert cr._mean_sd([0.437]) == (0.437, None, 1)
-    assert cr._pct(0.437, cr._mean_sd([0.437])[1]) == "43.7"
-    mean, sd, n = cr._mean_sd([0.4, 0.5])
+    assert _mean_sd([0.437]) == (0.437, None, 1)
+    assert cr._pct(0.437, _mean_sd([0.437])[1]) == "43.7"
+    mean, sd, n = _mean_sd([0.4, 0.5])
     assert n == 2 and abs(sd - 0.0707) < 1e-3
 
 
@@ -215,7 +216,8 @@ def test_report_only_reads_every_run_folder_and_runs_nothing(tmp_path, nnunet_pa
 
 def test_an_unfinished_run_has_no_final_score(tmp_path):
     from atso_nnunet.comparison.run import RunRecord
-    from atso_nnunet.comparison.report import render_markdown, summarise
+    from atso_nnunet.comparison.report import render_markdown
+    from atso_nnunet.comparison.summary import summarise
 
     m0 = {"metric": "mean", "final": {}, "generations": [{"generation": 0, "test_dsc": 0.44}]}
     records = [RunRecord(0, "supervised", tmp_path / "a", m0),
@@ -232,7 +234,8 @@ def test_a_curve_averages_the_same_seeds_at_every_generation(tmp_path):
     """Seed 1's STSO is still training: its G0 (the shared M0, 0.30) must not enter STSO's G0 mean
     while seed 1 is absent from G1, or the step G0 -> G1 would show seed 1's weak M0, not STSO."""
     from atso_nnunet.comparison.run import RunRecord
-    from atso_nnunet.comparison.report import plot, render_markdown, summarise
+    from atso_nnunet.comparison.report import plot, render_markdown
+    from atso_nnunet.comparison.summary import summarise
 
     def rep(*tests, final=None):
         return {"metric": "mean", "final": {"test_dsc_mean": final} if final else {},
@@ -294,7 +297,8 @@ def test_a_run_on_another_training_of_m0_is_left_out_of_the_pairs(tmp_path):
     its difference to seed 1's labeled-only or ATSO would carry M0's run-to-run spread, so it is
     left out of every pair, named in the tables, and still counted in STSO's own mean."""
     from atso_nnunet.comparison.run import RunRecord
-    from atso_nnunet.comparison.report import render_markdown, summarise
+    from atso_nnunet.comparison.report import render_markdown
+    from atso_nnunet.comparison.summary import summarise
 
     def rep(*tests, final):
         return {"metric": "mean", "final": {"test_dsc_mean": final},
@@ -316,3 +320,26 @@ def test_a_run_on_another_training_of_m0_is_left_out_of_the_pairs(tmp_path):
                                         "labeled_only_m0_test_dsc": 0.30}]
     assert "Seed 1 STSO started from another training of M0 (its G0 test DSC 36.0, the labeled-only run's 30.0)" \
         in render_markdown(summary, "p")
+
+
+def test_without_labels_correlates_every_label_free_monitor_with_the_truth_by_hand():
+    from atso_nnunet.comparison.summary import _spearman, without_labels
+
+    def rep(ref, vol, change, drifted):
+        return {"generations": [{"generation": 0, "reference_dsc": 0.4, "volume_vs_m0": 1.0}] + [
+            {"generation": t, "reference_dsc": r, "volume_vs_m0": v, "change": c, "agreement": {"R1": c},
+             "empty_pseudo_labels": 0} for t, (r, v, c) in enumerate(zip(ref, vol, change), 1)],
+            "without_labels": {"drift": {"drifted": drifted, "first_generation": 2 if drifted else None}}}
+
+    by = {("atso", 0): rep([0.5, 0.4, 0.3], [0.9, 0.7, 0.6], [0.6, 0.7, 0.8], True),
+          ("stso", 0): rep([0.5, 0.55, 0.56], [1.0, 1.1, 1.2], [0.8, 0.9, 0.9], False)}
+    w = without_labels(by)
+    assert w["n"]["volume vs M0"] == 6 and w["n"]["empty"] == 6
+    assert w["spearman"]["volume vs M0"] == pytest.approx(_spearman([0.5, 0.4, 0.3, 0.5, 0.55, 0.56],
+                                                                    [0.9, 0.7, 0.6, 1.0, 1.1, 1.2]))
+    assert w["pearson"]["empty"] is None  # no spread
+    assert w["drift"] == [{"method": "atso", "seed": 0, "drifted": True, "first_generation": 2},
+                          {"method": "stso", "seed": 0, "drifted": False, "first_generation": None}]
+    # Spearman by hand: ranks of (1, 2, 3, 4) against (1, 3, 2, 4): 1 - 6 * 2 / (4 * 15) = 0.8
+    assert _spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
+    assert _spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254, abs=1e-6)  # ties averaged

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from atso_nnunet.comparison.run import ComparisonOptions, read_records, run_comparison
-from atso_nnunet.comparison.report import summarise
+from atso_nnunet.comparison.summary import summarise
 from atso_nnunet.errors import InputError
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.plan import plan_from_dict

@@ -88,7 +88,8 @@ def test_label_free_monitors_are_steps_with_report_cells():
     steps = build_schedule(plan, reference_subsets(plan), get_method(plan.method))
     monitors = {s.id: s for s in steps if s.kind == "monitor"}
     assert set(monitors) == {"g0/monitor/empty_R_g0", "g1/monitor/empty_R_g1", "g1/monitor/change_R_g1",
-                             "g1/monitor/agreement_g1_R1", "g1/monitor/agreement_g1_R2"}
+                             "g1/monitor/agreement_g1_R1", "g1/monitor/agreement_g1_R2",
+                             "g0/monitor/volume_R_g0", "g1/monitor/volume_R_g1"}
     change = monitors["g1/monitor/change_R_g1"]
     assert [r.name for r in change.reads] == ["R_g1", "R_g0"]
     assert [c.column for c in change.report_cells] == ["change"]

@@ -1,7 +1,7 @@
 """A run folder made before the package was reorganised (issue 27) resumes after it with nothing rerun.
 
-``data/fake_atso_run_8ad34f9.tar.xz`` is the run folder of a tiny ATSO run (two generations, axial
-view, the fake nnU-Net of ``fake_nnunet.py``) made with the code of main at commit 8ad34f9, just before the
+``data/fake_atso_run_8f63ce1.tar.xz`` is the run folder of a tiny ATSO run (two generations, axial
+view, the fake nnU-Net of ``fake_nnunet.py``) made with the code of main at commit 8f63ce1, just before the
 move; its ``inputs/`` links (absolute paths of the machine that made it) are left out.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from atso_nnunet.run.rundir import RunDir
 from fake_nnunet import FakeNnUNetExecutor
 from helpers import write_tiny_dataset
 
-ARCHIVE = Path(__file__).parent / "data" / "fake_atso_run_8ad34f9.tar.xz"
+ARCHIVE = Path(__file__).parent / "data" / "fake_atso_run_8f63ce1.tar.xz"
 PLAN = {"name": "fake", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "FakeExp",
         "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
         "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": 2, "views": ["axial"]}

@@ -5,49 +5,14 @@ import json
 
 import pytest
 
-from atso_nnunet.run import steps as runners
-from atso_nnunet.run.driver import PREPARE, DriverOptions, run_experiment
-from atso_nnunet.plan import plan_from_dict
 from atso_nnunet.run.rundir import RunDir
-
-from helpers import write_tiny_dataset
 from fake_nnunet import FakeNnUNetExecutor
-
-
-def _plan(method="atso", generations=1, views=("axial",), **over):
-    data = {
-        "name": "fake", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "FakeExp",
-        "labeled": ["tiny_000", "tiny_001", "tiny_002"],
-        "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"], "test": ["tiny_007", "tiny_008"],
-        "method": method, "generations": 0 if method == "supervised" else generations, "views": list(views),
-    }
-    data.update(over)
-    return plan_from_dict(data)
-
-
-@pytest.fixture
-def fake_run(tmp_path, nnunet_paths, monkeypatch):
-    """A prepared experiment dataset (as the driver's prepare would leave it) and a fake nnU-Net."""
-    write_tiny_dataset(nnunet_paths.raw, dataset_id=991, name="FakeExp")
-    ingested = []
-    # ingestion needs nnU-Net's preprocessed data: record the call instead
-    monkeypatch.setitem(runners.PLUGIN_RUNNERS, "ingest",
-                        lambda ctx, step: ingested.append(step.id) or {"empty_cases": []})
-
-    def run(plan, **kw):
-        run_dir = tmp_path / "run"
-        RunDir(run_dir).mark_done(PREPARE, 0.0)
-        ex = kw.pop("executor", None) or FakeNnUNetExecutor()
-        rep = run_experiment(plan, DriverOptions(run_dir=run_dir, paths=nnunet_paths, executor=ex, **kw))
-        return rep, ex, RunDir(run_dir)
-
-    run.ingested = ingested
-    return run
+from helpers import fake_plan
 
 
 def test_atso_run_fills_every_report_cell_and_resume_runs_nothing(fake_run):
     full = {"atso": {"test_model": "ensemble", "final_labels": "last"}}  # every generation's subset models
-    rep, ex, run = fake_run(_plan("atso", generations=2, method_options=full))
+    rep, ex, run = fake_run(fake_plan("atso", generations=2, method_options=full))
     # the executor was asked once, before any job, to start its workers (logs beside the jobs' logs)
     assert ex.warmed_up == [run.root / "logs"] and ex.ran_when_warmed == [0]
     # M0, 2 x 2 half-models, final: one training each (one view); predictions: one call per model
@@ -64,26 +29,26 @@ def test_atso_run_fills_every_report_cell_and_resume_runs_nothing(fake_run):
     assert "majority vote of the ensemble" in rep.how_evaluated
     assert (run.root / "report.md").is_file() and json.loads((run.root / "report.json").read_text())["final"]
     # a second run finds every marker and runs no job
-    _, ex2, _ = fake_run(_plan("atso", generations=2, method_options=full))
+    _, ex2, _ = fake_run(fake_plan("atso", generations=2, method_options=full))
     assert ex2.ran == []
 
 
 def test_a_lost_prediction_marker_reruns_that_model_and_view_only(fake_run):
-    _, _, run = fake_run(_plan("stso"))
+    _, _, run = fake_run(fake_plan("stso"))
     run.marker("g1/predict/g1_all/axial/E").unlink()
-    _, ex, _ = fake_run(_plan("stso"))
+    _, ex, _ = fake_run(fake_plan("stso"))
     assert ex.ran == ["g1_all__axial__predict_ER"]  # R and E of one model and view are one call
 
 
 def test_supervised_run_reports_generation_zero_only(fake_run):
-    rep, ex, _ = fake_run(_plan("supervised"))
+    rep, ex, _ = fake_run(fake_plan("supervised"))
     assert [g.generation for g in rep.generations] == [0]
     assert rep.final is None and rep.generations[0].test_dsc > 0.9
     assert not fake_run.ingested
 
 
 def test_step_adopts_an_nnunet_output_made_by_hand(fake_run, tmp_path, nnunet_paths):
-    plan = _plan("stso")
+    plan = fake_plan("stso")
     # run only generation 0's training, by hand, outside the driver (as --dry-run prints it)
     rep, ex, run = fake_run(plan, only_step="g0/train/M0/axial")
     assert ex.ran == ["g0__train__M0__axial"]
@@ -95,7 +60,7 @@ def test_step_adopts_an_nnunet_output_made_by_hand(fake_run, tmp_path, nnunet_pa
 
 
 def test_metric_global_fills_the_cells_with_global_dsc(fake_run):
-    rep, _, run = fake_run(_plan("stso", metric="global"))
+    rep, _, run = fake_run(fake_plan("stso", metric="global"))
     ev = json.loads((run.root / "eval" / "g1_all" / "E.json").read_text())
     assert rep.generations[1].test_dsc == pytest.approx(ev["global_dsc"])
     ref = json.loads((run.root / "eval" / "R_g1" / "R.json").read_text())
@@ -114,7 +79,7 @@ def test_the_reason_a_run_stopped_is_the_last_line_of_its_run_log(fake_run, tmp_
             return super().run_batch(jobs)
 
     with pytest.raises(StepFailedError):
-        fake_run(_plan("supervised"), executor=FailingTraining())
+        fake_run(fake_plan("supervised"), executor=FailingTraining())
     last = RunDir(tmp_path / "run").log_file.read_text().splitlines()[-2:]
     assert "ERROR atso_nnunet.run.driver: driver stopped: StepFailedError: 1 job(s) failed" in last[0], last
     assert last[1] == "  - g0__train__M0__axial: exit code 1; log: /x/logs/g0/train/M0/axial.log"
