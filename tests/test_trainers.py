@@ -21,6 +21,7 @@ from atso_nnunet.paths import nnunet_environment
 from atso_nnunet.planning import plans_file
 from atso_nnunet.trainers import ATSOTrainer, TrainerRunConfig
 from atso_nnunet.trainers.base import RUN_CONFIG_FILE
+from atso_nnunet.trainers.resumes import read_resumes
 
 pytest_plugins = ["fixtures_nnunet"]
 
@@ -261,6 +262,11 @@ RESUME_SCHEDULE = {**TINY_SCHEDULE, "ATSO_NUM_EPOCHS": "5", "ATSO_SEED": "11", "
                    "ATSO_BEST_CHECKPOINT_EVERY": "2", "nnUNet_n_proc_DA": "0"}
 
 
+def _resume_epoch(kill_at, save_every):
+    """The epoch a training killed at ``kill_at`` continues at: that of its latest checkpoint."""
+    return (kill_at[0] // save_every) * save_every
+
+
 def _resumable_training(planned, paths, monkeypatch, save_every, kill_at=None):
     """A seeded 5-epoch tiny training; with ``kill_at=(epoch, iteration)`` it is stopped at that
     training step and continued the way ``nnUNetv2_train --c`` does. Returns the final checkpoint."""
@@ -285,10 +291,12 @@ def _resumable_training(planned, paths, monkeypatch, save_every, kill_at=None):
             assert not (Path(trainer.output_folder) / "checkpoint_final.pth").exists()
             trainer = _trainer(planned, paths)          # a new process: a fresh trainer, --c
             maybe_load_checkpoint(trainer, True, False, None)
-            assert trainer.current_epoch == (kill_at[0] // save_every) * save_every
+            assert trainer.current_epoch == _resume_epoch(kill_at, save_every)
         trainer.run_training()
         folder = Path(trainer.output_folder)
     assert not list(folder.glob(".*.partial"))
+    expected = [] if kill_at is None else [(_resume_epoch(kill_at, save_every), True)]
+    assert [(r["epoch"], r["exact"]) for r in read_resumes(folder)] == expected
     return torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False), trainer.log_file
 
 

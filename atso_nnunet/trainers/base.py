@@ -10,7 +10,6 @@ written leaves the previous one intact.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -23,8 +22,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from atso_nnunet.errors import InputError
+from atso_nnunet.io import read_json
 from atso_nnunet.plan.training import training_fields
 from atso_nnunet.trainers.config import TrainerRunConfig
+from atso_nnunet.trainers.resumes import record_resume
 from atso_nnunet.trainers.seeding import reset_channel_orders, seed_all, seed_epoch
 
 RUN_CONFIG_FILE = "atso_run_config.json"
@@ -91,7 +92,7 @@ class ATSOTrainer(nnUNetTrainer):
         self.print_to_log_file(f"Initialised all network weights from {checkpoint_file}")
 
     def _check_resume(self) -> None:
-        """A continued training (``--c``): refuse a changed seed, say whether the result will be exact.
+        """A continued training (``--c``): refuse a changed seed, record the resume, say whether it is exact.
 
         Raises:
             InputError: the training was started with another seed (per-epoch seeding would
@@ -99,12 +100,14 @@ class ATSOTrainer(nnUNetTrainer):
         """
         previous = Path(self.output_folder) / RUN_CONFIG_FILE
         seed = self.run_config.seed
-        before = json.loads(previous.read_text()).get("seed") if previous.is_file() else seed
+        before = (read_json(previous) or {"seed": seed}).get("seed")
         if before != seed:
             raise InputError(
                 f"{self.output_folder}: this training was started with seed {before} and is continued (--c) with "
                 f"seed {seed}; continue it with seed {before} (the plan's training.seed), or delete the folder to "
                 "train from scratch")
+        if self.local_rank == 0:
+            record_resume(self.output_folder, self.current_epoch, seed)
         if seed is None:
             self.print_to_log_file(f"Continuing at epoch {self.current_epoch} without a training seed: the result "
                                    "will differ from an uninterrupted training (set training.seed for an exact resume)")
