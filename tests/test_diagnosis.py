@@ -50,7 +50,9 @@ def fake_atso_run(tmp_path, nnunet_paths, monkeypatch):
         "name": "fake", "sources": ["Dataset990_Tiny"], "dataset_id": 991, "dataset_name": "FakeExp",
         "labeled": ["tiny_000", "tiny_001", "tiny_002"],
         "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"], "test": ["tiny_007", "tiny_008"],
-        "method": "atso", "generations": 1, "views": ["axial"], "metric": "global"})
+        "method": "atso", "generations": 1, "views": ["axial"], "metric": "global",
+        # R_g1 exists only when the final model learns from it (by default generation T makes no labels)
+        "method_options": {"atso": {"final_labels": "last"}}})
     run_dir = tmp_path / "run"
     RunDir(run_dir).mark_done(PREPARE, 0.0)
     run_experiment(plan, DriverOptions(run_dir=run_dir, paths=nnunet_paths, executor=FakeNnUNetExecutor()))
