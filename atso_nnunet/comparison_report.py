@@ -218,7 +218,8 @@ def summarise(records) -> dict:
             "monitor_points": points, "without_labels": without_labels(by), "cost": cost, "gap_share": gap_share,
             "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
             "runs": [{"seed": r.seed, "method": r.method, "run_dir": str(r.run_dir), "labeled": r.labeled,
-                      "finished": (r.method, r.seed) in finished} for r in records]}
+                      "finished": (r.method, r.seed) in finished,
+                      "resumed_trainings": (r.report or {}).get("resumed_trainings") or []} for r in records]}
 
 
 def _pct(v: Optional[float], sd: Optional[float] = None) -> str:
@@ -244,6 +245,12 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
                   if not r["finished"]]
     if unfinished:
         out.write(f"**Not finished yet** (no final score, '–'; rerun the command to continue): {', '.join(unfinished)}.\n\n")
+    resumed = [f"seed {r['seed']} {NAMES.get(r['method'], r['method'])} " + ", ".join(
+        t["step"] + ("" if t["exact"] else " (not exact: no training seed)") for t in r["resumed_trainings"])
+        for r in summary.get("runs", []) if r.get("resumed_trainings")]
+    if resumed:
+        out.write("Resumed trainings (continued with `nnUNetv2_train --c` after an interruption; seeded per epoch, "
+                  f"they equal uninterrupted ones): {'; '.join(resumed)}.\n\n")
     out.write("## Final models on E\n\n| method | test DSC | n | per seed |\n|---|---|---|---|\n")
     for m in summary["methods"]:
         st = summary["final"]["stats"][m]

@@ -180,8 +180,11 @@ def prepare(ctx: RunContext, network) -> None:
                          "was recorded. Fix the source files named above, or leave their cases out of the plan, and "
                          "run the same command again.)") from None
     t0 = time.time()
-    plan_and_preprocess(ctx.paths, plan.dataset_id, views=plan.views, configuration=plan.configuration,
-                        network=network, num_processes=ctx.num_processes)
+    from atso_nnunet.execution.group_child import run_in_process_group
+
+    # in a child process group that dies with the driver: nnU-Net's spawn pools must not outlive a SIGKILL
+    run_in_process_group(plan_and_preprocess, ctx.paths, plan.dataset_id, views=plan.views,
+                         configuration=plan.configuration, network=network, num_processes=ctx.num_processes)
     logger.info("tri-view planning and preprocessing ready (%.1f s)", time.time() - t0)
 
 
@@ -243,9 +246,12 @@ def _run_batch(ctx: RunContext, batch: Sequence[Step], executor: Executor, progr
         return
     logger.info("running %d nnU-Net job(s): %s", len(jobs), ", ".join(j.name for j in jobs))
     results = executor.run_batch(jobs)
+    from atso_nnunet.trainers.resumes import resume_summary     # the trainer's record of its --c resumes
+
     for res in results:
         for step in owners[res.name]:
-            run.mark_done(step.id, res.wall_s, log=str(res.log_path), attempts=res.attempts)
+            extra = resume_summary(ctx.model_folder(step.output)) if step.kind == "train" else {}
+            run.mark_done(step.id, res.wall_s, log=str(res.log_path), attempts=res.attempts, **extra)
             progress.finished(step.id, res.wall_s)
 
 
@@ -467,4 +473,21 @@ def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
     rep.final_label_round = method.final_label_round(ctx.plan)
     rep.cost = training_cost(ctx.plan, steps)
     rep.ship_generation, rep.last_generation = ctx.plan.ship_generation, ctx.plan.generations
+    rep.resumed_trainings = resumed_trainings(run, steps)
     return rep
+
+
+def resumed_trainings(run: RunDir, steps: Sequence[Step]) -> Optional[List[dict]]:
+    """The finished trainings that were continued with ``--c`` (from their completion markers);
+    None while no training has finished."""
+    out, finished = [], False
+    for step in steps:
+        marker = read_json(run.marker(step.id)) if step.kind == "train" else None
+        if marker is None:
+            continue
+        finished = True
+        marker = marker.get("original", marker) if "shared_from" in marker else marker   # adopted M0
+        if marker.get("resumed"):
+            out.append({"step": step.id, "epochs": marker.get("resumed_at_epochs", []),
+                        "exact": bool(marker.get("resume_exact"))})
+    return out if finished else None
