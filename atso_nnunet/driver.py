@@ -375,10 +375,22 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
     run = ctx.run
     from atso_nnunet.preflight import preflight
 
+    refused = None
     if not run.is_done(PREPARE):        # a prepared run passed it and needs its sources no more
-        preflight(plan, options.paths)  # before anything is written in the run folder
+        try:
+            preflight(plan, options.paths)  # before anything is written in the run folder
+        except InputError as e:
+            if not options.dry_run:
+                raise
+            refused = e
     if options.dry_run:
-        from atso_nnunet.dryrun import print_commands
+        from atso_nnunet.dryrun import print_commands, print_schedule
+
+        if refused is not None:
+            # The schedule and the budget come from the plan's case lists alone: a team sees them
+            # before it converts its data; then the problems, and nothing is written.
+            print_schedule(ctx, steps, options.sec_per_iter)
+            raise refused
 
         # Only the resolved plan and the trainer run configs are written, so the printed commands run as given.
         _record_plan(run, plan)
