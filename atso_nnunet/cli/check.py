@@ -23,6 +23,7 @@ logger = logging.getLogger("atso_nnunet.check")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="atso_nnunet_check",
         description="Check a raw dataset before planning / training: dataset.json, missing images or labels, "
                     "numTraining, geometry of image/label pairs, label values, 2D/4D files, truncated files, NaN/Inf "

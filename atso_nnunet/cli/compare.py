@@ -38,7 +38,7 @@ logger = logging.getLogger("atso_nnunet.comparison.run")
 def build_parser() -> argparse.ArgumentParser:
     from atso_nnunet.methods import method_names
 
-    p = argparse.ArgumentParser(prog="atso_nnunet_compare", description=plain(__doc__),
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="atso_nnunet_compare", description=plain(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("experiment plan")
     src.add_argument("-d", "--dataset", help="plan folder, e.g. synthetic, NIH")

@@ -24,6 +24,7 @@ logger = logging.getLogger("atso_nnunet.convert")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="atso_nnunet_convert",
         description="Convert NIH Pancreas-CT (TCIA DICOM + NIfTI labels) or MSD Task07 Pancreas "
                     "into nnU-Net raw datasets (the sources of the ATSO experiment plans).",

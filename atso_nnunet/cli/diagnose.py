@@ -18,7 +18,7 @@ from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, ru
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atso_nnunet_diagnose",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="atso_nnunet_diagnose",
                                 description="Diagnose a run folder: label volumes, overlays in each view, what "
                                             "the students trained on, training curves, intensities.")
     p.add_argument("run_dir", type=Path, help="an atso_nnunet run folder")

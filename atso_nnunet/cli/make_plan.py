@@ -30,6 +30,7 @@ logger = logging.getLogger("atso_nnunet.make_plan")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="atso_nnunet_make_plan",
         description="Write an experiment plan (JSON) from an nnU-Net raw dataset (labeled cases), "
                     "a folder of unlabeled images and an optional list of test cases.",

@@ -21,7 +21,7 @@ from atso_nnunet.comparison.publish import publish_comparison
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atso_nnunet_publish", description=plain(__doc__.splitlines()[0]))
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="atso_nnunet_publish", description=plain(__doc__.splitlines()[0]))
     p.add_argument("src", type=Path, help="a comparison folder (atso_nnunet_compare --out)")
     p.add_argument("dst", type=Path, help="where the records and tables go (e.g. docs/benchmarks/10pct)")
     add_verbose_option(p)

@@ -23,6 +23,7 @@ DEVICES = ("cpu", "cuda")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="atso_nnunet_run",
         description="Semi-supervised nnU-Net training with ATSO (asynchronous teacher-student optimization) "
                     "or a baseline (stso, self-learning, supervised), 2D tri-view. Rerun the same command to "

@@ -26,7 +26,7 @@ logger = logging.getLogger("atso_nnunet.segment")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atso_nnunet_segment", description=plain(__doc__),
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="atso_nnunet_segment", description=plain(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", type=Path, required=True, help="folder of a finished atso_nnunet_run")
     p.add_argument("-i", "--input", type=Path, required=True, help="folder of <case>_0000.nii.gz images")

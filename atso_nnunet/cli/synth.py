@@ -20,6 +20,7 @@ logger = logging.getLogger("atso_nnunet.synth")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="atso_nnunet_synth",
         description="Write a synthetic abdominal CT dataset (pancreas-like organ) as an nnU-Net raw dataset "
                     "<raw>/Dataset<id>_<name>: domain A is NIH-like (venous, labels 0/1), domain B MSD-like "

@@ -16,7 +16,7 @@ from atso_nnunet.cli.common import add_verbose_option, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="atso_nnunet_view_volumes",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="atso_nnunet_view_volumes",
                                 description="Per-view and vote test DSC and predicted/true volume of every "
                                             "model of a finished tri-view run.")
     p.add_argument("run_dir", type=Path, help="a finished atso_nnunet run folder")

@@ -52,6 +52,12 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
                   if not r["finished"]]
     if unfinished:
         out.write(f"**Not finished yet** (no final score, '–'; rerun the command to continue): {', '.join(unfinished)}.\n\n")
+    resumed = [f"seed {r['seed']} {method_word(r['method'])} " + ", ".join(
+        t["step"] + ("" if t["exact"] else " (not exact: no training seed)") for t in r["resumed_trainings"])
+        for r in summary.get("runs", []) if r.get("resumed_trainings")]
+    if resumed:
+        out.write("Resumed trainings (continued with `nnUNetv2_train --c` after an interruption; seeded per epoch, "
+                  f"they equal uninterrupted ones): {'; '.join(resumed)}.\n\n")
     out.write("## Final models on E\n\n| method | test DSC | n | per seed |\n|---|---|---|---|\n")
     for m in summary["methods"]:
         st = summary["final"]["stats"][m]

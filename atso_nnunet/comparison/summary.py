@@ -200,4 +200,5 @@ def summarise(records) -> dict:
             "monitor_points": points, "without_labels": without_labels(by), "cost": cost, "gap_share": gap_share,
             "labeled_only": labeled_only, "oracle": oracle, "different_m0": other_m0,
             "runs": [{"seed": r.seed, "method": r.method, "run_dir": str(r.run_dir), "labeled": r.labeled,
-                      "finished": (r.method, r.seed) in finished} for r in records]}
+                      "finished": (r.method, r.seed) in finished,
+                      "resumed_trainings": (r.report or {}).get("resumed_trainings") or []} for r in records]}

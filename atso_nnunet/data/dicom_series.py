@@ -72,6 +72,29 @@ def select_series(patient: str, series: Sequence[Tuple[str, Path]], rule: Option
 # reading
 
 
+def series_instance_uid(patient: str, files: Sequence[str], gdcm_id: str = "") -> str:
+    """The SeriesInstanceUID (0020,000E) of a series, read from its first file's header.
+
+    GDCM's series identifier (``GetGDCMSeriesIDs``) is not the UID itself: it is the UID with
+    every character but letters, digits and dots removed, and comes back empty for some vendors'
+    files (a Siemens series converted from NIH Pancreas-CT), so the header is read with pydicom.
+    ``gdcm_id`` is kept (with a warning) when the header has no UID.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        header = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        uid = str(header.get("SeriesInstanceUID", "") or "").strip(" \x00")
+    except (OSError, InvalidDicomError) as e:
+        logger.warning("%s: cannot read the SeriesInstanceUID of %s (%s)", patient, files[0], e)
+        uid = ""
+    if not uid:
+        logger.warning("%s: no SeriesInstanceUID (0020,000E) in %s; recording GDCM's series id %r", patient,
+                       files[0], gdcm_id)
+    return uid or gdcm_id
+
+
 def _slice_geometry(path: str) -> Tuple[np.ndarray, np.ndarray]:
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)

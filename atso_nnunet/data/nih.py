@@ -50,7 +50,8 @@ from tqdm import tqdm
 
 from atso_nnunet.data import layout
 from atso_nnunet.data.dicom_series import (  # also imported from here
-    SERIES_RULES, _series_in, check_slice_positions, check_unreadable_files, read_series, select_series)
+    SERIES_RULES, _series_in, check_slice_positions, check_unreadable_files, read_series, select_series,
+    series_instance_uid)
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import Geometry, read_image, write_array, write_json
 
@@ -305,7 +306,7 @@ def convert_case(case_id: str, patient_dir: Path, labels_root: Path, out_dir: Pa
     label_array, record = align_label(case_id, read_image(lab_path), geometry)
     label_array = _label_values(case_id, label_array)
 
-    record.patient, record.series_uid = patient, uid
+    record.patient, record.series_uid = patient, series_instance_uid(f"{case_id} ({patient})", files, uid)
     record.size, record.spacing = tuple(geometry.size), tuple(round(s, 6) for s in geometry.spacing)
     record.warnings = warnings + record.warnings
     if record.reoriented:

@@ -86,6 +86,9 @@ class RunReport:
         cost: ``{"trainings": n, "iterations": i}`` of the whole schedule, M0 included.
         ship_generation: the plan's rule for the generation to ship (:mod:`atso_nnunet.monitors.ship_rule`).
         last_generation: the plan's T (None: the last reported generation).
+        resumed_trainings: the finished trainings that were continued with ``nnUNetv2_train --c``
+            after an interruption: ``{"step", "epochs", "exact"}`` each (``exact``: seeded per epoch,
+            so the model equals an uninterrupted training's); None when no training has finished.
     """
 
     method: str
@@ -100,6 +103,7 @@ class RunReport:
     cost: Optional[Dict[str, int]] = None
     ship_generation: str = "last"
     last_generation: Optional[int] = None
+    resumed_trainings: Optional[List[Dict]] = None
 
     def to_json(self) -> dict:
         from atso_nnunet.monitors.without_labels import summary
@@ -117,6 +121,7 @@ class RunReport:
             "final_label_round": self.final_label_round,
             "cost": self.cost,
             "without_labels": summary(self),
+            "resumed_trainings": self.resumed_trainings,
         }
 
 
@@ -161,6 +166,19 @@ def _no_test_score_words(report: RunReport) -> str:
     return ""
 
 
+def _resumed_words(report: RunReport) -> str:
+    """One line: which trainings were continued after an interruption, and whether exactly."""
+    if report.resumed_trainings is None:
+        return ""
+    if not report.resumed_trainings:
+        return "No training was resumed (every model trained without interruption)."
+    parts = [f"{r['step']} (at epoch {', '.join(map(str, r['epochs']))}; "
+             + ("exact: seeded per epoch)" if r["exact"] else "not exact: no training seed)")
+             for r in report.resumed_trainings]
+    return (f"Resumed trainings ({len(parts)}, continued with `nnUNetv2_train --c` after an interruption): "
+            + "; ".join(parts) + ".")
+
+
 def render_markdown(report: RunReport) -> str:
     """The Markdown report: Table 1 layout, Table 4 layout (ATSO), monitors, "Without labels", final model."""
     from atso_nnunet.monitors.without_labels import render_without_labels
@@ -176,6 +194,9 @@ def render_markdown(report: RunReport) -> str:
                   f"pseudo-labels of round {report.final_label_round}")
         out.write(f"Final model learned from {rounds}; the run trains {report.cost['trainings']} models, "
                   f"{report.cost['iterations']:,} iterations in all (M0 included).\n\n")
+    resumed = _resumed_words(report)
+    if resumed:
+        out.write(resumed + "\n\n")
     unscored = _no_test_score_words(report)
     if unscored:
         out.write(unscored + "\n\n")

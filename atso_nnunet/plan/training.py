@@ -85,7 +85,9 @@ class TrainingSettings:
         num_epochs: epochs (nnU-Net: 1000).
         num_iterations_per_epoch: training iterations per epoch (nnU-Net: 250).
         num_val_iterations_per_epoch: validation iterations per epoch (nnU-Net: 50).
-        save_every: epochs between ``checkpoint_latest.pth`` saves (nnU-Net: 50).
+        save_every: epochs between ``checkpoint_latest.pth`` saves (nnU-Net: 50): a killed training
+            continued with ``--c`` redoes up to ``save_every - 1`` epochs. On a CPU, where an epoch
+            takes minutes, set it small (1-5).
         plot_every: epochs between redraws of ``progress.png`` (nnU-Net: 1); the last epoch always
             draws it. nnU-Net's plot is a 3000 x 5400 pixel PNG, seconds of CPU for small networks.
         best_checkpoint_every: epochs between checks for a new best EMA pseudo Dice, which saves
@@ -98,7 +100,10 @@ class TrainingSettings:
             over all cases).
         oversample_foreground: share of patches forced to contain foreground (nnU-Net: 0.33).
         seed: seed of torch, numpy and random in the training process (weights init, sampling,
-            augmentation); ``None``: nnU-Net's unseeded default. Training on a GPU stays
+            augmentation), reseeded at every epoch from (seed, epoch), so a training killed and
+            continued with ``--c`` ends with the same weights as one that ran through (CPU,
+            single-process augmentation: :mod:`atso_nnunet.nnunet.trainers.seeding`); ``None``: nnU-Net's
+            unseeded default, and a resumed training differs. Training on a GPU stays
             non-deterministic (cuDNN), so repeated runs still differ somewhat.
     """
 

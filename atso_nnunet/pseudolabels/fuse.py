@@ -12,7 +12,8 @@ the three label maps voxel by voxel. Two rules are provided:
     background, i.e. a conservative mask (a voxel is foreground only with a strict majority).
   - ``"probability"``: the tied class with the highest *summed* softmax probability over all
     voters wins (probabilities are required); classes with equal sums fall back to ``"lowest"``.
-  - ``"auto"`` (default): ``"probability"`` when probabilities are available, else ``"lowest"``.
+  - ``"auto"`` (default): ``"probability"`` when probabilities are available, else ``"lowest"``
+    with a warning that counts the ties resolved so (never silently by class order).
 
   Probabilities are only read when a tie actually occurs, so with 3 voters and 2 classes (where
   ties cannot happen) the ``.npz`` files are never opened.
@@ -54,7 +55,7 @@ PROBABILITIES_KEY = "probabilities"
 
 
 from atso_nnunet.pseudolabels.vote import (  # noqa: E402  (the rules on arrays)
-    METHODS, _break_ties, _check_tie_break, _label_dtype, _VoteCounter, mean_probability)
+    METHODS, _break_ties, _check_tie_break, _label_dtype, _VoteCounter, mean_probability, tie_counts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,7 +133,8 @@ def _check_same_geometry(case: str, first: Path, first_geometry: Geometry, other
 
 
 def _fuse_vote(case: str, inputs: Sequence[Path], num_classes: Optional[int],
-               tie_break: str) -> Tuple[np.ndarray, Geometry]:
+               tie_break: str) -> Tuple[np.ndarray, Geometry, Tuple[int, int]]:
+    """The fused label map, its geometry and (tied voxels, three-way or more) resolved by class order."""
     files = [folder / f"{case}{FILE_ENDING}" for folder in inputs]
     counter = _VoteCounter(num_classes)
     geometries: List[Geometry] = []
@@ -163,7 +165,9 @@ def _fuse_vote(case: str, inputs: Sequence[Path], num_classes: Optional[int],
             logger.debug("case %s: %d tied voxel(s) resolved by summed probability", case, n_ties)
         else:
             logger.debug("case %s: %d tied voxel(s) resolved to the lowest class id", case, n_ties)
-    return fused.astype(_label_dtype(counter.counts.shape[0])), geometries[0]
+            return (fused.astype(_label_dtype(counter.counts.shape[0])), geometries[0],
+                    tie_counts(counter.counts, tie))
+    return fused.astype(_label_dtype(counter.counts.shape[0])), geometries[0], (0, 0)
 
 
 def _fuse_mean(case: str, inputs: Sequence[Path], num_classes: Optional[int],
@@ -260,6 +264,7 @@ def fuse_folders(inputs: Sequence[Path], output_dir: Path, method: str = "vote",
 
     outputs: List[Path] = []
     skipped = 0
+    by_order = {}   # case -> (tied voxels, three-way or more) resolved by class order
     for case in tqdm(cases, desc=f"fuse ({method})", unit="case", disable=not progress):
         out = output_dir / f"{case}{FILE_ENDING}"
         outputs.append(out)
@@ -268,7 +273,9 @@ def fuse_folders(inputs: Sequence[Path], output_dir: Path, method: str = "vote",
             continue
         reference = _read_geometry(Path(reference_images[case])) if reference_images is not None else None
         if method == "vote":
-            fused, geometry = _fuse_vote(case, inputs, num_classes, tie_break)
+            fused, geometry, ties = _fuse_vote(case, inputs, num_classes, tie_break)
+            if ties[0]:
+                by_order[case] = ties
         else:
             fused, geometry = _fuse_mean(case, inputs, num_classes, reference)
         if reference is not None:
@@ -279,5 +286,16 @@ def fuse_folders(inputs: Sequence[Path], output_dir: Path, method: str = "vote",
         write_array(fused, geometry, out)
         del fused
     logger.info("fused %d case(s) into %s (%d kept)", len(cases) - skipped, output_dir, skipped)
+    if by_order:
+        n, multi = (sum(t[i] for t in by_order.values()) for i in (0, 1))
+        words = (f"{n} tied voxel(s) in {len(by_order)} case(s) ({', '.join(sorted(by_order)[:5])}"
+                 f"{', ...' if len(by_order) > 5 else ''}) among {len(inputs)} voters"
+                 + (f", {multi} of them three-way or more" if multi else ""))
+        if tie_break == "lowest":
+            logger.info("%s: resolved to the lowest tied class (tie_break='lowest')", words)
+        else:
+            logger.warning("%s, and no probabilities (<case>%s) to break them: they went to the lowest tied class "
+                           "(background whenever it was among them). Predict with --save_probabilities to break ties "
+                           "by summed probability.", words, PROBABILITIES_ENDING)
     return outputs
 

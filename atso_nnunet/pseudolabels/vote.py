@@ -1,9 +1,18 @@
-"""Fusion rules on arrays: majority vote with tie-breaking, mean probability (see :mod:`atso_nnunet.pseudolabels.fuse`)."""
+"""Fusion rules on arrays: majority vote with tie-breaking, mean probability (see :mod:`atso_nnunet.pseudolabels.fuse`).
+
+Ties among any number of voters and classes are broken by the summed probability of the tied
+classes when the voters' probabilities are given; a tie resolved by class order instead (no
+probabilities, ``tie_break="lowest"``, or tied classes with equal summed probabilities) is logged
+with its counts, never silent.
+"""
 from __future__ import annotations
 
+import logging
 from typing import Iterable, Optional, Tuple
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("vote", "mean")
 TIE_BREAKS = ("auto", "lowest", "probability")
@@ -57,6 +66,30 @@ class _VoteCounter:
         return self.counts.argmax(axis=0), n_top > 1
 
 
+def ties_possible(n_voters: int, num_classes: int) -> bool:
+    """Whether ``n_voters`` label maps of ``num_classes`` classes can tie at a voxel.
+
+    An even number of voters can split evenly; with three or more classes an odd number can too
+    (three voters, classes 0, 1 and 2: one vote each).
+    """
+    return n_voters > 1 and (n_voters % 2 == 0 or num_classes > 2)
+
+
+def tie_counts(counts: np.ndarray, tie: np.ndarray) -> Tuple[int, int]:
+    """(tied voxels, tied voxels where three or more classes share the top vote count)."""
+    n = int(tie.sum())
+    if not n:
+        return 0, 0
+    tied = counts[:, tie]
+    return n, int(((tied == tied.max(axis=0)).sum(axis=0) > 2).sum())
+
+
+def describe_ties(counts: np.ndarray, tie: np.ndarray, n_voters: int) -> str:
+    """``"<n> tied voxel(s) among <k> voters (<m> of them three-way or more)"``."""
+    n, multi = tie_counts(counts, tie)
+    return f"{n} tied voxel(s) among {n_voters} voters" + (f" ({multi} of them three-way or more)" if multi else "")
+
+
 def _check_tie_break(tie_break: str) -> None:
     if tie_break not in TIE_BREAKS:
         raise ValueError(f"unknown tie_break {tie_break!r}; choose from {', '.join(TIE_BREAKS)}")
@@ -82,6 +115,10 @@ def _break_ties(counts: np.ndarray, fused: np.ndarray, tie: np.ndarray,
         raise ValueError("tie_break='probability' needs probability maps")
     is_top = tied_counts == tied_counts.max(axis=0)
     summed[~is_top] = -np.inf
+    still = int(((summed == summed.max(axis=0)).sum(axis=0) > 1).sum())
+    if still:
+        logger.warning("%d tied voxel(s) whose tied classes also have equal summed probabilities: they go to "
+                       "the lowest of those classes", still)
     out = fused.copy()
     out[tie] = summed.argmax(axis=0)
     return out
@@ -97,8 +134,12 @@ def majority_vote(label_maps: Iterable[np.ndarray], num_classes: int,
             ``[0, num_classes)``. Any iterable: a generator is consumed one map at a time.
         num_classes: number of classes C including background.
         probabilities: optional, one (C, *spatial) probability map per voter (same order as
-            ``label_maps``); only consumed if a tie occurs and ``tie_break`` allows it.
-        tie_break: ``"auto"``, ``"lowest"`` or ``"probability"`` (see the module docstring).
+            ``label_maps``); only consumed if a tie occurs and ``tie_break`` allows it. A tie
+            (even voters, or three or more classes: :func:`ties_possible`) goes to the tied class
+            with the highest summed probability.
+        tie_break: ``"auto"``, ``"lowest"`` or ``"probability"`` (see :mod:`atso_nnunet.pseudolabels.fuse`).
+            Ties resolved by class order are logged with their counts (a warning for ``"auto"``
+            without probabilities).
 
     Returns:
         The fused label map, same spatial shape, dtype uint8 (uint16 above 256 classes).
@@ -111,7 +152,7 @@ def majority_vote(label_maps: Iterable[np.ndarray], num_classes: int,
         >>> a, b, c = np.array([0, 1, 1]), np.array([1, 1, 0]), np.array([0, 1, 0])
         >>> majority_vote([a, b, c], num_classes=2).tolist()
         [0, 1, 0]
-        >>> majority_vote([a, b], num_classes=2).tolist()   # voxel 0 and 2 tie -> background
+        >>> majority_vote([a, b], num_classes=2).tolist()   # voxels 0 and 2 tie -> background, with a warning
         [0, 1, 0]
     """
     _check_tie_break(tie_break)
@@ -124,6 +165,13 @@ def majority_vote(label_maps: Iterable[np.ndarray], num_classes: int,
         if probabilities is None:
             raise ValueError("tie_break='probability' needs probability maps")
         fused = _break_ties(counter.counts, fused, tie, probabilities)
+    elif tie.any():
+        ties = describe_ties(counter.counts, tie, counter.n_voters)
+        if tie_break == "lowest":
+            logger.info("%s: resolved to the lowest tied class (tie_break='lowest')", ties)
+        else:
+            logger.warning("%s and no probabilities: they go to the lowest tied class (background whenever it is "
+                           "among them); pass the voters' probabilities to break ties by summed probability", ties)
     return fused.astype(_label_dtype(counter.counts.shape[0]))
 
 

@@ -116,9 +116,12 @@ def _run_batch(ctx: RunContext, batch: Sequence[Step], executor: Executor, progr
         return
     logger.info("running %d nnU-Net job(s): %s", len(jobs), ", ".join(j.name for j in jobs))
     results = executor.run_batch(jobs)
+    from atso_nnunet.nnunet.trainers.resumes import resume_summary     # the trainer's record of its --c resumes
+
     for res in results:
         for step in owners[res.name]:
-            run.mark_done(step.id, res.wall_s, log=str(res.log_path), attempts=res.attempts)
+            extra = resume_summary(ctx.model_folder(step.output)) if step.kind == "train" else {}
+            run.mark_done(step.id, res.wall_s, log=str(res.log_path), attempts=res.attempts, **extra)
             progress.finished(step.id, res.wall_s)
 
 
@@ -242,10 +245,22 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
     run = ctx.run
     from atso_nnunet.run.preflight import preflight
 
+    refused = None
     if not run.is_done(PREPARE):        # a prepared run passed it and needs its sources no more
-        preflight(plan, options.paths)  # before anything is written in the run folder
+        try:
+            preflight(plan, options.paths)  # before anything is written in the run folder
+        except InputError as e:
+            if not options.dry_run:
+                raise
+            refused = e
     if options.dry_run:
-        from atso_nnunet.run.dryrun import print_commands
+        from atso_nnunet.run.dryrun import print_commands, print_schedule
+
+        if refused is not None:
+            # The schedule and the budget come from the plan's case lists alone: a team sees them
+            # before it converts its data; then the problems, and nothing is written.
+            print_schedule(ctx, steps, options.sec_per_iter)
+            raise refused
 
         # Only the resolved plan and the trainer run configs are written, so the printed commands run as given.
         _record_plan(run, plan)
@@ -340,4 +355,21 @@ def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
     rep.final_label_round = method.final_label_round(ctx.plan)
     rep.cost = training_cost(ctx.plan, steps)
     rep.ship_generation, rep.last_generation = ctx.plan.ship_generation, ctx.plan.generations
+    rep.resumed_trainings = resumed_trainings(run, steps)
     return rep
+
+
+def resumed_trainings(run: RunDir, steps: Sequence[Step]) -> Optional[List[dict]]:
+    """The finished trainings that were continued with ``--c`` (from their completion markers);
+    None while no training has finished."""
+    out, finished = [], False
+    for step in steps:
+        marker = read_json(run.marker(step.id)) if step.kind == "train" else None
+        if marker is None:
+            continue
+        finished = True
+        marker = marker.get("original", marker) if "shared_from" in marker else marker   # adopted M0
+        if marker.get("resumed"):
+            out.append({"step": step.id, "epochs": marker.get("resumed_at_epochs", []),
+                        "exact": bool(marker.get("resume_exact"))})
+    return out if finished else None

@@ -89,5 +89,17 @@ def budget_lines(ctx: RunContext, steps: Sequence[Step], sec_per_iter: Optional[
     return lines
 
 
+def print_schedule(ctx: RunContext, steps: Sequence[Step], sec_per_iter: Optional[float] = None) -> None:
+    """The budget and the schedule's steps (ids), from the plan alone: no file is read or written.
+
+    What ``--dry-run`` shows when the data are not there yet (their nnU-Net commands need the
+    prepared run folder).
+    """
+    lines = budget_lines(ctx, steps, sec_per_iter)
+    lines.append(f"# schedule: {len(steps)} steps (the nnU-Net commands are printed once the sources exist)")
+    lines += [f"#   {s.id}" for s in steps]
+    print("\n".join(lines))
+
+
 def print_commands(ctx: RunContext, steps: Sequence[Step], sec_per_iter: Optional[float] = None) -> None:
     print("\n".join(budget_lines(ctx, steps, sec_per_iter) + command_lines(ctx, steps)))

@@ -114,6 +114,9 @@ def prepare(ctx: RunContext, network) -> None:
                          "was recorded. Fix the source files named above, or leave their cases out of the plan, and "
                          "run the same command again.)") from None
     t0 = time.time()
-    plan_and_preprocess(ctx.paths, plan.dataset_id, views=plan.views, configuration=plan.configuration,
-                        network=network, num_processes=ctx.num_processes)
+    from atso_nnunet.execution.group_child import run_in_process_group
+
+    # in a child process group that dies with the driver: nnU-Net's spawn pools must not outlive a SIGKILL
+    run_in_process_group(plan_and_preprocess, ctx.paths, plan.dataset_id, views=plan.views,
+                         configuration=plan.configuration, network=network, num_processes=ctx.num_processes)
     logger.info("tri-view planning and preprocessing ready (%.1f s)", time.time() - t0)

@@ -182,11 +182,13 @@ def run_ingest(ctx: RunContext, step: Step) -> dict:
 def run_fuse(ctx: RunContext, step: Step) -> dict:
     """Fuse each group's predictions (views, models) case by case, in the images' geometry.
 
-    ``vote``: majority vote; ties (an even number of voters) go to the class with the highest
-    summed probability, read from the probabilities the predictions kept for this purpose.
-    ``mean``: argmax of the mean probability.
+    ``vote``: majority vote; ties (an even number of voters, or three or more classes) go to the
+    tied class with the highest summed probability, read from the probabilities the predictions
+    kept for this purpose; without them the fusion warns with the count of ties it resolved by
+    class order. ``mean``: argmax of the mean probability.
     """
     from atso_nnunet.pseudolabels.fuse import PROBABILITIES_ENDING, fuse_folders
+    from atso_nnunet.pseudolabels.vote import ties_possible
 
     out = ctx.path(step.output)
     num_classes = len(ctx.foreground) + 1
@@ -194,20 +196,17 @@ def run_fuse(ctx: RunContext, step: Step) -> dict:
     for group in step.fuse_groups:
         inputs = list(dict.fromkeys(ctx.path(p) for p in group.predictions))
         refs = {c: ctx.image(c) for c in group.cases}
-        even = len(group.predictions) > 1 and len(group.predictions) % 2 == 0
-        tie_break = "lowest"
-        if step.fusion == "vote" and even:
+        tie_break = "lowest"      # no tie can occur (an odd number of voters, two classes)
+        if step.fusion == "vote" and ties_possible(len(group.predictions), num_classes):
             have = all((d / f"{c}{PROBABILITIES_ENDING}").is_file() for d in inputs for c in group.cases)
-            if have:
-                tie_break = "probability"
-            else:  # probabilities released after an earlier fusion, or predicted by an older version
-                logger.warning("%s: %d voters and no probabilities kept: ties go to background", step.id,
-                               len(group.predictions))
+            # without probabilities (released after an earlier fusion, an older version, or odd voters of a
+            # multi-class task) "auto" resolves ties by class order and fuse_folders warns with their counts
+            tie_break = "probability" if have else "auto"
         written += len(fuse_folders(inputs, out, method=step.fusion, cases=list(group.cases), reference_images=refs,
                                     num_classes=num_classes, tie_break=tie_break, skip_existing=True,
                                     progress=False))
     return {"folder": str(out), "cases": len(step.cases), "written": written, "fusion": step.fusion,
-            "tie_break": tie_break}
+            "tie_break": "lowest (no probabilities)" if tie_break == "auto" else tie_break}
 
 
 def release_probabilities(ctx: RunContext, steps: Sequence[Step]) -> int:

@@ -146,3 +146,30 @@ def test_every_console_script_of_setup_py_reaches_a_main():
         module, _, attr = target.partition(":")
         main = getattr(importlib.import_module(module), attr)
         assert list(inspect.signature(main).parameters) == ["argv"], name
+
+
+@pytest.mark.parametrize("module, argv, unknown", [
+    ("run", ["-d", "synthetic", "-f", "10pct", "--generation", "2", "--dry-run"], "--generation"),
+    ("compare", ["-d", "synthetic", "-f", "10pct", "--seed", "0", "--report-only"], "--seed"),
+])
+def test_option_names_are_exact_no_prefix_matching(module, argv, unknown, capsys):
+    """Issue 29: argparse's prefix matching accepted --generation for --generations."""
+    import importlib
+
+    main_fn = importlib.import_module(f"atso_nnunet.cli.{module}").main
+    with pytest.raises(SystemExit) as e:
+        main_fn(argv)
+    assert e.value.code == 2 and unknown in capsys.readouterr().err
+
+
+def test_every_console_script_parser_refuses_abbreviations():
+    import inspect
+    from pathlib import Path
+
+    from atso_nnunet import cli
+
+    folder = Path(inspect.getfile(cli)).parent
+    for module in sorted(folder.glob("*.py")):
+        text = module.read_text()
+        assert text.count("ArgumentParser(") == text.count("allow_abbrev=False"), \
+            f"{module.name}: every ArgumentParser needs allow_abbrev=False"

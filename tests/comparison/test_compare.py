@@ -230,6 +230,21 @@ def test_an_unfinished_run_has_no_final_score(tmp_path):
         render_markdown(summary, "p")
 
 
+def test_the_comparison_says_which_trainings_were_resumed(tmp_path):
+    """Issue 29: a run's resumed trainings (report.json) are named in the comparison."""
+    from atso_nnunet.comparison.run import RunRecord
+    from atso_nnunet.comparison.report import render_markdown
+    from atso_nnunet.comparison.summary import summarise
+
+    m0 = {"metric": "mean", "final": {}, "generations": [{"generation": 0, "test_dsc": 0.44}],
+          "resumed_trainings": [{"step": "g0/train/M0/axial", "epochs": [3], "exact": True}]}
+    summary = summarise([RunRecord(2, "supervised", tmp_path / "a", m0),
+                         RunRecord(2, "stso", tmp_path / "b", {**m0, "resumed_trainings": []})])
+    assert [r["resumed_trainings"] for r in summary["runs"]] == [m0["resumed_trainings"], []]
+    assert "Resumed trainings (continued with `nnUNetv2_train --c` after an interruption; seeded per epoch, they " \
+           "equal uninterrupted ones): seed 2 labeled-only g0/train/M0/axial." in render_markdown(summary, "p")
+
+
 def test_a_curve_averages_the_same_seeds_at_every_generation(tmp_path):
     """Seed 1's STSO is still training: its G0 (the shared M0, 0.30) must not enter STSO's G0 mean
     while seed 1 is absent from G1, or the step G0 -> G1 would show seed 1's weak M0, not STSO."""

@@ -265,3 +265,27 @@ def test_other_files_in_the_series_folder_are_ignored(tmp_path):
     (folder / "README.txt").write_text("not DICOM")
     report = nih.convert_nih(dicom_root, labels_root, tmp_path / "out")
     assert report.converted == ["NIH_0001"]
+
+
+def test_the_series_uid_of_every_converted_series_is_recorded(tmp_path, monkeypatch):
+    """Issue 29 item 6: the record holds each multi-slice series' SeriesInstanceUID (a Siemens-style
+    odd-length UID, NUL-padded by DICOM), also when GDCM's series id comes back empty, as it did for a
+    real Siemens series."""
+    uids = {1: "1.3.12.2.1107.5.1.4.54321.30000009012312345678900000012", 2: "1.2.826.0.1.3680043.2.1125.7"}
+    root = tmp_path / "tcia"
+    rng = np.random.default_rng(0)
+    for n, uid in uids.items():
+        folder = root / "Pancreas-CT" / f"PANCREAS_{n:04d}" / f"1.2.826.0.1.{n}" / f"1.2.826.0.2.{n}"
+        write_series(folder, make_hu(n), origin_of(n), rng, series_uid=uid)
+        write_label(root / "labels" / f"label{n:04d}.nii.gz", make_label(n), origin_of(n))
+    assert all(len(list((root / "Pancreas-CT").glob(f"PANCREAS_{n:04d}/*/*/*.dcm"))) == SHAPE[0] for n in uids)
+    report = nih.convert_nih(root, root / "labels", tmp_path / "a")
+    assert {c: r.series_uid for c, r in report.cases.items()} == {nih.nih_case_id(n): u for n, u in uids.items()}
+
+    # GDCM's id for the Siemens series was empty; SimpleITK then reads the folder's only series anyway
+    real = sitk.ImageSeriesReader.GetGDCMSeriesIDs
+    monkeypatch.setattr(sitk.ImageSeriesReader, "GetGDCMSeriesIDs", staticmethod(lambda d: [""] if real(d) else []))
+    report = nih.convert_nih(root, root / "labels", tmp_path / "b")
+    assert {c: r.series_uid for c, r in report.cases.items()} == {nih.nih_case_id(n): u for n, u in uids.items()}
+    marker = json.loads(next((tmp_path / "b").rglob("NIH_0001.json")).read_text())
+    assert marker["series_uid"] == uids[1]

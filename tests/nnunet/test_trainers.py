@@ -4,8 +4,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import time
+from pathlib import Path
 from unittest.mock import patch
 
 import numpy as np
@@ -19,6 +21,7 @@ from atso_nnunet.paths import nnunet_environment
 from atso_nnunet.nnunet.planning import plans_file
 from atso_nnunet.nnunet.trainers import ATSOTrainer, TrainerRunConfig
 from atso_nnunet.nnunet.trainers.base import RUN_CONFIG_FILE
+from atso_nnunet.nnunet.trainers.resumes import read_resumes
 
 pytest_plugins = ["fixtures_nnunet"]
 
@@ -248,3 +251,118 @@ def test_tiny_training_and_prediction_with_nnunet_cli(planned_tiny, tmp_path):
         _, geom_in = read_array(image)
         assert geom.matches(geom_in)
         assert set(np.unique(arr)) <= {0, 1}
+
+
+# ---------------------------------------------------------------------------- exact resume (issue 29)
+class _Killed(Exception):
+    """Stands in for a kill in the middle of a training."""
+
+
+RESUME_SCHEDULE = {**TINY_SCHEDULE, "ATSO_NUM_EPOCHS": "5", "ATSO_SEED": "11", "ATSO_PLOT_EVERY": "100",
+                   "ATSO_BEST_CHECKPOINT_EVERY": "2", "nnUNet_n_proc_DA": "0"}
+
+
+def _resume_epoch(kill_at, save_every):
+    """The epoch a training killed at ``kill_at`` continues at: that of its latest checkpoint."""
+    return (kill_at[0] // save_every) * save_every
+
+
+def _resumable_training(planned, paths, monkeypatch, save_every, kill_at=None):
+    """A seeded 5-epoch tiny training; with ``kill_at=(epoch, iteration)`` it is stopped at that
+    training step and continued the way ``nnUNetv2_train --c`` does. Returns the final checkpoint."""
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    for k, v in {**RESUME_SCHEDULE, "ATSO_SAVE_EVERY": str(save_every)}.items():
+        monkeypatch.setenv(k, v)
+    with nnunet_environment(paths):
+        trainer = _trainer(planned, paths)
+        if kill_at is not None:
+            step, done = trainer.train_step, []
+
+            def killing_step(batch):
+                if len(done) == kill_at[0] * trainer.num_iterations_per_epoch + kill_at[1]:
+                    raise _Killed
+                done.append(trainer.current_epoch)
+                return step(batch)
+
+            trainer.train_step = killing_step
+            with pytest.raises(_Killed):
+                trainer.run_training()
+            assert not (Path(trainer.output_folder) / "checkpoint_final.pth").exists()
+            trainer = _trainer(planned, paths)          # a new process: a fresh trainer, --c
+            maybe_load_checkpoint(trainer, True, False, None)
+            assert trainer.current_epoch == _resume_epoch(kill_at, save_every)
+        trainer.run_training()
+        folder = Path(trainer.output_folder)
+    assert not list(folder.glob(".*.partial"))
+    expected = [] if kill_at is None else [(_resume_epoch(kill_at, save_every), True)]
+    assert [(r["epoch"], r["exact"]) for r in read_resumes(folder)] == expected
+    return torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False), trainer.log_file
+
+
+_UNINTERRUPTED = {}   # save_every changes when checkpoints are written, not the weights: train it once
+
+
+@pytest.mark.parametrize("save_every, kill_at", [
+    pytest.param(1, (3, 1), id="every1-kill-e3i1"),
+    pytest.param(2, (3, 0), id="every2-kill-e3i0", marks=pytest.mark.slow),
+])
+def test_a_killed_and_continued_training_ends_with_the_same_weights(planned_tiny, tmp_path, monkeypatch,
+                                                                      save_every, kill_at):
+    """Issue 29: killed mid-epoch and continued from checkpoint_latest.pth (up to save_every - 1 epochs
+    old), a seeded training ends bit-identical to the same training uninterrupted."""
+    if "whole" not in _UNINTERRUPTED:
+        _UNINTERRUPTED["whole"], _ = _resumable_training(
+            planned_tiny, planned_tiny.with_results(tmp_path / "whole"), monkeypatch, save_every)
+    whole = _UNINTERRUPTED["whole"]
+    resumed, log = _resumable_training(planned_tiny, planned_tiny.with_results(tmp_path / "resumed"), monkeypatch,
+                                       save_every, kill_at=kill_at)
+    a, b = whole["network_weights"], resumed["network_weights"]
+    assert set(a) == set(b)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert whole["logging"]["train_losses"] == resumed["logging"]["train_losses"]
+    assert whole["_best_ema"] == resumed["_best_ema"]
+    with open(log) as f:
+        assert "every epoch is seeded from (seed 11, epoch)" in f.read()
+
+
+def _cli_training(planned, paths, run_config, kill_in_epoch=None):
+    """``nnUNetv2_train`` in a subprocess; with ``kill_in_epoch`` SIGKILLed once its log shows that
+    epoch, then continued with ``--c``. Returns the final checkpoint."""
+    import signal
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ATSO_", "nnUNet_extTrainer"))}
+    env = {**nnunet_env(paths, run_config=run_config, base_env=base), "nnUNet_n_proc_DA": "0"}
+    argv = train_command(planned.dataset_id, "2d", "all", "ATSOTrainer", "ATSOPlans_axial")
+    fold = paths.results / planned.dataset_name / "ATSOTrainer__ATSOPlans_axial__2d" / "fold_all"
+    if kill_in_epoch is not None:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(re.search(rf": Epoch {kill_in_epoch} *$", p.read_text(), re.M) for p in fold.glob("training_log_*.txt")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the training ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not (fold / "checkpoint_final.pth").exists()
+        argv = argv + ["--c"]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+def test_a_sigkilled_nnunet_train_continued_with_c_ends_with_the_same_weights(planned_tiny, tmp_path):
+    """Issue 29 through nnU-Net's CLI: SIGKILL in epoch 3 (checkpoint every epoch), ``--c`` in a new
+    process, final weights bit-identical to an uninterrupted ``nnUNetv2_train``."""
+    run_config = TrainerRunConfig(num_epochs=5, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1,
+                                  final_validation=False, seed=5, save_every=1, plot_every=100).to_json(
+        tmp_path / "run_config.json")
+    whole = _cli_training(planned_tiny, planned_tiny.with_results(tmp_path / "whole"), run_config)
+    resumed = _cli_training(planned_tiny, planned_tiny.with_results(tmp_path / "resumed"), run_config,
+                            kill_in_epoch=3)
+    a, b = whole["network_weights"], resumed["network_weights"]
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert whole["logging"]["train_losses"] == resumed["logging"]["train_losses"]

@@ -1,6 +1,7 @@
 """Fusion: majority vote, mean probability and folder fusion, with hand-computed results."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import SimpleITK as sitk
 from atso_nnunet.pseudolabels import fuse as fusion
 from atso_nnunet.errors import InputError
 from atso_nnunet.pseudolabels.fuse import fuse_folders
-from atso_nnunet.pseudolabels.vote import majority_vote, mean_probability
+from atso_nnunet.pseudolabels.vote import majority_vote, mean_probability, ties_possible
 from atso_nnunet.io import Geometry, read_array, write_array
 
 # A rotated, offset, anisotropic geometry: 30 degrees about z.
@@ -40,12 +41,38 @@ def test_vote_accepts_generator():
     np.testing.assert_array_equal(majority_vote(maps, num_classes=2), np.ones((2, 2)))
 
 
-def test_vote_multiclass_and_three_way_tie_goes_to_lowest():
-    a = np.array([2, 2, 1, 0])
-    b = np.array([2, 1, 1, 2])
-    c = np.array([0, 1, 2, 1])
-    # voxel 0: 2 wins (2 votes); 1: 1 wins; 2: 1 wins; 3: 0/2/1 one vote each -> lowest = 0
-    np.testing.assert_array_equal(majority_vote([a, b, c], num_classes=3), [2, 1, 1, 0])
+def test_vote_three_voters_three_classes_three_way_tie_without_probabilities_is_told(caplog):
+    a = np.array([2, 2, 1, 0, 0])
+    b = np.array([2, 1, 1, 2, 1])
+    c = np.array([0, 1, 2, 1, 2])
+    # voxel 0: 2 wins (2 votes); 1: 1 wins; 2: 1 wins; 3, 4: 0/2/1 one vote each -> lowest = 0, with a warning
+    with caplog.at_level(logging.INFO, logger="atso_nnunet.pseudolabels.vote"):
+        np.testing.assert_array_equal(majority_vote([a, b, c], num_classes=3), [2, 1, 1, 0, 0])
+    warning = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warning) == 1
+    assert "2 tied voxel(s) among 3 voters (2 of them three-way or more) and no probabilities" in warning[0].message
+
+
+def test_vote_three_voters_three_classes_three_way_tie_broken_by_summed_probability(caplog):
+    """Issue 29: one vote each for classes 0, 1 and 2; the summed probabilities decide, not the class order."""
+    maps = [np.array([0, 0, 1]), np.array([1, 1, 1]), np.array([2, 2, 2])]
+    probs = [np.array([[0.5, 0.4, 0.1], [0.3, 0.3, 0.8], [0.2, 0.3, 0.1]]),     # (class, voxel)
+             np.array([[0.2, 0.2, 0.1], [0.6, 0.4, 0.8], [0.2, 0.4, 0.1]]),
+             np.array([[0.2, 0.1, 0.1], [0.3, 0.2, 0.1], [0.5, 0.7, 0.8]])]
+    # voxel 0: sums 0.9 / 1.2 / 0.9 -> 1; voxel 1: 0.7 / 0.9 / 1.4 -> 2; voxel 2: class 1 has 2 votes -> 1
+    with caplog.at_level(logging.INFO, logger="atso_nnunet.pseudolabels.vote"):
+        np.testing.assert_array_equal(majority_vote(maps, num_classes=3, probabilities=probs), [1, 2, 1])
+    assert not caplog.records
+    # equal summed probabilities as well (1.0 each): the lowest class, and a warning says so
+    even = [np.array([[0.5], [0.25], [0.25]]), np.array([[0.25], [0.5], [0.25]]), np.array([[0.25], [0.25], [0.5]])]
+    with caplog.at_level(logging.WARNING, logger="atso_nnunet.pseudolabels.vote"):
+        assert majority_vote([np.array([c]) for c in (0, 1, 2)], 3, probabilities=even).tolist() == [0]
+    assert "1 tied voxel(s) whose tied classes also have equal summed probabilities" in caplog.records[-1].message
+
+
+def test_ties_possible_with_even_voters_or_three_classes():
+    assert not ties_possible(1, 5) and not ties_possible(3, 2) and not ties_possible(5, 2)
+    assert ties_possible(2, 2) and ties_possible(6, 2) and ties_possible(3, 3) and ties_possible(5, 4)
 
 
 def test_vote_even_voters_tie_lowest_is_conservative():
@@ -206,6 +233,18 @@ def test_fuse_folders_ties_use_probabilities_when_present(tmp_path):
     (folders[1] / "c0.npz").unlink()
     with pytest.raises(InputError, match="c0.*tied"):
         fuse_folders(folders, tmp_path / "prob", tie_break="probability", progress=False)
+
+
+def test_fuse_folders_says_how_many_ties_went_to_the_lowest_class_without_probabilities(tmp_path, caplog):
+    """Issue 29: three views of a three-class task, one vote each everywhere: no probabilities -> a warning
+    with the counts, never a silent background."""
+    folders = _write_views(tmp_path, {f"v{c}": {"c0": np.full(SHAPE, c, np.uint8)} for c in range(3)})
+    with caplog.at_level(logging.WARNING, logger="atso_nnunet.pseudolabels.fuse"):
+        fuse_folders(folders, tmp_path / "fused", num_classes=3, progress=False)
+    np.testing.assert_array_equal(read_array(tmp_path / "fused" / "c0.nii.gz")[0], np.zeros(SHAPE))
+    message = " ".join(r.message for r in caplog.records)
+    assert f"{np.prod(SHAPE)} tied voxel(s) in 1 case(s) (c0) among 3 voters, {np.prod(SHAPE)} of them three-way" \
+           in message and "no probabilities" in message
 
 
 def test_fuse_folders_mean(tmp_path):

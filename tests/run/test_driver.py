@@ -190,3 +190,69 @@ def test_stale_temporaries_of_a_killed_driver_are_removed(tmp_path):
     (run.root / "state" / "prepare.done").write_text("{}")
     assert run.remove_stale_temporaries() == [leftover]
     assert not leftover.exists() and (folder / "done.nii.gz").is_file() and run.is_done("prepare")
+
+
+def _proc_stat(pid: int):
+    """(parent pid, start time) of a live process from /proc, or None (gone, or a zombie)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return None if fields[0] == "Z" else (int(fields[1]), int(fields[19]))
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _descendants(root: int) -> dict:
+    """pid -> (parent pid, start time) of every live descendant of ``root``."""
+    procs = {int(p.name): _proc_stat(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    procs = {pid: st for pid, st in procs.items() if st is not None}
+    found, frontier = {}, {root}
+    while frontier:
+        children = {pid for pid, (ppid, _) in procs.items() if ppid in frontier and pid not in found}
+        found.update({pid: procs[pid] for pid in children})
+        frontier = children
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_driver_sigkilled_while_planning_leaves_no_process_behind(tmp_path):
+    """Issue 29 item 8: nnU-Net's planning pools run in a child process group that dies with the driver."""
+    import signal
+    import subprocess
+    import time
+
+    nn, run, cmd, env = _tiny_run(tmp_path)
+    cmd = cmd[:-1] + ["2"]                                      # --num-processes 2: nnU-Net's spawn pools
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen, deadline = {}, time.monotonic() + 240
+    try:
+        # during planning: nnU-Net's spawn pool is up (two or more spawned processes below the driver)
+        while time.monotonic() < deadline and proc.poll() is None:
+            now = _descendants(proc.pid)
+            seen.update(now)
+            spawned = [pid for pid in now if b"spawn_main" in _cmdline(pid)]
+            if len(spawned) >= 2:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the driver ended before its planning pools were seen"
+        assert "tri-view planning and preprocessing ready" not in (run / "run.log").read_text()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        left = seen
+        for _ in range(100):
+            time.sleep(0.1)
+            left = {pid: st for pid, st in seen.items() if (_proc_stat(pid) or (0, None))[1] == st[1]}
+            if not left:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not left, f"{len(left)} of {len(seen)} processes outlived the driver: {sorted(left)}"

@@ -49,3 +49,18 @@ def test_seconds_per_iteration_uses_run_config_iterations(tmp_path):
     (fold / "atso_run_config.json").unlink()
     assert dryrun.seconds_per_iteration(tmp_path) == pytest.approx(1.323984 / 250)  # nnU-Net's iterations per epoch
     assert dryrun.seconds_per_iteration(tmp_path / "Dataset1_X" / "nothing") is None
+
+
+def test_dry_run_before_the_data_exist_shows_schedule_and_budget_then_the_missing_source(tmp_path, capsys, caplog):
+    """Issue 29 item 4: a team sees the schedule and the budget before it converts its scans."""
+    from atso_nnunet.cli.run import main
+
+    run_dir = tmp_path / "run"
+    rc = main(["-d", "NIH", "-f", "10pct", "--dry-run", "--nnunet-dir", str(tmp_path / "nn"),
+               "--run-dir", str(run_dir), "--sec-per-iter", "0.5"])
+    out = capsys.readouterr().out
+    assert rc == 2
+    assert "# training budget: 42 trainings, 2,625,000 iterations" in out and "364.6 GPU-hours" in out
+    assert "#   g0/train/M0/axial" in out and "#   report" in out
+    assert "Dataset801_NIHPancreas" in caplog.text and "atso_nnunet_convert nih" in caplog.text
+    assert not run_dir.exists()

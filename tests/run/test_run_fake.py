@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,36 @@ def test_the_reason_a_run_stopped_is_the_last_line_of_its_run_log(fake_run, tmp_
     last = RunDir(tmp_path / "run").log_file.read_text().splitlines()[-2:]
     assert "ERROR atso_nnunet.run.driver: driver stopped: StepFailedError: 1 job(s) failed" in last[0], last
     assert last[1] == "  - g0__train__M0__axial: exit code 1; log: /x/logs/g0/train/M0/axial.log"
+
+
+def test_a_training_continued_with_c_is_recorded_in_its_marker_and_the_report(fake_run, tmp_path):
+    """Issue 29: an interrupted training (its fold folder exists) is continued with --c; the record the
+    trainer keeps of its resumes reaches the step's marker, report.json and report.md."""
+    from atso_nnunet.nnunet.trainers.resumes import record_resume
+
+    class ResumingTraining(FakeNnUNetExecutor):
+        def _train(self, job):
+            if "--c" in job.argv:    # what ATSOTrainer does when it continues from a checkpoint
+                fold = next(Path(job.env["nnUNet_results"]).glob("*/*/fold_all"))
+                record_resume(fold, 3, 0)
+            super()._train(job)
+
+    plan = _plan("stso")
+    run = RunDir(tmp_path / "run")
+    m0 = run.results_root("M0") / "Dataset991_FakeExp" / "ATSOTrainer__ATSOPlans_axial__2d" / "fold_all"
+    m0.mkdir(parents=True)            # left by a driver killed while M0 trained
+    rep, ex, run = fake_run(plan, executor=ResumingTraining())
+    assert ex.argvs["g0__train__M0__axial"][-1] == "--c"
+    marker = json.loads(run.marker("g0/train/M0/axial").read_text())
+    assert (marker["resumed"], marker["resumed_at_epochs"], marker["resume_exact"]) == (True, [3], True)
+    assert json.loads(run.marker("g1/train/g1_all/axial").read_text())["resumed"] is False
+    assert rep.resumed_trainings == [{"step": "g0/train/M0/axial", "epochs": [3], "exact": True}]
+    saved = json.loads((run.root / "report.json").read_text())
+    assert saved["resumed_trainings"] == rep.resumed_trainings
+    assert "Resumed trainings (1, continued with `nnUNetv2_train --c`" in (run.root / "report.md").read_text()
+
+
+def test_a_run_without_interruptions_says_no_training_was_resumed(fake_run):
+    rep, _, run = fake_run(_plan("supervised"))
+    assert rep.resumed_trainings == []
+    assert "No training was resumed" in (run.root / "report.md").read_text()
