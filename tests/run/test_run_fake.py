@@ -98,7 +98,7 @@ def test_a_training_continued_with_c_is_recorded_in_its_marker_and_the_report(fa
                 record_resume(fold, 3, 0)
             super()._train(job)
 
-    plan = _plan("stso")
+    plan = fake_plan("stso")
     run = RunDir(tmp_path / "run")
     m0 = run.results_root("M0") / "Dataset991_FakeExp" / "ATSOTrainer__ATSOPlans_axial__2d" / "fold_all"
     m0.mkdir(parents=True)            # left by a driver killed while M0 trained
@@ -114,6 +114,6 @@ def test_a_training_continued_with_c_is_recorded_in_its_marker_and_the_report(fa
 
 
 def test_a_run_without_interruptions_says_no_training_was_resumed(fake_run):
-    rep, _, run = fake_run(_plan("supervised"))
+    rep, _, run = fake_run(fake_plan("supervised"))
     assert rep.resumed_trainings == []
     assert "No training was resumed" in (run.root / "report.md").read_text()
