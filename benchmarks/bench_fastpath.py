@@ -207,9 +207,10 @@ def _noop_predict(ctx, pred_steps, empty: Path, tag: str) -> Job:
 _TS = r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3})"
 _FINISHED = re.compile(_TS + r" INFO atso_nnunet\.execution\.local: job (\S+): attempt \d+ finished with exit code "
                        r"(-?\d+) after ([\d.]+) s")
-_READY = re.compile(_TS + r" INFO atso_nnunet\.execution\.warm: warm worker \d+ ready after ([\d.]+) s")
+# module names before and after the move into sub-packages (issue 27), so that older run folders still read
+_READY = re.compile(_TS + r" INFO atso_nnunet\.execution\.warm(?:\.pool)?: warm worker \d+ ready after ([\d.]+) s")
 _ANY = re.compile(_TS + r" ")
-_STEP = re.compile(_TS + r" INFO atso_nnunet\.driver: \[\d+/\d+\] (\S+) done in")
+_STEP = re.compile(_TS + r" INFO atso_nnunet\.(?:run\.)?(?:driver|progress): \[\d+/\d+\] (\S+) done in")
 
 
 def _ts(text: str) -> float:
