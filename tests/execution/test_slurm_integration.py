@@ -67,6 +67,10 @@ def _plan(root: Path, name: str, **over) -> Path:
         "labeled": ["tiny_000", "tiny_001", "tiny_002"], "reference": ["tiny_003", "tiny_004", "tiny_005", "tiny_006"],
         "test": ["tiny_007", "tiny_008"], "method": "atso", "generations": 1, "views": ["axial"],
         "network": {"batch_size": 2, "max_features": 16, "n_stages": 3}, "training": dict(TINY_TRAINING),
+        # the full ATSO schedule (subset models every generation, one fold swap more): with the
+        # like-for-like defaults one generation would train no subset model, and these tests
+        # watch the subset models' job array
+        "method_options": {"atso": {"test_model": "ensemble", "final_labels": "last"}},
     }
     plan.update(over)
     path = root / f"{name}.plan.json"
