@@ -127,28 +127,20 @@ def read_scores(run_dir: Path):
 def vote_view_ratio(run_dir: Path, reference) -> Optional[float]:
     """Label-free: median over R of M0's fused (voted) foreground volume / the mean of its views'.
 
-    Read from the run's own files (``pseudolabels/R_g0`` and ``predictions/M0/<view>/``); no label
-    is read. Issue 25's fusion rule: the majority vote if this is >= 0.85, else the views' mean
-    probability. None for a one-view run or when files are missing.
+    The drift monitor's ``vote_vs_views`` (:func:`atso_nnunet.monitors.drift.volume_record`) on the
+    run's own files (``pseudolabels/R_g0`` and ``predictions/M0/<view>/``); no label is read. Issue
+    25's fusion rule: the majority vote if this is >= 0.85, else the views' mean probability. None
+    for a one-view run or when files are missing.
     """
-    import numpy as np
-
-    from atso_nnunet.io import read_array
     from atso_nnunet.data.layout import FILE_ENDING
+    from atso_nnunet.monitors.drift import volume_record
 
-    views = sorted(p.name for p in (run_dir / "predictions" / "M0").glob("*") if p.is_dir())
-    if len(views) < 2:
+    labels = run_dir / "pseudolabels" / "R_g0"
+    views = sorted(p for p in (run_dir / "predictions" / "M0").glob("*") if p.is_dir())
+    if len(views) < 2 or not all((f / f"{c}{FILE_ENDING}").is_file() for f in [labels, *views] for c in reference):
         return None
-    ratios = []
-    for case in reference:
-        fused = run_dir / "pseudolabels" / "R_g0" / f"{case}{FILE_ENDING}"
-        per_view = [run_dir / "predictions" / "M0" / v / f"{case}{FILE_ENDING}" for v in views]
-        if not fused.is_file() or not all(f.is_file() for f in per_view):
-            return None
-        mean_view = np.mean([(read_array(f)[0] > 0).sum() for f in per_view])
-        if mean_view > 0:
-            ratios.append(float((read_array(fused)[0] > 0).sum() / mean_view))
-    return round(float(np.median(ratios)), 3) if ratios else None
+    ratio = volume_record(labels, reference, [(reference, views)])["vote_vs_views"]
+    return None if ratio is None else round(ratio, 3)
 
 
 def train_seconds(run_dir: Path):
