@@ -43,9 +43,7 @@ def training_iterations(ctx: RunContext, steps: Sequence[Step]) -> Dict[int, int
     out: Dict[int, int] = {}
     for s in steps:
         if s.kind == "train":
-            st = ctx.training(s.training_role)
-            n = st.get("num_epochs") or NNUNET_DEFAULTS["num_epochs"]
-            out[s.generation] = out.get(s.generation, 0) + n * (st.get("num_iterations_per_epoch") or NNUNET_DEFAULTS["num_iterations_per_epoch"])
+            out[s.generation] = out.get(s.generation, 0) + ctx.plan.training.iterations(s.training_role)
     return out
 
 
