@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, required=True, help="folder of a finished atso_nnunet_run")
     p.add_argument("-i", "--input", type=Path, required=True, help="folder of <case>_0000.nii.gz images")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the fused segmentations")
-    p.add_argument("--model", default=None, help="model of the run to use (default: the method's final model)")
+    p.add_argument("--model", default=None, help="model of the run to use (default: the one the plan's ship_generation ships; "
+                   "the method's final model unless the rule is 'before_drift' and the pseudo-labels drifted)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     p.add_argument("--fusion", choices=("vote", "mean"), default="vote",
                    help="how the views are combined: majority vote or mean probability (default %(default)s)")
@@ -57,7 +58,12 @@ def final_model_folders(run_dir: Path, model: Optional[str] = None) -> dict:
         raise InputError(f"{run_dir}: no plan.json; is this the run folder of atso_nnunet_run?")
     plan = plan_from_dict(json.loads(plan_file.read_text()), origin=str(plan_file))
     method = get_method(plan.method)
-    model = model or method.final_model(plan)
+    if model is None:
+        from atso_nnunet.run.shipping import shipped_model
+
+        shipped = shipped_model(run_dir, plan)
+        model = shipped.model
+        logger.info("model %s: %s", model, shipped.why)
     trainer = method.trainer_for(model)
     dataset = layout.dataset_folder_name(plan.dataset_id, plan.dataset_name)
     folders, missing = {}, []

@@ -86,6 +86,7 @@ class RunReport:
         cost: ``{"trainings": n, "iterations": i}`` of the whole schedule, M0 included.
         ship_generation: the plan's rule for the generation to ship (:mod:`atso_nnunet.monitors.ship_rule`).
         last_generation: the plan's T (None: the last reported generation).
+        ship_models: generation -> the model that ships it (``Method.generation_model``; None: none).
         resumed_trainings: the finished trainings that were continued with ``nnUNetv2_train --c``
             after an interruption: ``{"step", "epochs", "exact"}`` each (``exact``: seeded per epoch,
             so the model equals an uninterrupted training's); None when no training has finished.
@@ -103,11 +104,11 @@ class RunReport:
     cost: Optional[Dict[str, int]] = None
     ship_generation: str = "last"
     last_generation: Optional[int] = None
+    ship_models: Dict[int, Optional[str]] = field(default_factory=dict)
     resumed_trainings: Optional[List[Dict]] = None
 
     def to_json(self) -> dict:
         from atso_nnunet.monitors.without_labels import summary
-
 
         return {
             "method": self.method,

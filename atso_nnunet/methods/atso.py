@@ -76,6 +76,22 @@ class ATSO(Method):
                   if plan.generations == 1 and self._subset_generations(1, o) == 0 else "")
         return f"{test}; {self.how_evaluated} The final model is trained on labels {final}.{subsets}{single}"
 
+    def plan_problems(self, values):
+        problems = super().plan_problems(values)
+        options = ((values.get("method_options") or {}).get(self.name) or {})
+        if values.get("ship_generation", "last") != "last" and options.get("test_model") == "ensemble":
+            problems.append("ship_generation: ATSO with method_options.atso.test_model 'ensemble' has no single model "
+                            "for a generation before T (its M_t is a vote of subset models), so only 'last' can be "
+                            "shipped; use test_model 'combined' (the default) or ship_generation 'last'")
+        return problems
+
+    def generation_model(self, plan, t: int):
+        """M_t: the combined model of generation t (t < T), the final model at T; None with
+        ``test_model`` ``ensemble`` (M_t is then a vote of the subset models, not one model)."""
+        if 0 < t < plan.generations and self.options(plan).test_model == "ensemble":
+            return None
+        return "M0" if t == 0 else ("final" if t >= plan.generations else f"g{t}_comb")
+
     def final_label_round(self, plan) -> int:
         return plan.generations + (1 if self.options(plan).final_labels == "last" else 0)
 

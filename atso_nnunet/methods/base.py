@@ -137,6 +137,14 @@ class Method(ABC):
     def final_model(self, plan) -> str:
         """Name of the model whose predictions are the run's result (what ``segment`` uses)."""
 
+    def generation_model(self, plan, t: int) -> Optional[str]:
+        """The model a team gets when it ships generation ``t`` (the plan's ``ship_generation``): M0 at
+        0, :meth:`final_model` at T, otherwise the generation's own model (None where the method has
+        no single model for it: the caller says so and ships the final model)."""
+        if t == 0:
+            return "M0"
+        return self.final_model(plan) if t >= plan.generations else None
+
     def dataset_problems(self, dataset_dir, plan) -> List[str]:
         """Problems of the materialised experiment dataset for this method (checked before training)."""
         return []

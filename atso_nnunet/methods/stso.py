@@ -36,5 +36,8 @@ class STSO(Method):
             b.single_model_generation(prefix, t, model)
             teacher = model
 
+    def generation_model(self, plan, t: int) -> Optional[str]:
+        return "M0" if t == 0 else model_name(min(t, plan.generations))
+
     def final_model(self, plan) -> str:
         return model_name(plan.generations)

@@ -39,12 +39,13 @@ def summary(report) -> Optional[dict]:
     last = _last(report)
     before = ship_generation(volumes, last, "before_drift")
     shipped = ship_generation(volumes, last, report.ship_generation)
+    model = report.ship_models.get(shipped) if report.ship_models else None
     return {"drift": {"drifted": verdict.drifted, "first_generation": verdict.first_generation,
                       "threshold": DRIFT_THRESHOLD, "words": verdict.words},
             "unstable_cases": {str(g.generation): g.unstable_cases for g in report.generations
                                if g.unstable_cases is not None},
             "ship": {"rule": report.ship_generation, "generation": shipped, "before_drift": before,
-                     "test_dsc": _test_dsc_of(report, shipped)}}
+                     "model": model, "test_dsc": _test_dsc_of(report, shipped)}}
 
 
 def _pct(v: Optional[float]) -> str:
@@ -91,5 +92,6 @@ def render_without_labels(report) -> str:
     score = "" if ship["test_dsc"] is None else f" (its test DSC: {100 * ship['test_dsc']:.1f})"
     out.write(f"\n**Generation to ship without labels.** The rule 'before_drift' (the last generation before the "
               f"pseudo-labels drift) would ship G{ship['before_drift']}; this plan's rule '{ship['rule']}' ships "
-              f"G{ship['generation']}{score}.\n")
+              f"G{ship['generation']}{score}"
+              + (f": atso_nnunet_segment uses its model {ship['model']!r}" if ship["model"] else "") + ".\n")
     return out.getvalue()

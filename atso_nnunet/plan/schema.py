@@ -73,7 +73,8 @@ class ExperimentPlan:
         stability_filter: leave the pseudo-labelled cases that change most between two rounds out of
             the next trainings (:class:`atso_nnunet.monitors.stability.StabilityFilter`); None: off.
         ship_generation: which generation the run ships (:data:`atso_nnunet.monitors.ship_rule.SHIP_RULES`):
-            ``last`` (T) or ``before_drift`` (chosen from the label-free drift monitor).
+            ``last`` (T) or ``before_drift`` (chosen from the label-free drift monitor); the shipped
+            generation's model is what ``atso_nnunet_segment`` uses (:mod:`atso_nnunet.run.shipping`).
         reference_split: explicit K lists partitioning ``reference``; None: computed by
             :func:`atso_nnunet.plan.splits.split_reference` from ``seed``.
     """

@@ -355,6 +355,7 @@ def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
     rep.final_label_round = method.final_label_round(ctx.plan)
     rep.cost = training_cost(ctx.plan, steps)
     rep.ship_generation, rep.last_generation = ctx.plan.ship_generation, ctx.plan.generations
+    rep.ship_models = {t: method.generation_model(ctx.plan, t) for t in range(ctx.plan.generations + 1)}
     rep.resumed_trainings = resumed_trainings(run, steps)
     return rep
 

@@ -48,7 +48,7 @@ def test_a_planted_shrinking_chain_warns_in_the_log_and_the_report(fake_run, mon
     assert "R_g1: pseudo-labels lost" not in log
     data = json.loads((run.root / "report.json").read_text())["without_labels"]
     assert data["drift"]["drifted"] and data["drift"]["first_generation"] == 2
-    assert data["ship"] == {"rule": "before_drift", "generation": 1, "before_drift": 1,
+    assert data["ship"] == {"rule": "before_drift", "generation": 1, "before_drift": 1, "model": "g1_all",
                             "test_dsc": rep.generations[1].test_dsc}
     md = (run.root / "report.md").read_text()
     assert "## Without labels" in md and "**Drift (warning).** Pseudo-labels lost 28 % of their volume" in md
