@@ -195,6 +195,13 @@ def check_execution_options(args) -> None:
         if given:
             raise InputError(f"{', '.join(given)}: SLURM option(s) given with the local executor, where they would "
                              "be ignored; add --executor slurm, or leave them out")
+        if args.cpu_jobs is None:
+            from atso_nnunet.execution.warm.pool import default_cpu_jobs
+
+            try:
+                default_cpu_jobs(warm=True)     # ATSO_CPU_JOBS, checked as --cpu-jobs is
+            except ValueError as e:
+                raise InputError(f"{e}; fix or unset it, or give --cpu-jobs N") from None
     else:
         given = [flag for dest, flag in LOCAL_FLAGS.items() if getattr(args, dest, None) is not None]
         if given:

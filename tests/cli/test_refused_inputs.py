@@ -175,3 +175,15 @@ def test_plan_json_is_valid_after_the_refusals(workspace):
     tmp_path, plan = workspace
     assert run.main(run_args(tmp_path, plan, "--dry-run")) == 0
     assert json.loads((tmp_path / "run" / "plan.json").read_text())["dataset_id"] == 991
+
+
+def test_a_bad_cpu_jobs_variable_is_refused_with_and_without_dry_run(workspace, monkeypatch, caplog):
+    tmp_path, plan = workspace
+    monkeypatch.setenv("ATSO_CPU_JOBS", "0")
+    before = tree(tmp_path)
+    for dry in ([], ["--dry-run"]):
+        caplog.clear()
+        assert run.main(run_args(tmp_path, plan, *dry)) == 2
+        assert "ATSO_CPU_JOBS must be an integer from 1 to 1024, got '0'" in caplog.text
+        assert tree(tmp_path) == before
+    assert run.main(run_args(tmp_path, plan, "--cpu-jobs", "1", "--dry-run")) == 0   # the flag beats it
