@@ -152,3 +152,30 @@ def write_text(text: str, path: os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def checkpoint_problem(path: os.PathLike) -> Optional[str]:
+    """What is wrong with a PyTorch checkpoint file, checked without loading it (None: intact).
+
+    ``torch.save`` writes a zip archive; a file cut short (a copy or download interrupted, a full
+    disk) has no central directory, and damaged data fails the archive's CRC check.
+
+    Returns:
+        ``"missing"``, ``"empty"``, ``"truncated or not a PyTorch checkpoint (...)"`` or
+        ``"damaged: ..."``.
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "empty (0 bytes)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                return "not a PyTorch checkpoint (a zip archive without data.pkl)"
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"truncated or not a PyTorch checkpoint ({e})"
+    return None if bad is None else f"damaged: the data of {bad} fails its checksum"

@@ -4,7 +4,10 @@
 - ``--views VIEW ...``: a list option (space- or comma-separated);
 - ``--overwrite``: replace an existing output;
 - ``-v/--verbose``; old spellings stay as hidden aliases that warn (:class:`DeprecatedAlias`);
-- :func:`plain`: docstrings shown by ``--help`` without their reST markup.
+- :func:`plain`: docstrings shown by ``--help`` without their reST markup;
+- argument types that refuse a bad value while the command line is parsed, before any work and the
+  same with or without ``--dry-run``: :func:`number` (with its limits, finite) and :func:`folder`
+  (a path that is not a file).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
 from atso_nnunet.errors import AtsoError, InputError
+from atso_nnunet.limits import limit_problem
 from atso_nnunet.paths import NnUNetPaths
 from atso_nnunet.views import VIEWS
 
@@ -63,6 +67,55 @@ def add_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str, fl
     parser.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, default=argparse.SUPPRESS, **kwargs)
 
 
+def number(minimum: Optional[float], maximum: Optional[float], integer: bool = True,
+           above_minimum: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: a whole (or finite) number within its limits, else a parse error naming it.
+
+    ``--cpu-jobs 0`` stops the command with ``argument --cpu-jobs: 0 is below the minimum 1; give a
+    whole number from 1 to 1024`` (exit status 2) before anything else runs.
+
+    Args:
+        minimum, maximum: the limits (see :func:`atso_nnunet.limits.limit_problem`).
+        integer: a whole number (else a float, which must be finite).
+        above_minimum: the value must be strictly above ``minimum``.
+    """
+    what = "a whole number" if integer else "a number"
+    if above_minimum:
+        span = f" above {minimum}" + (f" and at most {maximum}" if maximum is not None else "")
+    else:
+        span = f" from {minimum} to {maximum}" if maximum is not None else f" >= {minimum}"
+
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}; give {what}{span}") from None
+        problem = limit_problem(value, minimum, maximum, above_minimum)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem}; give {what}{span}")
+        return value
+
+    parse.__name__ = what   # argparse names the type in its own messages
+    return parse
+
+
+def folder(text: str) -> Path:
+    """An argparse ``type``: a folder to read or create; refused when it (or a folder above it) is a file.
+
+    ``--run-dir report.md`` stops the command with ``argument --run-dir: report.md is a file, not a
+    folder; ...`` (exit status 2) before anything is created.
+    """
+    path = Path(text)
+    for p in (path, *path.resolve().parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"is inside {p}, which is a file"
+                raise argparse.ArgumentTypeError(f"{text} {where}, not a folder; give a folder (an existing one "
+                                                 "or a new path)")
+            break
+    return path
+
+
 def add_verbose_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
@@ -105,13 +158,13 @@ def setup_logging(verbose: bool = False) -> None:
 def add_nnunet_dir_option(parser: argparse.ArgumentParser, raw_only: bool = False) -> None:
     """``--nnunet-dir DIR``; with ``raw_only`` (commands that write raw datasets) also the old ``--raw DIR``."""
     if raw_only:
-        parser.add_argument("--nnunet-dir", type=Path, default=None, metavar="DIR",
+        parser.add_argument("--nnunet-dir", type=folder, default=None, metavar="DIR",
                             help="write into DIR/nnUNet_raw instead of the folder of the nnUNet_raw environment "
                                  "variable")
         add_alias(parser, "--raw", "--nnunet-dir DIR (writes DIR/nnUNet_raw) or export nnUNet_raw", "raw",
-                  type=Path)
+                  type=folder)
         return
-    parser.add_argument("--nnunet-dir", type=Path, default=None, metavar="DIR",
+    parser.add_argument("--nnunet-dir", type=folder, default=None, metavar="DIR",
                         help="use DIR/nnUNet_raw, DIR/nnUNet_preprocessed, DIR/nnUNet_results instead of the "
                              "nnUNet_raw / nnUNet_preprocessed / nnUNet_results environment variables")
 
@@ -132,12 +185,19 @@ def raw_folder(args: argparse.Namespace) -> Path:
 
 
 def nnunet_paths(nnunet_dir: Optional[Path]) -> NnUNetPaths:
-    """The nnU-Net folders from ``--nnunet-dir`` or the environment (InputError if neither)."""
-    if nnunet_dir is not None:
-        paths = NnUNetPaths.under(nnunet_dir.resolve())
-        paths.makedirs()
-        return paths
-    return NnUNetPaths.from_env()
+    """The nnU-Net folders from ``--nnunet-dir`` or the environment; nothing is created (a run creates
+    them once its checks have passed, so that a refused command leaves no empty folders).
+
+    Raises:
+        InputError: neither is given, or one of the three is a file.
+    """
+    paths = NnUNetPaths.under(nnunet_dir.resolve()) if nnunet_dir is not None else NnUNetPaths.from_env()
+    for name, p in zip(("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"), (paths.raw, paths.preprocessed,
+                                                                               paths.results)):
+        if p.exists() and not p.is_dir():
+            raise InputError(f"{name} {p} is a file, not a folder: move it away, or give another --nnunet-dir "
+                             "(or export another folder)")
+    return paths
 
 
 def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Optional[int]],

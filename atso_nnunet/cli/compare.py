@@ -26,8 +26,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, add_views_option, nnunet_paths, plain, run_cli
-from atso_nnunet.cli.run import add_execution_options, make_executor_from_args, resolve_device
+from atso_nnunet.cli.common import (add_nnunet_dir_option, add_verbose_option, add_views_option, folder, nnunet_paths,
+                                    number, plain, run_cli)
+from atso_nnunet.cli.run import (add_execution_options, check_execution_options, make_executor_from_args,
+                                 resolve_device)
+from atso_nnunet.limits import PROCESSES_MAX, SEED_MAX
+from atso_nnunet.plan.fields import MAX_GENERATIONS
 from atso_nnunet.errors import InputError
 from atso_nnunet.io import read_json
 from atso_nnunet.run.rundir import PUBLISHED
@@ -48,11 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--methods", nargs="+", default=["supervised", "self", "stso", "atso", "oracle"],
                       metavar="METHOD", help=f"methods to compare, of {', '.join(method_names())} "
                                              "(default: %(default)s; supervised = labeled-only is always run)")
-    cmp_.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S",
+    cmp_.add_argument("--seeds", nargs="+", type=number(0, SEED_MAX), default=[0, 1, 2], metavar="S",
                       help="seeds: labeled draw, reference split and training seed (default: 0 1 2)")
-    cmp_.add_argument("--generations", type=int, metavar="T", help="generations of the semi-supervised methods (default: the plan's)")
+    cmp_.add_argument("--generations", type=number(0, MAX_GENERATIONS), metavar="T", help="generations of the semi-supervised methods (default: the plan's)")
     add_views_option(cmp_, None, "views to train (default: the plan's)")
-    cmp_.add_argument("--out", type=Path, required=True, help="folder of the comparison and its run folders")
+    cmp_.add_argument("--out", type=folder, required=True, help="folder of the comparison and its run folders")
     cmp_.add_argument("--report-only", action="store_true",
                       help="run nothing: write the comparison from the run folders already under --out "
                            "(finished and unfinished runs; a look at a long comparison while it runs), or "
@@ -60,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = p.add_argument_group("execution (the same executors as atso_nnunet_run)")
     add_nnunet_dir_option(ex)
     add_execution_options(p, ex)
-    ex.add_argument("--num-processes", type=int, default=2, metavar="N", help="processes for preprocessing and ingestion "
+    ex.add_argument("--num-processes", type=number(1, PROCESSES_MAX), default=2, metavar="N", help="processes for preprocessing and ingestion "
                                                                  "(default: %(default)s)")
     add_verbose_option(p)
     return p
@@ -71,6 +75,7 @@ def _run(args) -> int:
     from atso_nnunet.methods import get_method
     from atso_nnunet.plan import find_plan, load_plan, resolve_case_rule
 
+    check_execution_options(args)
     if args.plan is not None and (args.dataset or args.split):
         raise InputError("give either --plan FILE or -d DATASET -f SPLIT, not both")
     if args.plan is None and not (args.dataset and args.split):

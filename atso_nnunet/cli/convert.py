@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from atso_nnunet.data.layout import dataset_folder_name
-from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, plain, raw_folder, run_cli
+from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, number, plain, raw_folder, run_cli
+from atso_nnunet.limits import DATASET_ID_MAX, DATASET_ID_MIN, PROCESSES_MAX
 from atso_nnunet.data.msd import MSD_DATASET_ID, MSD_EVAL_LABEL_MAP, convert_msd
 from atso_nnunet.data.nih import NIH_DATASET_ID, NIH_DATASET_NAME, SERIES_RULES, convert_nih
 
 
 logger = logging.getLogger("atso_nnunet.convert")
+# the range the plans allow (nnU-Net's three-digit ids)
+DATASET_ID = number(DATASET_ID_MIN, DATASET_ID_MAX)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     nih.add_argument("--labels-root", type=Path, required=True,
                      help="folder with labelXXXX.nii.gz (TCIA_pancreas_labels-02-05-2017)")
     add_nnunet_dir_option(nih, raw_only=True)
-    nih.add_argument("--dataset-id", type=int, default=NIH_DATASET_ID, help="nnU-Net dataset id (default %(default)s)")
+    nih.add_argument("--dataset-id", type=DATASET_ID, default=NIH_DATASET_ID, help="nnU-Net dataset id (default %(default)s)")
     nih.add_argument("--cases", nargs="+", default=None, metavar="NIH_XXXX",
                      help="convert only these cases (default: every patient found)")
     nih.add_argument("--series-rule", choices=SERIES_RULES, default=None,
@@ -48,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     msd = sub.add_parser("msd", help="MSD Task07 Pancreas -> Dataset802_MSDPancreas (nnU-Net's MSD converter)")
     msd.add_argument("--task-folder", type=Path, required=True, help="unpacked Task07_Pancreas folder")
     add_nnunet_dir_option(msd, raw_only=True)
-    msd.add_argument("--dataset-id", type=int, default=MSD_DATASET_ID, help="nnU-Net dataset id (default %(default)s)")
-    msd.add_argument("--num-processes", type=int, default=2,
+    msd.add_argument("--dataset-id", type=DATASET_ID, default=MSD_DATASET_ID, help="nnU-Net dataset id (default %(default)s)")
+    msd.add_argument("--num-processes", type=number(1, PROCESSES_MAX), default=2,
                      help="processes for nnU-Net's MSD conversion (default %(default)s)")
     for p in (nih, msd):  # -v after the subcommand too; SUPPRESS keeps a -v given before it
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, run_cli
+from atso_nnunet.cli.common import add_nnunet_dir_option, add_verbose_option, folder, number, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,9 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Diagnose a run folder: label volumes, overlays in each view, what "
                                             "the students trained on, training curves, intensities.")
     p.add_argument("run_dir", type=Path, help="an atso_nnunet run folder")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/diagnosis)")
+    p.add_argument("--out", type=folder, default=None, help="output folder (default RUN_DIR/diagnosis)")
     add_nnunet_dir_option(p)
-    p.add_argument("--cases", type=int, default=2, help="cases per overlay figure (default 2)")
+    p.add_argument("--cases", type=number(1, 100), default=2, help="cases per overlay figure (default 2)")
     add_verbose_option(p)
     return p
 

@@ -19,7 +19,9 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import add_alias, add_verbose_option, add_views_option, plain, run_cli
+from atso_nnunet.cli.common import add_alias, add_verbose_option, add_views_option, number, plain, run_cli
+from atso_nnunet.limits import DATASET_ID_MAX, DATASET_ID_MIN, SEED_MAX
+from atso_nnunet.plan.fields import MAX_GENERATIONS, MAX_SUBSETS
 from atso_nnunet.errors import InputError
 from atso_nnunet.methods import get_method, method_names
 from atso_nnunet.plan import CONFIGURATIONS, METRICS, write_plan_from_dataset
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="plan JSON to write")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_alias(parser, "--force", "--overwrite", "overwrite", flag=True)
-    parser.add_argument("--dataset-id", type=int, required=True,
+    parser.add_argument("--dataset-id", type=number(DATASET_ID_MIN, DATASET_ID_MAX), required=True,
                         help="nnU-Net id of the experiment dataset the run builds (not the raw dataset's)")
     parser.add_argument("--dataset-name", default=None,
                         help="nnU-Net name of the experiment dataset (default: raw dataset name + method)")
@@ -59,10 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--note", default=None, help="free text recorded in the plan")
     parser.add_argument("--method", choices=method_names(), default="atso",
                         help="the method to run (default %(default)s)")
-    parser.add_argument("--generations", type=int, default=None,
+    parser.add_argument("--generations", type=number(0, MAX_GENERATIONS), default=None,
                         help="teacher-student generations (default 2; 0 for supervised)")
-    parser.add_argument("--subsets", type=int, default=2, help="reference subsets for ATSO, default %(default)s")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--subsets", type=number(1, MAX_SUBSETS), default=2, help="reference subsets for ATSO, default %(default)s")
+    parser.add_argument("--seed", type=number(0, SEED_MAX), default=0,
                         help="seed of the reference split and of --test-fraction, default %(default)s")
     add_views_option(parser, default=VIEWS, help="views to train (default: all)")
     parser.add_argument("--configuration", choices=CONFIGURATIONS, default="2d",

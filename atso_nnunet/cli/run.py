@@ -12,9 +12,11 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from atso_nnunet.cli.common import (add_alias, add_nnunet_dir_option, add_verbose_option, add_views_option,
-                                    nnunet_paths, plain, run_cli)
+from atso_nnunet.cli.common import (add_alias, add_nnunet_dir_option, add_verbose_option, add_views_option, folder,
+                                    nnunet_paths, number, plain, run_cli)
 from atso_nnunet.errors import InputError
+from atso_nnunet.limits import PROCESSES_MAX, RETRIES_MAX
+from atso_nnunet.plan.fields import MAX_GENERATIONS, MAX_SUBSETS
 
 logger = logging.getLogger("atso_nnunet.run")
 
@@ -38,19 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     ov.add_argument("--method", choices=method_names(), metavar="METHOD",
                     help="default: the plan's. " + "; ".join(f"{n}: {get_method(n).summary}" for n in method_names()))
-    ov.add_argument("--generations", type=int, help="number of teacher-student generations T")
-    ov.add_argument("--subsets", type=int, help="ATSO: number of reference subsets K (K > 2: each subset is "
+    ov.add_argument("--generations", type=number(0, MAX_GENERATIONS), help="number of teacher-student generations T")
+    ov.add_argument("--subsets", type=number(1, MAX_SUBSETS), help="ATSO: number of reference subsets K (K > 2: each subset is "
                                                "pseudo-labelled by the ensemble of the models not trained on it)")
     add_views_option(ov, default=None, help="views to train instead of the plan's")
     ov.add_argument("--configuration", help="nnU-Net configuration: 2d (tri-view) or 3d_fullres")
     ex = p.add_argument_group("execution")
-    ex.add_argument("--run-dir", type=Path, help="run folder (default: $nnUNet_results/atso_runs/"
+    ex.add_argument("--run-dir", type=folder, help="run folder (default: $nnUNet_results/atso_runs/"
                                                 "Dataset<id>_<name>__<method>)")
     add_nnunet_dir_option(ex)
-    ex.add_argument("--num-processes", type=int, default=2, help="processes for preprocessing and ingestion (default: %(default)s)")
+    ex.add_argument("--num-processes", type=number(1, PROCESSES_MAX), default=2, help="processes for preprocessing and ingestion (default: %(default)s)")
     ex.add_argument("--dry-run", action="store_true", help="print every command (nnU-Net's own for training and "
                                                           "prediction) in order, run nothing")
-    ex.add_argument("--sec-per-iter", type=float, metavar="S",
+    ex.add_argument("--sec-per-iter", type=number(0, 3600, integer=False, above_minimum=True), metavar="S",
                     help="with --dry-run: seconds per training iteration on your GPU, to print GPU-hours per "
                          "generation and in total")
     ex.add_argument("--timing-from", type=Path, metavar="DIR",
@@ -65,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _slurm_number(name: str):
+    """The argparse type of a ``--slurm-*`` number: the limits of its :class:`SlurmConfig` field."""
+    import dataclasses
+
+    from atso_nnunet.execution.slurm.config import SlurmConfig
+
+    meta = {f.name: f.metadata for f in dataclasses.fields(SlurmConfig)}[name]
+    return number(meta["min"], meta["max"], integer=isinstance(SlurmConfig.__dataclass_fields__[name].default, int),
+                  above_minimum=bool(meta.get("above_min")))
+
+
 def add_execution_options(p: argparse.ArgumentParser, ex) -> None:
     """Where nnU-Net jobs run: local (GPUs, CPU slots, warm workers) or SLURM, and the device.
 
@@ -73,17 +86,17 @@ def add_execution_options(p: argparse.ArgumentParser, ex) -> None:
     ex.add_argument("--executor", choices=("local", "slurm"), default="local",
                     help="where nnU-Net jobs run: this machine or SLURM job arrays (default: %(default)s)")
     ex.add_argument("--gpus", help="local GPU ids, e.g. 0,1,2,3: one job per GPU (default: CPU, see --cpu-jobs)")
-    ex.add_argument("--jobs-per-gpu", type=int, default=None, metavar="N",
+    ex.add_argument("--jobs-per-gpu", type=number(1, 64), default=None, metavar="N",
                     help="local with --gpus: N jobs share each GPU at a time, each with CPUs/(GPUs x N) - 1 "
                          "augmentation workers unless nnUNet_n_proc_DA is set (default 1; small networks leave "
                          "a large GPU mostly idle, see docs/lab/benchmarks.md 'On a GPU')")
     ex.add_argument("--device", choices=DEVICES, help="where nnU-Net trains and predicts (default: cuda with --gpus "
                                                      "or SLURM GPUs per job > 0, else cpu)")
-    ex.add_argument("--retries", type=int, default=None, help="retries of a failed job (default 1)")
+    ex.add_argument("--retries", type=number(0, RETRIES_MAX), default=None, help="retries of a failed job (default 1)")
     ex.add_argument("--no-warm-workers", dest="warm_workers", action="store_false", default=None,
                     help="local: start every nnU-Net command as a fresh subprocess instead of forking it from a "
                          "worker that imported torch and nnU-Net once (also: ATSO_WARM_WORKERS=0)")
-    ex.add_argument("--cpu-jobs", type=int, default=None, metavar="N",
+    ex.add_argument("--cpu-jobs", type=number(1, PROCESSES_MAX), default=None, metavar="N",
                     help="local without --gpus: nnU-Net jobs at a time, each with CPUs/N torch threads (default: "
                          "ATSO_CPU_JOBS, else 2 with warm workers and 1 without; the thread cap needs warm workers)")
     sl = p.add_argument_group("SLURM (--executor slurm; submitit). Defaults come from the plan's 'slurm' section, "
@@ -91,26 +104,26 @@ def add_execution_options(p: argparse.ArgumentParser, ex) -> None:
     sl.add_argument("--slurm-partition", metavar="NAME",
                     help="partition the jobs run in (default: the cluster's default partition); checked with sinfo "
                          "before anything is submitted")
-    sl.add_argument("--slurm-gpus-per-job", type=int, metavar="N",
+    sl.add_argument("--slurm-gpus-per-job", type=_slurm_number("gpus_per_job"), metavar="N",
                     help="GPUs per job (default 1, or 0 with --device cpu); 0 trains on the CPU")
-    sl.add_argument("--slurm-cpus", type=int, metavar="N",
+    sl.add_argument("--slurm-cpus", type=_slurm_number("cpus_per_task"), metavar="N",
                     help="CPUs per job (default 8); nnU-Net's data-augmentation workers follow it (N - 1)")
-    sl.add_argument("--slurm-mem-gb", type=float, metavar="GB", help="memory per job in GB (default 32)")
-    sl.add_argument("--slurm-time-min", type=int, metavar="MIN",
+    sl.add_argument("--slurm-mem-gb", type=_slurm_number("mem_gb"), metavar="GB", help="memory per job in GB (default 32)")
+    sl.add_argument("--slurm-time-min", type=_slurm_number("time_min"), metavar="MIN",
                     help="time limit per job in minutes (default 1440); a training that needs longer gets SIGUSR2 "
                          "before the limit, is requeued and continues from its checkpoint (nnU-Net --c)")
-    sl.add_argument("--slurm-signal-delay-s", type=int, metavar="S",
+    sl.add_argument("--slurm-signal-delay-s", type=_slurm_number("signal_delay_s"), metavar="S",
                     help="seconds before the time limit at which a job is told to stop and requeue (default 120); "
                          "must be shorter than the time limit")
-    sl.add_argument("--slurm-max-requeues", type=int, metavar="N",
+    sl.add_argument("--slurm-max-requeues", type=_slurm_number("max_requeues"), metavar="N",
                     help="requeues after time-outs per job (default 3)")
     sl.add_argument("--slurm-setup", action="append", default=None, metavar="LINE",
                     help="shell line run before each job, e.g. 'module load cuda' (repeatable)")
-    sl.add_argument("--slurm-log-dir", type=Path, metavar="DIR",
+    sl.add_argument("--slurm-log-dir", type=folder, metavar="DIR",
                     help="shared folder for submitit's files and job states (default: <run-dir>/slurm)")
-    sl.add_argument("--slurm-max-parallel", type=int, metavar="N",
+    sl.add_argument("--slurm-max-parallel", type=_slurm_number("max_parallel"), metavar="N",
                     help="jobs of one array running at once (default 6)")
-    sl.add_argument("--slurm-poll-s", type=float, metavar="S",
+    sl.add_argument("--slurm-poll-s", type=_slurm_number("poll_interval_s"), metavar="S",
                     help="seconds between two looks at the queue (default 30)")
 
 
@@ -160,6 +173,42 @@ def slurm_config(args, plan, run_dir: Path):
         return SlurmConfig(**settings)
     except (TypeError, ValueError) as e:
         raise InputError(f"SLURM options: {e}") from None
+
+
+# local-only options (dest -> flag): meaningless for SLURM jobs, which get their resources from --slurm-*
+LOCAL_FLAGS = {"gpus": "--gpus", "cpu_jobs": "--cpu-jobs", "jobs_per_gpu": "--jobs-per-gpu",
+               "warm_workers": "--no-warm-workers"}
+
+
+def check_execution_options(args) -> None:
+    """The execution options together, before any work and the same with or without ``--dry-run``:
+    ``--slurm-*`` flags only with ``--executor slurm``, local-only flags only without it, ``--gpus``
+    and ``--jobs-per-gpu`` well-formed.
+
+    Raises:
+        InputError: naming the flags and the fix.
+    """
+    from atso_nnunet.run.preflight import parse_gpu_ids
+
+    if args.executor == "local":
+        given = [f"--{dest.replace('_', '-')}" for dest in SLURM_FLAGS if getattr(args, dest, None) is not None]
+        if given:
+            raise InputError(f"{', '.join(given)}: SLURM option(s) given with the local executor, where they would "
+                             "be ignored; add --executor slurm, or leave them out")
+        if args.cpu_jobs is None:
+            from atso_nnunet.execution.warm.pool import default_cpu_jobs
+
+            try:
+                default_cpu_jobs(warm=True)     # ATSO_CPU_JOBS, checked as --cpu-jobs is
+            except ValueError as e:
+                raise InputError(f"{e}; fix or unset it, or give --cpu-jobs N") from None
+    else:
+        given = [flag for dest, flag in LOCAL_FLAGS.items() if getattr(args, dest, None) is not None]
+        if given:
+            raise InputError(f"{', '.join(given)}: local option(s) given with --executor slurm, where they would be "
+                             "ignored; SLURM jobs get their resources from --slurm-gpus-per-job and --slurm-cpus "
+                             "(or the plan's slurm section): leave them out")
+    check_jobs_per_gpu(args, parse_gpu_ids(args.gpus))
 
 
 def check_jobs_per_gpu(args, gpus) -> int:
@@ -215,9 +264,7 @@ def _run(args) -> int:
     from atso_nnunet.run.driver import DriverOptions, default_run_dir, run_experiment
     from atso_nnunet.plan import resolve_case_rule
 
-    from atso_nnunet.run.preflight import parse_gpu_ids
-
-    check_jobs_per_gpu(args, parse_gpu_ids(args.gpus))
+    check_execution_options(args)
     plan = load_experiment(args)
     paths = nnunet_paths(args.nnunet_dir)
     plan = resolve_case_rule(plan, paths)

@@ -12,7 +12,9 @@ import argparse
 import logging
 from typing import List, Optional
 
-from atso_nnunet.cli.common import add_alias, add_nnunet_dir_option, add_verbose_option, plain, raw_folder, run_cli
+from atso_nnunet.cli.common import add_alias, add_nnunet_dir_option, add_verbose_option, number, plain, raw_folder, run_cli
+from atso_nnunet.limits import DATASET_ID_MAX, DATASET_ID_MIN, SEED_MAX
+from atso_nnunet.plan.sections import MAX_SYNTHETIC_CASES
 from atso_nnunet.data.synthetic import DOMAIN_DEFAULTS, DOMAINS, SyntheticConfig, write_source_dataset
 
 logger = logging.getLogger("atso_nnunet.synth")
@@ -27,13 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "(arterial, thicker slices, calibration offset, lesions labelled 2).",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=plain(__doc__))
     add_nnunet_dir_option(parser, raw_only=True)
-    parser.add_argument("--dataset-id", type=int, required=True, help="nnU-Net dataset id (1-999)")
+    parser.add_argument("--dataset-id", type=number(DATASET_ID_MIN, DATASET_ID_MAX), required=True, help="nnU-Net dataset id (1-999)")
     parser.add_argument("--dataset-name", default=None, help="dataset name (default: Synthetic<domain>)")
     add_alias(parser, "--name", "--dataset-name", "dataset_name")
-    parser.add_argument("--n-cases", type=int, default=30, help="number of cases (default: %(default)s)")
-    add_alias(parser, "--cases", "--n-cases", "n_cases", type=int)
+    parser.add_argument("--n-cases", type=number(1, MAX_SYNTHETIC_CASES), default=30, help="number of cases (default: %(default)s)")
+    add_alias(parser, "--cases", "--n-cases", "n_cases", type=number(1, MAX_SYNTHETIC_CASES))
     parser.add_argument("--domain", choices=DOMAINS, default="A", help="A (NIH-like) or B (MSD-like); default A")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=number(0, SEED_MAX), default=0, help="random seed (default: 0)")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
                         help="volume size in voxels (default: "
                              + ", ".join(f"{d}: {'x'.join(map(str, v['shape']))}" for d, v in DOMAIN_DEFAULTS.items())

@@ -141,54 +141,63 @@ def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:
     from atso_nnunet.data.materialize import find_cases
     from atso_nnunet.run.prepare import drop_absent_cases, ensure_sources
     from atso_nnunet.run.preflight import dataset_id_problems
+    from atso_nnunet.run.refusal import removed_on_refusal
 
-    present = drop_absent_cases(plan, options.paths)
-    pool = labeled_pool(present, find_cases(ensure_sources(present, options.paths),
-                                            [*present.labeled, *present.reference]))
-    if len(pool) == len(plan.labeled):
-        logger.warning("the labeled set is the same for every seed (no reference case has ground truth in a "
-                       "source of the labeled cases): seeds differ in the reference split and the training seed only")
-    plans = {(s, m): plan_for_seed(plan, s, m, options.generations, options.views, pool=pool)
-             for s in seeds for m in methods}
+    # a comparison refused before any of its runs prepared its data leaves nothing behind
+    def prepared() -> bool:
+        return any(RunDir(out / f"seed{s}" / m).is_done("prepare") for s in seeds for m in methods)
 
-    # Seed s builds its dataset under dataset_id + s: a clash on the last seed is found now, not
-    # after hours of the first seeds' training.
-    clashes = [f"seed {s}: {problem}" for s in seeds for problem in dataset_id_problems(plans[(s, baseline)],
-                                                                                       options.paths)]
-    if clashes:
-        raise InputError("dataset ids of the comparison's seeds are taken:\n  - " + "\n  - ".join(clashes))
-    skipped = []
-    for s in seeds:
-        shared_ctx = None
-        for m in methods:
-            p = plans[(s, m)]
-            run_dir = out / f"seed{s}" / m
-            busy = driven_elsewhere(run_dir)
-            if busy:
-                skipped.append(f"seed {s} {m}")
+    paths = options.paths
+    with removed_on_refusal([out, paths.raw, paths.preprocessed, paths.results], keep=prepared,
+                            before_removal=getattr(options.executor, "close", None)):
+        present = drop_absent_cases(plan, options.paths)
+        pool = labeled_pool(present, find_cases(ensure_sources(present, options.paths),
+                                                [*present.labeled, *present.reference]))
+        if len(pool) == len(plan.labeled):
+            logger.warning("the labeled set is the same for every seed (no reference case has ground truth in a "
+                           "source of the labeled cases): seeds differ in the reference split and the training "
+                           "seed only")
+        plans = {(s, m): plan_for_seed(plan, s, m, options.generations, options.views, pool=pool)
+                 for s in seeds for m in methods}
+
+        # Seed s builds its dataset under dataset_id + s: a clash on the last seed is found now, not
+        # after hours of the first seeds' training.
+        clashes = [f"seed {s}: {problem}" for s in seeds for problem in dataset_id_problems(plans[(s, baseline)],
+                                                                                           options.paths)]
+        if clashes:
+            raise InputError("dataset ids of the comparison's seeds are taken:\n  - " + "\n  - ".join(clashes))
+        skipped = []
+        for s in seeds:
+            shared_ctx = None
+            for m in methods:
+                p = plans[(s, m)]
+                run_dir = out / f"seed{s}" / m
+                busy = driven_elsewhere(run_dir)
+                if busy:
+                    skipped.append(f"seed {s} {m}")
+                    if m == baseline:
+                        logger.warning("seed %d skipped: its labeled-only run (which trains the M0 every method of "
+                                       "the seed shares) is being driven elsewhere: %s", s, busy)
+                        break
+                    logger.warning("seed %d, %s skipped: %s", s, m, busy)
+                    continue
+                opts = DriverOptions(run_dir=run_dir, paths=options.paths, executor=options.executor,
+                                     device=options.device, num_processes=options.num_processes,
+                                     defer_test_scores=True)
+                ctx = make_context(p, opts)
                 if m == baseline:
-                    logger.warning("seed %d skipped: its labeled-only run (which trains the M0 every method of "
-                                   "the seed shares) is being driven elsewhere: %s", s, busy)
-                    break
-                logger.warning("seed %d, %s skipped: %s", s, m, busy)
-                continue
-            opts = DriverOptions(run_dir=run_dir, paths=options.paths, executor=options.executor,
-                                 device=options.device, num_processes=options.num_processes,
-                                 defer_test_scores=True)
-            ctx = make_context(p, opts)
-            if m == baseline:
-                shared_ctx = ctx
-                run_dir.mkdir(parents=True, exist_ok=True)
-                write_json({"key": generation_zero_key(p)}, run_dir / "g0_key.json")
-            else:
-                steps = build_schedule(p, reference_subsets(p), get_method(m))
-                n = adopt_generation_zero(shared_ctx, ctx, steps)
-                logger.info("seed %d, %s: %d generation-0 step(s) shared with the labeled-only run", s, m, n)
-            logger.info("=== seed %d, method %s: %s", s, m, run_dir)
-            run_experiment(p, opts)
-            # also the runs another invocation wrote (e.g. one per seed, in parallel)
-            comparison_report.write_comparison(read_records(out, seeds, methods), out, plan_name=plan.name,
-                                               command=options.command)
+                    shared_ctx = ctx
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    write_json({"key": generation_zero_key(p)}, run_dir / "g0_key.json")
+                else:
+                    steps = build_schedule(p, reference_subsets(p), get_method(m))
+                    n = adopt_generation_zero(shared_ctx, ctx, steps)
+                    logger.info("seed %d, %s: %d generation-0 step(s) shared with the labeled-only run", s, m, n)
+                logger.info("=== seed %d, method %s: %s", s, m, run_dir)
+                run_experiment(p, opts)
+                # also the runs another invocation wrote (e.g. one per seed, in parallel)
+                comparison_report.write_comparison(read_records(out, seeds, methods), out, plan_name=plan.name,
+                                                   command=options.command)
     records = read_records(out, seeds, methods)
     if skipped:
         if records:  # after a skipped last run the tables were not rewritten yet

@@ -250,6 +250,11 @@ def check_raw_dataset(dataset_dir: os.PathLike, roles: Sequence[str] = ROLES, ch
                 problems.append(f"{role}: dataset.json 'atso' lists {len(atso[role])} case(s) but {images_folder} "
                                 "does not exist; rebuild the experiment dataset")
             continue
+        mismatch = layout.ending_mismatch(images_folder, ending)
+        if mismatch:   # every case is invisible: the counts below would blame numTraining or the case lists
+            problems.append(mismatch)
+            counts[role], with_labels[role] = 0, 0
+            continue
         cases, scan_problems = _scan_images(images_folder, ending, n_channels, role)
         problems += scan_problems
         label_ids = set(layout.label_ids_in(labels_folder, ending=ending))

@@ -19,6 +19,10 @@ cases may sit in any of these folders.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
+
+from atso_nnunet.errors import InputError
+from atso_nnunet.limits import DATASET_ID_MAX, DATASET_ID_MIN
 
 IMAGES_TR = "imagesTr"
 LABELS_TR = "labelsTr"
@@ -28,10 +32,19 @@ IMAGES_TS = "imagesTs"
 LABELS_TS = "labelsTs"
 
 FILE_ENDING = ".nii.gz"
+# File endings of the image formats nnU-Net reads (its readers' supported_file_endings), longest first.
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".tiff", ".tif", ".png", ".bmp")
 
 
 def dataset_prefix(dataset_id: int) -> str:
-    """``Dataset<id:03d>_``: how every raw dataset folder of this id starts (nnU-Net's convention)."""
+    """``Dataset<id:03d>_``: how every raw dataset folder of this id starts (nnU-Net's convention).
+
+    Raises:
+        InputError: the id is outside nnU-Net's 1-999 (the range plans allow too).
+    """
+    if isinstance(dataset_id, bool) or not DATASET_ID_MIN <= int(dataset_id) <= DATASET_ID_MAX:
+        raise InputError(f"dataset id {dataset_id!r}: nnU-Net dataset ids are {DATASET_ID_MIN} to {DATASET_ID_MAX} "
+                         "(three digits; plans allow the same range): give another --dataset-id")
     return f"Dataset{int(dataset_id):03d}_"
 
 
@@ -72,3 +85,29 @@ def label_ids_in(folder: Path, ending: str = FILE_ENDING) -> list:
         return []
     return sorted(p.name[: -len(ending)] for p in folder.iterdir()
                   if p.name.endswith(ending) and not p.name.startswith("."))
+
+
+def ending_mismatch(folder: Path, ending: str) -> Optional[str]:
+    """When ``folder`` holds image files, none ending in ``ending`` but some in another image ending:
+    a message naming dataset.json's ``file_ending`` and the value to set (None otherwise).
+
+    A dataset.json whose ``file_ending`` does not match its files makes every case invisible; the
+    counts that follow (``numTraining``, case ids) would blame the wrong thing.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    names = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+    if any(n.endswith(ending) for n in names):
+        return None
+    found = {}
+    for n in names:
+        other = next((e for e in IMAGE_ENDINGS if n.endswith(e)), None)
+        if other is not None:
+            found.setdefault(other, []).append(n)
+    if not found:
+        return None
+    other, files = max(found.items(), key=lambda kv: len(kv[1]))
+    return (f"dataset.json file_ending is {ending!r} but {folder} holds {len(files)} image file(s) ending in "
+            f"{other!r} (e.g. {sorted(files)[0]}) and none ending in {ending!r}: set \"file_ending\": \"{other}\" "
+            f"in {folder.parent / 'dataset.json'}")

@@ -8,8 +8,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from atso_nnunet.errors import InputError
+from atso_nnunet.limits import SEED_MAX
 
 DOMAINS = ("A", "B")
+# Largest volume the generator makes: 1024 voxels along an axis, 2**26 (67 million) in all
+# (512 x 512 x 256); the generator's float arrays of a larger one would take gigabytes.
+MAX_EDGE = 1024
+MAX_VOXELS = 2 ** 26
 GENERATOR_VERSION = 1
 
 # Per-domain defaults of the options a user may leave unset.
@@ -28,11 +33,13 @@ class SyntheticConfig:
     Attributes:
         domain: ``"A"`` (NIH-like, venous, no lesions) or ``"B"`` (MSD-like, arterial, lesions).
         shape: volume size (x, y, z) in voxels; default (160, 160, 64) for A, (160, 160, 32) for
-            B (thicker slices over the same length). At least 16 x 16 x 4.
-        spacing: voxel size (x, y, z) in mm; default (0.8, 0.8, 2.5) for A, (0.8, 0.8, 5.0) for B.
-        seed: base seed (>= 0); case ``i`` draws from ``np.random.default_rng([seed, i, domain])``.
-        noise_sigma: standard deviation of the image noise in HU; default 12 (A), 22 (B).
-        hu_offset: scanner calibration offset added to every voxel, HU; default 0 (A), 30 (B).
+            B (thicker slices over the same length). At least 16 x 16 x 4, at most 1024 along an axis and 2**26
+            voxels in all.
+        spacing: voxel size (x, y, z) in mm, each in (0, 100); default (0.8, 0.8, 2.5) for A, (0.8, 0.8, 5.0)
+            for B.
+        seed: base seed (0 to 2**32 - 1); case ``i`` draws from ``np.random.default_rng([seed, i, domain])``.
+        noise_sigma: standard deviation of the image noise in HU, 0 to 500; default 12 (A), 22 (B).
+        hu_offset: scanner calibration offset added to every voxel, HU, -500 to 500; default 0 (A), 30 (B).
         lesions: put 1-2 hypodense lesions (label 2) inside the organ; default False (A), True (B).
     """
 
@@ -57,6 +64,9 @@ class SyntheticConfig:
             raise InputError(f"SyntheticConfig.shape must be three integers (x, y, z), got {self.shape!r}")
         if shape[0] < 16 or shape[1] < 16 or shape[2] < 4:
             raise InputError(f"SyntheticConfig.shape (x, y, z) must be at least (16, 16, 4), got {tuple(shape)}")
+        if max(shape) > MAX_EDGE or int(np.prod([int(v) for v in shape])) > MAX_VOXELS:
+            raise InputError(f"SyntheticConfig.shape {tuple(int(v) for v in shape)} is above the limit: at most "
+                             f"{MAX_EDGE} voxels along an axis and {MAX_VOXELS} in all")
         object.__setattr__(self, "shape", tuple(int(v) for v in shape))
 
         spacing = _triple(self.spacing, "spacing")
@@ -64,8 +74,9 @@ class SyntheticConfig:
             raise InputError(f"SyntheticConfig.spacing must be three numbers in (0, 100) mm, got {self.spacing!r}")
         object.__setattr__(self, "spacing", tuple(float(v) for v in spacing))
 
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
-            raise InputError(f"SyntheticConfig.seed must be an integer >= 0, got {self.seed!r}")
+        if (not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0
+                or self.seed > SEED_MAX):
+            raise InputError(f"SyntheticConfig.seed must be an integer from 0 to {SEED_MAX}, got {self.seed!r}")
         object.__setattr__(self, "seed", int(self.seed))
         if not _is_number(self.noise_sigma) or not 0 <= float(self.noise_sigma) <= 500:
             raise InputError(f"SyntheticConfig.noise_sigma must be a number in [0, 500] HU, got {self.noise_sigma!r}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from atso_nnunet.limits import RETRIES_MAX, limit_problem
 from atso_nnunet.errors import StepFailedError
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -148,6 +149,8 @@ def check_retries(retries: int, option: str = "retries") -> int:
     """Validate a retry count (an int >= 0) and return it."""
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"{option} must be an integer >= 0, got {retries!r}")
+    if retries > RETRIES_MAX:
+        raise ValueError(f"{option}: {limit_problem(retries, 0, RETRIES_MAX)}")
     return retries
 
 

@@ -16,10 +16,12 @@ class); 0.0 when both are empty.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional
 
 import numpy as np
+
+from atso_nnunet.limits import limits
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,8 @@ class StabilityFilter:
         max_change: leave out every case whose change exceeds this (0 <= x < 1).
     """
 
-    drop_fraction: Optional[float] = None
-    max_change: Optional[float] = None
+    drop_fraction: Optional[float] = field(default=None, metadata=limits(limits_text="0 < value < 1"))
+    max_change: Optional[float] = field(default=None, metadata=limits(limits_text="0 <= value < 1"))
 
     @classmethod
     def problems(cls, data: Any, path: str = "stability_filter") -> List[str]:

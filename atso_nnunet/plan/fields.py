@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Dict, Tuple
 
+from atso_nnunet.limits import DATASET_ID_MAX, DATASET_ID_MIN, SEED_MAX
 from atso_nnunet.plan.sections import PATCH_DIMS
 
 METRICS: Tuple[str, ...] = ("mean", "global")
@@ -34,3 +35,13 @@ KEY_ORDER: Tuple[str, ...] = (
 FUSIONS: Tuple[str, ...] = ("vote", "mean")
 # Old key -> current key. Read with a deprecation warning; giving both is an error.
 ALIASES: Dict[str, str] = {"schedule": "training"}
+# Limits of the plan's top-level numbers (field -> (minimum, maximum)): the paper runs 2-5 generations
+# of 2-3 subsets; far more is a typo, and a schedule of 10**12 generations fills the memory.
+MAX_GENERATIONS = 100
+MAX_SUBSETS = 100
+# label values of eval_label_map (nnU-Net's labels fit in 16 bits)
+MAX_LABEL_VALUE = 65535
+NUMBER_LIMITS: Dict[str, Tuple[int, int]] = {
+    "dataset_id": (DATASET_ID_MIN, DATASET_ID_MAX), "seed": (0, SEED_MAX), "subsets": (1, MAX_SUBSETS),
+    "generations": (0, MAX_GENERATIONS),
+}

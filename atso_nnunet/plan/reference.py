@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 from atso_nnunet.data.synthetic_config import SyntheticConfig
 from atso_nnunet.execution.slurm.config import SlurmConfig
+from atso_nnunet.limits import limits_text
 from atso_nnunet.monitors.stability import StabilityFilter
 from atso_nnunet.plan.fields import KEY_ORDER
 from atso_nnunet.plan.schema import ExperimentPlan
@@ -73,12 +74,12 @@ def _table(cls: type, order: Optional[Sequence[str]] = None) -> List[str]:
     docs = {**field_docs(cls), **field_docs(SyntheticConfig)} if cls is SyntheticSpec else field_docs(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     names = [n for n in (order or fields) if n in fields]
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    rows = ["| key | type | default | limits | meaning |", "|---|---|---|---|---|"]
     for n in names:
         f = fields[n]
         kind = str(f.type).replace("typing.", "").replace("|", "\\|")
         text = docs.get(n, "").replace("|", "\\|")
-        rows.append(f"| `{n}` | `{kind}` | {_default(f)} | {text} |")
+        rows.append(f"| `{n}` | `{kind}` | {_default(f)} | {limits_text(f.metadata)} | {text} |")
     return rows
 
 
@@ -88,7 +89,9 @@ def plan_reference() -> str:
              "Generated from the plan's dataclasses by `python -m atso_nnunet.plan.reference "
              "docs/plan_reference.md`; do not edit by hand. A plan is one JSON file "
              "(`plans/<dataset>/<split>.json`, or your own, see [the tutorial](tutorial.md)); every problem of "
-             "a plan is listed at once when it is loaded, each starting with its field's path.", "",
+             "a plan is listed at once when it is loaded, each starting with its field's path. Every number has "
+             "limits (the column `limits`; floats must also be finite): generous for any real experiment, they "
+             "refuse a typo (`1e12` epochs, an infinite learning rate) before any work.", "",
              "## Top level", "", *_table(ExperimentPlan, KEY_ORDER)]
     for heading, path, cls in SECTIONS:
         lines += ["", f"## {heading} (`{path}`)", "", *_table(cls)]

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from atso_nnunet.plan.fields import KEY_ORDER
+from atso_nnunet.limits import limits
+from atso_nnunet.plan.fields import KEY_ORDER, MAX_LABEL_VALUE, NUMBER_LIMITS
 from atso_nnunet.plan.sections import CaseRule, NetworkSection, SyntheticSpec, TrainingSection, unknown_keys
 from atso_nnunet.plan.training import got
 from atso_nnunet.plan.cases import case_problems
@@ -81,23 +82,24 @@ class ExperimentPlan:
 
     name: str
     sources: Tuple[str, ...]
-    dataset_id: int
+    dataset_id: int = field(metadata=limits(*NUMBER_LIMITS["dataset_id"]))
     dataset_name: str
     labeled: Tuple[str, ...]
     reference: Tuple[str, ...]
     test: Tuple[str, ...]
     method: str
-    generations: int
+    generations: int = field(metadata=limits(*NUMBER_LIMITS["generations"]))
     note: str = ""
     convert_hint: str = ""
     validation: Tuple[str, ...] = ()
-    seed: int = 0
-    subsets: int = 2
+    seed: int = field(default=0, metadata=limits(*NUMBER_LIMITS["seed"]))
+    subsets: int = field(default=2, metadata=limits(*NUMBER_LIMITS["subsets"]))
     views: Tuple[str, ...] = VIEWS
     configuration: str = "2d"
     fold: Any = "all"
     metric: str = "mean"
-    eval_label_map: Dict[str, int] = field(default_factory=dict)
+    eval_label_map: Dict[str, int] = field(default_factory=dict, metadata=limits(
+        limits_text=f"label values 0 to {MAX_LABEL_VALUE}"))
     network: Optional[NetworkSection] = None
     training: TrainingSection = field(default_factory=TrainingSection)
     synthetic: Dict[str, SyntheticSpec] = field(default_factory=dict)

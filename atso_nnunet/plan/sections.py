@@ -13,12 +13,25 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from atso_nnunet.plan.training import TRAINING_KEYS, TrainingSettings, field_problems, got
+from atso_nnunet.limits import limit_problem, limits
+from atso_nnunet.plan.training import (MAX_LEARNING_RATE, TRAINING_KEYS, TrainingSettings, field_problems, got,
+                                       kind_field)
 
 # Patch dimensions of the configurations the tri-view planner makes.
 PATCH_DIMS: Dict[str, int] = {"2d": 2, "3d_fullres": 3}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 SOURCE_ID_RE = re.compile(r"^Dataset(\d+)_(.+)$")
+# Upper limits of the network overrides: nnU-Net plans at most 512 features, 8 stages and batches of
+# tens of patches; these are far above, low enough that a typo is refused before anything is planned.
+MAX_BATCH_SIZE = 1024
+MAX_FEATURES = 4096
+MAX_STAGES = 12
+MAX_PATCH_EDGE = 2048                 # voxels along one axis
+MAX_PATCH_VOXELS = 2 ** 25            # 33.5 million: 2048 x 2048 in 2d, 320 x 320 x 320 in 3d
+# Cases a synthetic source may have (each is generated on first use).
+MAX_SYNTHETIC_CASES = 10_000
+# Folds of a case rule.
+MAX_CASE_RULE_FOLDS = 1000
 
 
 def is_int(v: Any) -> bool:
@@ -53,7 +66,8 @@ def _config_message(message: str, cls_name: str, path: str) -> str:
     m = re.match(rf"^{cls_name}\.(\w+)\s*(.*)$", message, flags=re.S)
     if not m:
         return f"{path}: {message}"
-    return f"{path}.{m.group(1)}: " + m.group(2).replace(f"{cls_name}.", f"{path}.")
+    rest = m.group(2)[1:].lstrip() if m.group(2).startswith(":") else m.group(2)
+    return f"{path}.{m.group(1)}: " + rest.replace(f"{cls_name}.", f"{path}.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,10 +86,11 @@ class NetworkSection:
             divisibility by the network's downsampling is checked after planning.
     """
 
-    batch_size: Optional[int] = field(default=None, metadata={"kind": "positive_int"})
-    max_features: Optional[int] = field(default=None, metadata={"kind": "positive_int"})
-    n_stages: Optional[int] = field(default=None, metadata={"kind": "positive_int"})
-    patch_size: Optional[Tuple[int, ...]] = None
+    batch_size: Optional[int] = kind_field("positive_int", MAX_BATCH_SIZE)
+    max_features: Optional[int] = kind_field("positive_int", MAX_FEATURES)
+    n_stages: Optional[int] = kind_field("positive_int", MAX_STAGES)
+    patch_size: Optional[Tuple[int, ...]] = field(default=None, metadata=limits(
+        limits_text=f"each 1 to {MAX_PATCH_EDGE}; at most {MAX_PATCH_VOXELS} voxels in all"))
 
     @classmethod
     def problems(cls, data: Mapping[str, Any], path: str = "network",
@@ -91,6 +106,14 @@ class NetworkSection:
             elif configuration in PATCH_DIMS and len(ps) != PATCH_DIMS[configuration]:
                 out.append(f"{path}.patch_size: configuration {configuration!r} needs "
                            f"{PATCH_DIMS[configuration]} entries, got {got(list(ps))}")
+            else:
+                out += [f"{path}.patch_size: {p}" for p in filter(None, (limit_problem(i, 1, MAX_PATCH_EDGE) for i in ps))]
+                voxels = 1
+                for i in ps:
+                    voxels *= i
+                if all(i <= MAX_PATCH_EDGE for i in ps) and voxels > MAX_PATCH_VOXELS:
+                    out.append(f"{path}.patch_size: {got(list(ps))} is {voxels} voxels, above the limit "
+                               f"{MAX_PATCH_VOXELS}; use a smaller patch")
         return out
 
     @classmethod
@@ -117,8 +140,8 @@ class TrainingSection(TrainingSettings):
     """
 
     roles: Optional[Dict[str, Dict[str, Any]]] = None
-    student_initial_lr: Optional[float] = field(default=None, metadata={"kind": "positive_number"})
-    test_time_augmentation: bool = field(default=True, metadata={"kind": "bool"})
+    student_initial_lr: Optional[float] = kind_field("positive_number", MAX_LEARNING_RATE)
+    test_time_augmentation: bool = kind_field("bool", default=True)
 
     @classmethod
     def keys(cls) -> Tuple[str, ...]:
@@ -205,7 +228,7 @@ class SyntheticSpec:
             :class:`atso_nnunet.data.synthetic_config.SyntheticConfig` (``None``: the domain's default).
     """
 
-    n_cases: int
+    n_cases: int = field(metadata=limits(1, MAX_SYNTHETIC_CASES))
     domain: str = "A"
     shape: Optional[Tuple[int, ...]] = None
     spacing: Optional[Tuple[float, ...]] = None
@@ -239,6 +262,8 @@ class SyntheticSpec:
             out.append(f"{path}.n_cases: required (the number of cases to generate)")
         elif not (is_int(n) and n >= 1):
             out.append(f"{path}.n_cases: must be a positive integer, got {got(n)}")
+        elif n > MAX_SYNTHETIC_CASES:
+            out.append(f"{path}.n_cases: {limit_problem(n, 1, MAX_SYNTHETIC_CASES)}")
         prefix = data.get("case_prefix")
         if prefix is not None and not (isinstance(prefix, str) and NAME_RE.match(prefix)):
             out.append(f"{path}.case_prefix: must be letters, digits, '_' or '-', got {got(prefix)}")
@@ -297,7 +322,7 @@ class CaseRule:
     """
 
     source: str
-    folds: int
+    folds: int = field(metadata=limits(2, MAX_CASE_RULE_FOLDS))
     test_folds: Tuple[int, ...]
 
     KEYS = ("source", "folds", "test_folds")
@@ -313,6 +338,8 @@ class CaseRule:
         k = data.get("folds")
         if not is_int(k) or k < 2:
             out.append(f"case_rule.folds: must be an integer >= 2, got {got(k)}")
+        elif k > MAX_CASE_RULE_FOLDS:
+            out.append(f"case_rule.folds: {limit_problem(k, 2, MAX_CASE_RULE_FOLDS)}")
         tf = data.get("test_folds")
         if not isinstance(tf, (list, tuple)) or not all(is_int(f) for f in tf) or (is_int(k) and k >= 2 and (
                 not tf or len(set(tf)) >= k or any(not 0 <= f < k for f in tf))):

@@ -13,6 +13,8 @@ import json
 from dataclasses import Field, dataclass, field, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from atso_nnunet.limits import SEED_MAX, limits, metadata_problem
+
 
 def parse_bool(text: str) -> bool:
     """``1/0``, ``true/false``, ``yes/no``, ``on/off`` (any case) as a bool.
@@ -56,15 +58,38 @@ def got(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def value_problem(kind: str, value: Any) -> Optional[str]:
-    """``"must be <what>, got <value>"`` when ``value`` (not None) is not of ``kind``, else None."""
+# kind -> (the lower limit it implies, whether the value must be strictly above it, its upper limit)
+KIND_LIMITS: Dict[str, Tuple[Optional[float], bool, Optional[float]]] = {
+    "positive_int": (1, False, None), "non_negative_int": (0, False, None), "positive_number": (0, True, None),
+    "fraction": (0, False, 1),
+}
+# The upper limits of the training settings: far above any real training (nnU-Net: 1000 epochs of 250
+# iterations, learning rate 0.01), low enough that a typo is refused before a run is planned.
+MAX_EPOCHS = 100_000
+MAX_ITERATIONS_PER_EPOCH = 100_000
+MAX_LEARNING_RATE = 10.0
+
+
+def value_problem(kind: str, value: Any, metadata: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """What is wrong with ``value`` (not None): ``"must be <what>, got <value>"`` when it is not of
+    ``kind``, else the limits of ``metadata`` (``"<value> is above the limit <max>"``); None when fine."""
     ok, what = KINDS[kind]
-    if value is None or ok(value):
+    if value is None:
         return None
-    return f"must be {what}, got {got(value)}"
+    if not ok(value):
+        return f"must be {what}, got {got(value)}"
+    return metadata_problem(value, metadata or {})
 
 
-def setting(kind: str, env: str, parse: Callable[[str], Any], trainer_attribute: Optional[str] = None) -> Any:
+def kind_field(kind: str, maximum: Optional[float] = None, default: Any = None, **metadata: Any) -> Any:
+    """A dataclass field of ``kind`` (:data:`KINDS`) with its limits in its metadata (:mod:`atso_nnunet.limits`)."""
+    lo, above, hi = KIND_LIMITS.get(kind, (None, False, None))
+    return field(default=default, metadata=limits(lo, maximum if maximum is not None else hi, above,
+                                                  kind=kind, **metadata))
+
+
+def setting(kind: str, env: str, parse: Callable[[str], Any], trainer_attribute: Optional[str] = None,
+            maximum: Optional[float] = None) -> Any:
     """A settings field: default None (nnU-Net's value), with its check and its ``ATSO_*`` variable.
 
     Args:
@@ -72,9 +97,9 @@ def setting(kind: str, env: str, parse: Callable[[str], Any], trainer_attribute:
         env: the environment variable that sets it in a trainer process.
         parse: turns the variable's text into the value.
         trainer_attribute: the ``nnUNetTrainer`` attribute the value replaces, if any.
+        maximum: the largest value allowed (numbers; the kind gives the lower limit).
     """
-    return field(default=None, metadata={"kind": kind, "env": env, "parse": parse,
-                                         "trainer_attribute": trainer_attribute})
+    return kind_field(kind, maximum, env=env, parse=parse, trainer_attribute=trainer_attribute)
 
 
 @dataclass(frozen=True)
@@ -107,20 +132,22 @@ class TrainingSettings:
             non-deterministic (cuDNN), so repeated runs still differ somewhat.
     """
 
-    num_epochs: Optional[int] = setting("positive_int", "ATSO_NUM_EPOCHS", int, "num_epochs")
+    num_epochs: Optional[int] = setting("positive_int", "ATSO_NUM_EPOCHS", int, "num_epochs", MAX_EPOCHS)
     num_iterations_per_epoch: Optional[int] = setting("positive_int", "ATSO_ITERATIONS_PER_EPOCH", int,
-                                                      "num_iterations_per_epoch")
+                                                      "num_iterations_per_epoch", MAX_ITERATIONS_PER_EPOCH)
     num_val_iterations_per_epoch: Optional[int] = setting("non_negative_int", "ATSO_VAL_ITERATIONS_PER_EPOCH", int,
-                                                          "num_val_iterations_per_epoch")
-    save_every: Optional[int] = setting("positive_int", "ATSO_SAVE_EVERY", int, "save_every")
-    plot_every: Optional[int] = setting("positive_int", "ATSO_PLOT_EVERY", int)
-    best_checkpoint_every: Optional[int] = setting("positive_int", "ATSO_BEST_CHECKPOINT_EVERY", int)
+                                                          "num_val_iterations_per_epoch", MAX_ITERATIONS_PER_EPOCH)
+    save_every: Optional[int] = setting("positive_int", "ATSO_SAVE_EVERY", int, "save_every", MAX_EPOCHS)
+    plot_every: Optional[int] = setting("positive_int", "ATSO_PLOT_EVERY", int, maximum=MAX_EPOCHS)
+    best_checkpoint_every: Optional[int] = setting("positive_int", "ATSO_BEST_CHECKPOINT_EVERY", int,
+                                                   maximum=MAX_EPOCHS)
     final_validation: Optional[bool] = setting("bool", "ATSO_FINAL_VALIDATION", parse_bool)
-    initial_lr: Optional[float] = setting("positive_number", "ATSO_INITIAL_LR", float, "initial_lr")
+    initial_lr: Optional[float] = setting("positive_number", "ATSO_INITIAL_LR", float, "initial_lr",
+                                          MAX_LEARNING_RATE)
     labeled_fraction: Optional[float] = setting("fraction", "ATSO_LABELED_FRACTION", float)
     oversample_foreground: Optional[float] = setting("fraction", "ATSO_OVERSAMPLE_FOREGROUND", float,
                                                      "oversample_foreground_percent")
-    seed: Optional[int] = setting("non_negative_int", "ATSO_SEED", int)
+    seed: Optional[int] = setting("non_negative_int", "ATSO_SEED", int, maximum=SEED_MAX)
 
     def settings(self) -> Dict[str, Any]:
         """The training settings that are set (not None), in declaration order."""
@@ -152,7 +179,7 @@ def field_problems(values: Mapping[str, Any], declared: Tuple[Field, ...],
         kind = f.metadata.get("kind")
         if kind is None or f.name not in values:
             continue
-        problem = value_problem(kind, values[f.name])
+        problem = value_problem(kind, values[f.name], f.metadata)
         if problem:
             out.append(f"{name_of(f.name)}: {problem}")
     return out

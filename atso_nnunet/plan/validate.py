@@ -12,8 +12,9 @@ from collections import Counter
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from atso_nnunet.errors import InputError
-from atso_nnunet.plan.fields import (ALIASES, CONFIGURATIONS, FUSIONS, METRICS, NNUNET_FOLDS,
-                                     UNSUPPORTED_CONFIGURATIONS)
+from atso_nnunet.limits import limit_problem
+from atso_nnunet.plan.fields import (ALIASES, CONFIGURATIONS, FUSIONS, MAX_LABEL_VALUE, METRICS, NNUNET_FOLDS,
+                                     NUMBER_LIMITS, UNSUPPORTED_CONFIGURATIONS)
 from atso_nnunet.plan.sections import (NAME_RE, SOURCE_ID_RE, CaseRule, NetworkSection, SyntheticSpec,
                                        TrainingSection, is_int, slurm_problems)
 from atso_nnunet.plan.training import got
@@ -110,21 +111,23 @@ def _value_problems(v: Mapping[str, Any]) -> List[str]:
         rep = sorted(x for x, n in Counter(views).items() if n > 1)
         if rep:
             out.append(f"views: repeated {', '.join(rep)}")
-    if "seed" in v and v["seed"] < 0:
-        out.append(f"seed: must be >= 0, got {v['seed']}")
-    if "generations" in v and v["generations"] < 0:
-        out.append(f"generations: must be >= 0, got {v['generations']}")
-    if "subsets" in v and v["subsets"] < 1:
-        out.append(f"subsets: must be >= 1, got {v['subsets']}")
-    if "dataset_id" in v and not 1 <= v["dataset_id"] <= 999:
-        out.append(f"dataset_id: must be between 1 and 999, got {v['dataset_id']}")
+    for key in ("seed", "generations", "subsets"):
+        lo, hi = NUMBER_LIMITS[key]
+        if key in v and v[key] < lo:
+            out.append(f"{key}: must be >= {lo}, got {v[key]}")
+        elif key in v and v[key] > hi:
+            out.append(f"{key}: {limit_problem(v[key], lo, hi)}")
+    lo, hi = NUMBER_LIMITS["dataset_id"]
+    if "dataset_id" in v and not lo <= v["dataset_id"] <= hi:
+        out.append(f"dataset_id: must be between {lo} and {hi}, got {v['dataset_id']}")
     if "dataset_name" in v and not NAME_RE.match(v["dataset_name"]):
         out.append(f"dataset_name: {v['dataset_name']!r} must be letters, digits, '_' or '-' "
                    "(it becomes the folder Dataset<id>_<name>)")
     for key, value in v.get("eval_label_map", {}).items():
-        if not (isinstance(key, str) and key.isdigit()) or not (is_int(value) and value >= 0):
-            out.append(f"eval_label_map.{key}: must map a label value (a string of digits) to a label value "
-                       f">= 0, e.g. {{\"2\": 1}}; got {got(value)}")
+        if (not (isinstance(key, str) and key.isdigit() and int(key) <= MAX_LABEL_VALUE)
+                or not (is_int(value) and 0 <= value <= MAX_LABEL_VALUE)):
+            out.append(f"eval_label_map.{key}: must map a label value (a string of digits) to a label value, "
+                       f"each 0 to {MAX_LABEL_VALUE}, e.g. {{\"2\": 1}}; got {got(value)}")
     return out
 
 
@@ -193,7 +196,7 @@ def _method_problems(values: Mapping[str, Any]) -> List[str]:
     """
     from atso_nnunet.methods import method_problems  # the registry imports no nnU-Net either
 
-    # a negative generations or subsets count is refused above already, whatever the method
+    # a generations or subsets count out of its limits is refused above already, whatever the method
     checked = {k: v for k, v in values.items()
-               if not (k == "generations" and v < 0) and not (k == "subsets" and v < 1)}
+               if not (k in ("generations", "subsets") and not NUMBER_LIMITS[k][0] <= v <= NUMBER_LIMITS[k][1])}
     return method_problems(checked)

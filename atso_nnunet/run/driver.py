@@ -44,6 +44,7 @@ from atso_nnunet.run.steps import PLUGIN_RUNNERS
 from atso_nnunet.schedule import Step, build_schedule, steps_by_id, topological_batches
 from atso_nnunet.schedule.cost import training_cost
 from atso_nnunet.run.prepare import drop_absent_cases, prepare
+from atso_nnunet.run.refusal import removed_on_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +242,7 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
     plan = drop_absent_cases(plan, options.paths)
     method = get_method(plan.method)
     steps = build_schedule(plan, reference_subsets(plan), method)
+    check_step_id(options.only_step, steps)
     ctx = make_context(plan, options)
     run = ctx.run
     from atso_nnunet.run.preflight import preflight
@@ -263,9 +265,42 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
             raise refused
 
         # Only the resolved plan and the trainer run configs are written, so the printed commands run as given.
-        _record_plan(run, plan)
-        print_commands(ctx, steps, options.sec_per_iter)
+        with removed_on_refusal([run.root]):
+            _record_plan(run, plan)
+            print_commands(ctx, steps, options.sec_per_iter)
         return None
+    paths = options.paths
+    made = [run.root, paths.raw, paths.preprocessed, paths.results, ctx.dataset_dir,
+            paths.preprocessed / ctx.dataset_dir.name]
+    executor = options.executor
+    if executor is None:
+        from atso_nnunet.execution.options import make_executor
+
+        executor = make_executor("local")
+    # a run refused by the checks that need the data built (or planned) leaves nothing behind
+    with removed_on_refusal(made, keep=lambda: run.is_done(PREPARE), before_removal=getattr(executor, "close", None)):
+        return _drive(ctx, steps, network, options, executor)
+
+
+def check_step_id(step_id: Optional[str], steps: Sequence[Step]) -> None:
+    """``--step``: ``prepare`` or a step of the schedule, checked before any work (with or without ``--dry-run``).
+
+    Raises:
+        InputError: naming the id, the closest ids and where to see them all.
+    """
+    if step_id is None or step_id == PREPARE or step_id in steps_by_id(steps):
+        return
+    import difflib
+
+    close = difflib.get_close_matches(step_id, [PREPARE, *(s.id for s in steps)], n=3)
+    raise InputError(f"--step {step_id}: no such step" + (f" (did you mean {', '.join(close)}?)" if close else "")
+                     + "; see --dry-run for the step ids, or give --step prepare")
+
+
+def _drive(ctx: RunContext, steps: Sequence[Step], network, options: DriverOptions, executor: Executor):
+    """The run itself (not a dry run), after every check that needs no written file."""
+    plan, run = ctx.plan, ctx.run
+    options.paths.makedirs()
     run.root.mkdir(parents=True, exist_ok=True)
     with RunLock(run.root), _log_to_file(run.log_file):
         if options.fresh:
@@ -278,11 +313,6 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
                     plan.method, plan.generations, ", ".join(plan.views))
         if plan.note:
             logger.info("plan note: %s", plan.note)
-        executor = options.executor
-        if executor is None:
-            from atso_nnunet.execution.options import make_executor
-
-            executor = make_executor("local")
         if options.only_step != PREPARE and not all(run.is_done(s.id) for s in steps):
             executor.warm_up(run.root / "logs")  # warm workers import while the data are prepared
         if not run.is_done(PREPARE):
@@ -323,9 +353,7 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
 
 def _run_only(ctx: RunContext, steps: Sequence[Step], step_id: str, executor: Executor, progress: StepProgress):
     by_id = steps_by_id(steps)
-    if step_id not in by_id:
-        raise InputError(f"--step {step_id}: no such step; see --dry-run for the step ids")
-    step = by_id[step_id]
+    step = by_id[step_id]       # the id was checked before any work (check_step_id)
     for i in step.inputs:  # nnU-Net commands a team ran by hand (from --dry-run) leave no marker
         if not ctx.run.is_done(i) and runners.outputs_present(ctx, by_id[i]):
             ctx.run.mark_done(i, 0.0, adopted=True)
@@ -356,21 +384,5 @@ def report_of(ctx: RunContext, steps: Sequence[Step]) -> report_mod.RunReport:
     rep.cost = training_cost(ctx.plan, steps)
     rep.ship_generation, rep.last_generation = ctx.plan.ship_generation, ctx.plan.generations
     rep.ship_models = {t: method.generation_model(ctx.plan, t) for t in range(ctx.plan.generations + 1)}
-    rep.resumed_trainings = resumed_trainings(run, steps)
+    rep.resumed_trainings = run.resumed_trainings([s.id for s in steps if s.kind == "train"])
     return rep
-
-
-def resumed_trainings(run: RunDir, steps: Sequence[Step]) -> Optional[List[dict]]:
-    """The finished trainings that were continued with ``--c`` (from their completion markers);
-    None while no training has finished."""
-    out, finished = [], False
-    for step in steps:
-        marker = read_json(run.marker(step.id)) if step.kind == "train" else None
-        if marker is None:
-            continue
-        finished = True
-        marker = marker.get("original", marker) if "shared_from" in marker else marker   # adopted M0
-        if marker.get("resumed"):
-            out.append({"step": step.id, "epochs": marker.get("resumed_at_epochs", []),
-                        "exact": bool(marker.get("resume_exact"))})
-    return out if finished else None

@@ -21,7 +21,6 @@ from atso_nnunet.paths import NnUNetPaths
 
 logger = logging.getLogger(__name__)
 
-_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".tif", ".tiff", ".png")
 _CHANNEL_RE = re.compile(r"_\d{4}$")
 _GPU_RE = re.compile(r"^(\d+|(GPU|MIG)-[0-9A-Za-z/\-]+)$")
 
@@ -49,7 +48,7 @@ def parse_gpu_ids(text: Optional[str]) -> Optional[List[str]]:
 
 def file_name_hint(case: str) -> Optional[str]:
     """For a case id given as a file name, what to drop (``x_0000.nii.gz`` -> "drop the `_0000.nii.gz`")."""
-    for ending in _ENDINGS:
+    for ending in layout.IMAGE_ENDINGS:
         if case.endswith(ending):
             stem = case[: -len(ending)]
             m = _CHANNEL_RE.search(stem)
@@ -70,6 +69,15 @@ def _source_cases(source: Path) -> Dict[str, bool]:
     for case in layout.case_ids_in(source, ending=ending):      # a flat folder of unlabeled images
         cases.setdefault(case, False)
     return cases
+
+
+def _ending_mismatch(source: Path) -> Optional[str]:
+    """A source whose dataset.json ``file_ending`` matches none of its image files (its first folder that shows it)."""
+    from atso_nnunet.data.materialize import SOURCE_FOLDERS, _source_ending
+
+    ending = _source_ending(source)
+    return next(filter(None, (layout.ending_mismatch(source / image_dir, ending) for image_dir, _ in SOURCE_FOLDERS)),
+                None)
 
 
 def dataset_id_problems(plan, paths: NnUNetPaths) -> List[str]:
@@ -115,6 +123,11 @@ def source_problems(plan, paths: NnUNetPaths) -> Tuple[List[str], List[str]]:
     for source in plan.sources:
         where = source_dir(paths, source)
         if where.is_dir():
+            mismatch = _ending_mismatch(where)
+            if mismatch:
+                problems.append(f"source {source}: {mismatch}")
+                unchecked = True
+                continue
             for case, has_label in _source_cases(where).items():
                 available[case] = available.get(case, False) or has_label
         elif source in (plan.synthetic or {}):

@@ -138,6 +138,21 @@ class RunDir:
     def monitor(self, name: str) -> Path:
         return self.root / "eval" / "monitors" / f"{name}.json"
 
+    def resumed_trainings(self, training_steps: List[str]) -> Optional[List[dict]]:
+        """The finished trainings among ``training_steps`` that were continued with ``--c`` (from their
+        completion markers); None while none of them has finished."""
+        out, finished = [], False
+        for step in training_steps:
+            marker = read_json(self.marker(step))
+            if marker is None:
+                continue
+            finished = True
+            marker = marker.get("original", marker) if "shared_from" in marker else marker   # adopted M0
+            if marker.get("resumed"):
+                out.append({"step": step, "epochs": marker.get("resumed_at_epochs", []),
+                            "exact": bool(marker.get("resume_exact"))})
+        return out if finished else None
+
     def path(self, artefact) -> Path:
         """Where a schedule artefact (:mod:`atso_nnunet.schedule.artefacts`) lives in this run.
 

@@ -118,10 +118,11 @@ def test_jobs_per_gpu_flag_reaches_executor_and_is_checked(tmp_path):
     assert ex.gpu_slots == ["0", "1"] * 3 and ex.max_parallel == 6
     assert executor("--gpus", "0,1").max_parallel == 2
     for flags, match in ((["--jobs-per-gpu", "2"], "needs local GPUs"),
-                         (["--gpus", "0", "--jobs-per-gpu", "0"], ">= 1"),
                          (["--gpus", "0", "--executor", "slurm", "--jobs-per-gpu", "2"], "slurm-gpus-per-job")):
         with pytest.raises(InputError, match=match):
             executor(*flags)
+    with pytest.raises(SystemExit):     # refused while parsing (issue 29)
+        executor("--gpus", "0", "--jobs-per-gpu", "0")
 
 
 def test_jobs_per_gpu_without_gpus_is_refused_on_dry_run_too(tmp_path, caplog):

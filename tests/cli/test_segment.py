@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -31,10 +32,17 @@ def fake_run(tmp_path):
         folder = (run / "models" / "final" / "nnUNet_results" / "Dataset991_TinyExp"
                   / f"ATSOSemiTrainer__ATSOPlans_{view}__2d")
         (folder / "fold_all").mkdir(parents=True)
-        (folder / "fold_all" / "checkpoint_final.pth").write_bytes(b"")
+        write_checkpoint(folder / "fold_all" / "checkpoint_final.pth")
         (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "file_ending": ".nii.gz",
                                                          "labels": {"background": 0, "pancreas": 1}}))
     return run
+
+
+def write_checkpoint(path):
+    """A file in torch.save's zip format (what the integrity check reads; no model is loaded)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("checkpoint_final/data.pkl", b"not a real pickle: never loaded by these tests")
+        archive.writestr("checkpoint_final/version", b"3")
 
 
 def _scans(tmp_path, n=2):
@@ -145,3 +153,71 @@ def test_badly_named_image_and_empty_folder(fake_run, tmp_path, monkeypatch, cap
     rc, log = _segment(fake_run, tmp_path / "nope", tmp_path / "out", caplog)
     assert rc == 2 and "input folder not found" in log
     assert _nothing_written(tmp_path / "out")
+
+
+# --- issue 29: the run folder, the device and the output folder are checked before any model loads ---
+
+
+def test_corrupt_plan_json_is_named_with_the_fix(fake_run, tmp_path, monkeypatch, caplog):
+    calls = _called(monkeypatch)
+    scans = _scans(tmp_path, n=1)
+    plan_file = fake_run / "plan.json"
+    text = plan_file.read_text()
+    plan_file.write_text(text[: len(text) // 2])
+    rc, log = _segment(fake_run, scans, tmp_path / "out", caplog)
+    assert rc == 2 and not calls and str(plan_file) in log and "not valid JSON" in log and "restore" in log
+    assert "Traceback" not in log
+    data = json.loads(text)
+    data["generations"] = 10 ** 12
+    plan_file.write_text(json.dumps(data))
+    rc, log = _segment(fake_run, scans, tmp_path / "out", caplog)
+    assert rc == 2 and not calls and "generations: 1000000000000 is above the limit" in log
+    assert "plan is damaged or was edited" in log
+    assert _nothing_written(tmp_path / "out")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped"])
+def test_damaged_checkpoint_is_named_before_any_model_loads(fake_run, tmp_path, monkeypatch, caplog, damage):
+    calls = _called(monkeypatch)
+    scans = _scans(tmp_path, n=1)
+    ckpt = next(fake_run.rglob("checkpoint_final.pth"))
+    data = ckpt.read_bytes()
+    if damage == "truncated":
+        ckpt.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        ckpt.write_bytes(b"")
+    else:   # one byte of the stored data changed: the archive opens, its checksum fails
+        i = data.index(b"not a real pickle")
+        ckpt.write_bytes(data[:i] + b"N" + data[i + 1:])
+    rc, log = _segment(fake_run, scans, tmp_path / "out", caplog)
+    assert rc == 2 and not calls and str(ckpt) in log and "damaged checkpoint" in log and "copy the model" in log
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_unknown_device_is_refused_at_parse_time(fake_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        segment.main(["--run-dir", str(fake_run), "-i", str(tmp_path), "-o", str(tmp_path / "out"),
+                      "--device", "tpu"])
+    assert e.value.code == 2 and "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_is_refused_before_any_model_loads(fake_run, tmp_path, monkeypatch, caplog):
+    import torch
+
+    calls = _called(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    scans = _scans(tmp_path, n=1)
+    caplog.clear()
+    rc = segment.main(["--run-dir", str(fake_run), "-i", str(scans), "-o", str(tmp_path / "out"), "--device", "cuda"])
+    assert rc == 2 and not calls and "--device cuda: torch finds no CUDA GPU" in caplog.text
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_output_that_is_a_file_is_refused(fake_run, tmp_path, capsys):
+    out = tmp_path / "out.nii.gz"
+    out.write_bytes(b"x")
+    with pytest.raises(SystemExit) as e:
+        segment.main(["--run-dir", str(fake_run), "-i", str(tmp_path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument -o/--output" in err and f"{out} is a file, not a folder" in err
+    assert out.read_bytes() == b"x"

@@ -358,3 +358,30 @@ def test_without_labels_correlates_every_label_free_monitor_with_the_truth_by_ha
     # Spearman by hand: ranks of (1, 2, 3, 4) against (1, 3, 2, 4): 1 - 6 * 2 / (4 * 15) = 0.8
     assert _spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
     assert _spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254, abs=1e-6)  # ties averaged
+
+
+def test_a_comparison_refused_by_the_data_checks_leaves_nothing_behind(tmp_path, monkeypatch, caplog):
+    """Issue 29: the first run's raw data check refuses a label value the dataset does not declare;
+    its run folder, the comparison folder and the nnU-Net folders made for it are removed again."""
+    import numpy as np
+
+    from atso_nnunet.cli import compare
+    from atso_nnunet.io import read_array, write_array
+    from helpers import tiny_plan
+
+    monkeypatch.setenv("ATSO_WARM_WORKERS", "0")
+    source = write_tiny_dataset(tmp_path / "nn" / "nnUNet_raw", dataset_id=990, name="Tiny", n_labeled=9,
+                                n_reference=0, n_test=0)
+    label = source / "labelsTr" / "tiny_001.nii.gz"
+    array, geometry = read_array(label)
+    write_array(np.where(array > 0, 7, 0).astype(np.uint8), geometry, label)
+    plan = tiny_plan(tmp_path)
+
+    def tree():
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+
+    before = tree()
+    rc = compare.main(["--plan", str(plan), "--nnunet-dir", str(tmp_path / "nn"), "--out", str(tmp_path / "cmp"),
+                       "--methods", "supervised", "--seeds", "0"])
+    assert rc == 2 and "tiny_001" in caplog.text
+    assert tree() == before

@@ -243,3 +243,23 @@ def test_check_cli_headers_only(tiny_dataset):
     _truncate(layout.image_path(tiny_dataset, layout.IMAGES_TR, "tiny_000"))
     assert check_cli.main([str(tiny_dataset)]) == 2
     assert check_cli.main([str(tiny_dataset), "--headers-only"]) == 0
+
+
+def test_file_ending_that_matches_no_file_is_named_not_numtraining(tiny_dataset):
+    """Issue 29: a dataset.json whose file_ending does not match the files made every case invisible,
+    and the message spoke of numTraining."""
+    dj_path = tiny_dataset / "dataset.json"
+    dj = json.loads(dj_path.read_text())
+    dj["file_ending"] = ".nii"
+    dj_path.write_text(json.dumps(dj))
+    msg = _problems(tiny_dataset)
+    assert "dataset.json file_ending is '.nii'" in msg and "ending in '.nii.gz'" in msg
+    assert '"file_ending": ".nii.gz"' in msg and str(dj_path) in msg
+    assert "numTraining" not in msg
+
+
+def test_ending_mismatch_is_silent_when_the_files_match(tiny_dataset, tmp_path):
+    assert layout.ending_mismatch(tiny_dataset / "imagesTr", ".nii.gz") is None
+    assert layout.ending_mismatch(tmp_path / "absent", ".nii") is None
+    (tmp_path / "notes.txt").write_text("no image here")
+    assert layout.ending_mismatch(tmp_path, ".nii") is None

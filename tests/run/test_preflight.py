@@ -126,3 +126,19 @@ def test_a_dataset_id_another_dataset_uses_is_refused_before_anything(tmp_path, 
     other.rename(other.with_name("Dataset991_TinyExp"))  # its own name: this run's dataset, resumed
     caplog.clear()
     assert _dry(tmp_path, tiny_plan(tmp_path))[0] == 0
+
+
+def test_source_whose_file_ending_matches_no_file_is_named(tmp_path, caplog):
+    """Issue 29: the source's dataset.json file_ending is named, not the case ids it hides."""
+    nn = _nn_with_source(tmp_path)
+    dj_path = nn / "nnUNet_raw" / "Dataset990_Tiny" / "dataset.json"
+    dj = json.loads(dj_path.read_text())
+    dj["file_ending"] = ".mha"
+    dj_path.write_text(json.dumps(dj))
+    for extra in ((), ("--dry-run",)):
+        caplog.clear()
+        run = tmp_path / "run"
+        rc = main(["--plan", str(tiny_plan(tmp_path)), "--nnunet-dir", str(nn), "--run-dir", str(run), *extra])
+        assert rc == 2 and not run.exists()
+        assert "source Dataset990_Tiny: dataset.json file_ending is '.mha'" in caplog.text
+        assert "numTraining" not in caplog.text and "not in the sources" not in caplog.text

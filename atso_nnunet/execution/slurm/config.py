@@ -5,11 +5,12 @@ can check a ``slurm`` section without building an executor.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from atso_nnunet.execution.jobs import check_retries
+from atso_nnunet.limits import PROCESSES_MAX, RETRIES_MAX, limits, metadata_problem
 
 
 @dataclass
@@ -41,18 +42,18 @@ class SlurmConfig:
     """
 
     partition: Optional[str] = None
-    gpus_per_job: int = 1
-    cpus_per_task: int = 8
-    mem_gb: float = 32.0
-    time_min: int = 24 * 60
+    gpus_per_job: int = field(default=1, metadata=limits(0, 64))
+    cpus_per_task: int = field(default=8, metadata=limits(1, PROCESSES_MAX))
+    mem_gb: float = field(default=32.0, metadata=limits(0, 65536, above_minimum=True))
+    time_min: int = field(default=24 * 60, metadata=limits(1, 366 * 24 * 60))
     extra_sbatch_lines: List[str] = field(default_factory=list)
     additional_parameters: Dict[str, Any] = field(default_factory=dict)
     log_folder: Path = Path("slurm_logs")
-    max_parallel: int = 6
-    retries: int = 1
-    max_requeues: int = 3
-    signal_delay_s: int = 120
-    poll_interval_s: float = 30.0
+    max_parallel: int = field(default=6, metadata=limits(1, 10_000))
+    retries: int = field(default=1, metadata=limits(0, RETRIES_MAX))
+    max_requeues: int = field(default=3, metadata=limits(0, 1000))
+    signal_delay_s: int = field(default=120, metadata=limits(0, 24 * 3600))
+    poll_interval_s: float = field(default=30.0, metadata=limits(0, 24 * 3600, above_minimum=True))
     python: Optional[str] = None
     job_name_prefix: str = "atso"
 
@@ -75,6 +76,10 @@ class SlurmConfig:
             raise ValueError(f"SlurmConfig.mem_gb must be a number > 0, got {self.mem_gb!r}")
         if not isinstance(self.poll_interval_s, (int, float)) or self.poll_interval_s <= 0:
             raise ValueError(f"SlurmConfig.poll_interval_s must be > 0 seconds, got {self.poll_interval_s!r}")
+        for f in fields(self):   # the upper limits, and floats finite (NaN, Infinity)
+            problem = metadata_problem(getattr(self, f.name), f.metadata) if "max" in f.metadata else None
+            if problem:
+                raise ValueError(f"SlurmConfig.{f.name}: {problem}")
         if self.signal_delay_s >= self.time_min * 60:
             raise ValueError(f"SlurmConfig.signal_delay_s ({self.signal_delay_s} s) must be shorter than "
                              f"SlurmConfig.time_min ({self.time_min} min), or the job is told to stop as soon "

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from atso_nnunet.execution.process import die_with_parent
+from atso_nnunet.limits import PROCESSES_MAX
 from atso_nnunet.execution.warm import worker as protocol
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,8 @@ def default_cpu_jobs(warm: bool, environ: Optional[Mapping[str, str]] = None) ->
             jobs = int(value)
         except ValueError:
             jobs = 0
-        if jobs < 1:
-            raise ValueError(f"{CPU_JOBS_ENV_VAR} must be an integer >= 1, got {value!r}")
+        if not 1 <= jobs <= PROCESSES_MAX:
+            raise ValueError(f"{CPU_JOBS_ENV_VAR} must be an integer from 1 to {PROCESSES_MAX}, got {value!r}")
         return jobs
     return min(DEFAULT_CPU_JOBS_WARM, os.cpu_count() or 1) if warm else 1
 
