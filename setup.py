@@ -26,7 +26,9 @@ setup(
         "submitit>=1.5",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # wandb: nnU-Net's own W&B logging (nnUNet_wandb_enabled=1; docs/cluster.md); in the test extra so
+    # that tests/run/test_wandb_logging.py runs wherever the suite does (about 60 MB, seconds to install)
+    extras_require={"test": ["pytest>=7", "wandb"], "wandb": ["wandb"]},
     entry_points={
         "console_scripts": [
             "atso_nnunet_run=atso_nnunet.cli.run:main",

@@ -1,10 +1,12 @@
 """Shared test set-up: tiny seeded synthetic volumes in nnU-Net's raw layout, the fake prepare step,
-and loading a repository tool or benchmark script from its file (``from helpers import ...``)."""
+loading a repository tool or benchmark script from its file, and reading back offline W&B runs
+(``from helpers import ...``)."""
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
-from typing import Sequence
+from typing import Dict, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -129,3 +131,62 @@ def fake_plan(method="atso", generations=1, views=("axial",), **over):
     }
     data.update(over)
     return plan_from_dict(data)
+
+
+# wandb's .wandb files: a 7-byte header (":W&B", magic, version), then LevelDB log records in
+# 32 KiB blocks: crc32 (4 bytes), length (2, little-endian), type (1: full, 2: first, 3: middle, 4: last).
+_WANDB_HEADER, _WANDB_BLOCK, _WANDB_RECORD_HEADER = 7, 32768, 7
+
+
+def _wandb_records(path: Path) -> Iterator[bytes]:
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a .wandb file"
+    pos, parts = _WANDB_HEADER, b""
+    while pos + _WANDB_RECORD_HEADER <= len(data):
+        left_in_block = _WANDB_BLOCK - pos % _WANDB_BLOCK
+        if left_in_block < _WANDB_RECORD_HEADER:      # the block's tail is padding
+            pos += left_in_block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        payload = data[pos + 7:pos + 7 + length]
+        pos += _WANDB_RECORD_HEADER + length
+        if kind == 0 and length == 0:
+            continue
+        parts = payload if kind in (1, 2) else parts + payload
+        if kind in (1, 4):
+            yield parts
+
+
+def offline_wandb_run(run_dir: Path) -> Dict[str, str]:
+    """Name, group and project of an offline W&B run (``.../wandb/offline-run-*``), read from its
+    ``run-<id>.wandb`` file (wandb has no Python reader for it since 0.19)."""
+    from wandb.proto import wandb_internal_pb2
+
+    (log,) = Path(run_dir).glob("run-*.wandb")
+    for raw in _wandb_records(log):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "run":
+            return {"name": record.run.display_name, "group": record.run.run_group, "project": record.run.project}
+    raise AssertionError(f"no run record in {log}")
+
+
+def offline_wandb_runs(run: Path) -> Dict[str, Dict[str, str]]:
+    """The offline W&B runs of a run folder's trainings, by run name (one per model folder, checked)."""
+    found = {}
+    for folder in Path(run).glob("models/*/nnUNet_results/*/*/fold_*"):
+        runs = list((folder / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, f"{folder}: {runs}"
+        info = offline_wandb_run(runs[0])
+        found[info["name"]] = info
+    return found
+
+
+def offline_wandb_env(base: Mapping[str, str], home: Path, project: str, group: str) -> Dict[str, str]:
+    """``base`` without W&B settings of its own, plus nnU-Net's W&B logging, offline, under ``home``."""
+    env = {k: v for k, v in base.items() if not k.startswith(("WANDB_", "nnUNet_wandb_"))}
+    env.update({"nnUNet_wandb_enabled": "1", "nnUNet_wandb_mode": "offline", "nnUNet_wandb_project": project,
+                "WANDB_MODE": "offline", "WANDB_RUN_GROUP": group, "WANDB_SILENT": "true",
+                "WANDB_DIR": str(home), "WANDB_CACHE_DIR": str(home / "cache"),
+                "WANDB_CONFIG_DIR": str(home / "config"), "WANDB_DATA_DIR": str(home / "data")})
+    return env

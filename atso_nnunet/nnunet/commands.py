@@ -21,6 +21,9 @@ from atso_nnunet.paths import NnUNetPaths
 
 EXT_TRAINER_VAR = "nnUNet_extTrainer"
 RUN_CONFIG_VAR = "ATSO_RUN_CONFIG"  # same as atso_nnunet.nnunet.trainers.config.RUN_CONFIG_VAR (no torch import here)
+# nnU-Net's W&B logger (``nnUNet_wandb_enabled=1``, nnunetv2 >= 2.7) calls ``wandb.init`` without a
+# run name, so wandb takes it from this variable: a training's job sets it to its step id.
+WANDB_NAME_VAR = "WANDB_NAME"
 
 
 def ext_trainer_dir() -> Path:

@@ -18,13 +18,13 @@ import os
 import shlex
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from atso_nnunet.data import layout
 from atso_nnunet.errors import InputError
 from atso_nnunet.execution.jobs import Job
 from atso_nnunet.io import read_array, write_array, write_json
-from atso_nnunet.nnunet.commands import job_env, predict_command, train_command
+from atso_nnunet.nnunet.commands import WANDB_NAME_VAR, job_env, predict_command, train_command
 from atso_nnunet.schedule import GroundTruth, Model, Prediction, Step
 from atso_nnunet.views import plans_identifier
 from atso_nnunet.run.context import RunContext
@@ -67,9 +67,24 @@ def train_job(ctx: RunContext, step: Step, preview: bool = False) -> Job:
         # On a CPU the augmentation workers compete with training for the same cores and each
         # pays an nnU-Net import at start; single-threaded augmentation is faster there.
         env["nnUNet_n_proc_DA"] = "0"
+    env[WANDB_NAME_VAR] = step.id  # the training's W&B run, when nnU-Net logs to W&B (README)
     return Job(name=_job_name(step.id), argv=train_command(continue_training=started, **common),
                resume_argv=train_command(continue_training=True, **common), env=env,
-               log_path=ctx.run.step_log(step.id), uses_gpu=ctx.device != "cpu")
+               log_path=ctx.run.step_log(step.id), uses_gpu=ctx.device != "cpu",
+               done_marker=training_done_file(ctx.model_folder(model), settings.get("final_validation")))
+
+
+def training_done_file(model_folder: Path, final_validation: Optional[bool]) -> Path:
+    """The file whose presence says a training's work is complete: ``checkpoint_final.pth``
+    (written atomically by the trainer), or, where nnU-Net's final validation runs after it
+    (``final_validation`` not ``False``), the validation's ``summary.json``.
+
+    It is the training job's ``done_marker``: an executor skips the job, and a SLURM task told to
+    stop (time limit, preemption) once it exists lets the command finish instead of requeueing.
+    """
+    if final_validation is False:
+        return model_folder / "checkpoint_final.pth"
+    return model_folder / "validation" / "summary.json"
 
 
 def predict_job(ctx: RunContext, steps: Sequence[Step], link: bool = True) -> Job:

@@ -297,6 +297,57 @@ def test_command_job_checkpoint_terminates_command_and_resumes(tmp_path):
     assert "requeued to resume" in (tmp_path / "t.log").read_text()
 
 
+def test_command_job_ignores_the_stop_signal_once_its_command_has_returned(tmp_path):
+    """A signal after the command has returned (submitit still writing the result) must not requeue."""
+    out = tmp_path / "calls.txt"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from atso_nnunet.execution.jobs import Job
+        from atso_nnunet.execution.slurm.task import CommandJob
+        job = CommandJob(Job(name="predict", argv=[sys.executable, "-c", "print('ok')"], log_path={str(tmp_path / 'p.log')!r}))
+        def handler(signum, frame):  # stands in for submitit's: checkpoint and requeue
+            open({str(out)!r}, "a").write("requeued\\n")
+            sys.exit(7)
+        signal.signal(signal.SIGUSR2, handler)
+        assert job() == 0
+        os.kill(os.getpid(), signal.SIGUSR2)
+        print("result written")
+    """)
+    res = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "result written" in res.stdout, res.stderr
+    assert not out.exists()
+    assert "its command has returned): not requeued" in (tmp_path / "p.log").read_text()
+
+
+# Writes the done marker, then runs until the task's signal handler has written to the log (the
+# command's own stdout) what it did with the stop signal; exit 0.
+FINISHED_EARLY = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    Path(sys.argv[1]).write_text("done")
+    print("work done", flush=True)
+    log, deadline = Path(sys.argv[2]), time.time() + 60
+    while time.time() < deadline and not any(line.startswith("=== stop signal") for line in log.open()):
+        time.sleep(0.1)
+""")
+
+
+def test_slurm_local_task_signalled_after_its_work_is_done_ends_done_not_requeued(tmp_path):
+    """submitit's time-limit signal (here from its local executor, ``time - signal_delay`` = 10 s
+    after the start) reaches a task whose done marker exists: no requeue, one attempt, success."""
+    marker, log = tmp_path / "checkpoint_final.pth", tmp_path / "logs" / "train.log"
+    job = Job(name="train", argv=[PY, "-c", FINISHED_EARLY, str(marker), str(log)],
+              resume_argv=[PY, "-c", "print('resumed')"], log_path=log, done_marker=marker)
+    config = SlurmConfig(log_folder=tmp_path / "slurm", poll_interval_s=0.2, time_min=1, signal_delay_s=50)
+    t0 = time.monotonic()
+    (result,) = SlurmExecutor(config, cluster="local").run_batch([job], batch="b")
+    text = log.read_text()
+    assert (result.returncode, result.attempts) == (0, 1), text
+    assert f"{marker} exists): not requeued" in text and "work done" in text
+    assert "requeued to resume" not in text and "resumed" not in text and "=== attempt 2" not in text
+    assert time.monotonic() - t0 < 50
+
+
 def test_command_job_pickles_without_process(tmp_path):
     job = slurm_mod.CommandJob(Job(name="a", argv=["true"], log_path=tmp_path / "a.log"))
     job._proc = subprocess.Popen(["true"])

@@ -23,7 +23,7 @@ from typing import Dict, List, Set
 
 import pytest
 
-from helpers import write_tiny_dataset
+from helpers import offline_wandb_env, offline_wandb_runs, write_tiny_dataset
 
 pytestmark = pytest.mark.slurm_cluster
 
@@ -198,10 +198,14 @@ def test_full_run_through_job_arrays_with_the_driver_killed_and_restarted(cluste
     plan = _plan(shared, "full")
     cmd = _driver(shared, plan, f"full-{TAG}", "--slurm-time-min", "15")
     run = shared / f"full-{TAG}"
+    # nnU-Net's W&B logging, offline, where wandb is installed (the test extra installs it): the
+    # driver's environment must reach every SLURM task, and each W&B run carry its step's name
+    wandb = _has_wandb()
+    env = offline_wandb_env(_env(), shared / "wandb_home", "atso-slurm", "full") if wandb else _env()
     t0 = time.time()
     with QueueWatch(f"atso:full-{TAG}:") as watch:
         with open(shared / "full.driver1.log", "w") as out:
-            first = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+            first = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             task = watch.wait_running(":g1/train/g1_h1/axial", proc=first)
         finally:
@@ -209,7 +213,7 @@ def test_full_run_through_job_arrays_with_the_driver_killed_and_restarted(cluste
             first.wait()
         killed_at = time.time() - t0
         assert _scontrol(task).get("JobState") in ("RUNNING", "COMPLETING", "COMPLETED")  # the cluster job lives on
-        second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=1200)
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     wall = time.time() - t0
     assert second.returncode == 0, second.stderr[-4000:]
     # the second driver takes over the killed driver's task (reattached while it runs, or counted as
@@ -238,6 +242,8 @@ def test_full_run_through_job_arrays_with_the_driver_killed_and_restarted(cluste
             links = list(log.parent.glob(f"{log.stem}.slurm-*.out"))
             assert links and all(p.resolve().is_file() for p in links), log
             assert "=== SLURM job " in log.read_text()
+    if wandb:
+        assert sorted(offline_wandb_runs(run)) == sorted(s for s in steps if "/train/" in s)
     print(f"\nfull run: {wall:.0f} s (driver killed at {killed_at:.0f} s); arrays {sorted(watch.arrays)}; "
           f"jobs per step: { {n: sorted(v) for n, v in watch.step_names().items()} }")
 
@@ -286,6 +292,85 @@ def test_time_out_requeue_and_continue(cluster, shared):
     assert "PENDING" in watch.states[task] and "RUNNING" in watch.states[task]
     print(f"\ntime-out run: {wall:.0f} s, SLURM job {task}: {restarts} requeue(s) (limit raised at {raised:.0f} s), "
           f"states seen {sorted(watch.states[task])}")
+
+
+# A stand-in for a training that has written its final checkpoint and is still exiting: writes the
+# done marker, then runs until the task has written what it did with the stop signal (a line of the
+# job's log, which is also the command's stdout), then a few seconds more; exit 0. Without the line
+# (the task requeued instead and killed it) it would give up after 100 s.
+FINISHED_TRAINING = """
+import sys, time
+from pathlib import Path
+Path(sys.argv[1]).write_text("final")
+print("Training done.", flush=True)
+log, deadline = Path(sys.argv[2]), time.time() + 100
+while time.time() < deadline and not any(line.startswith("=== stop signal") for line in log.open()):
+    time.sleep(0.2)
+time.sleep(3)
+"""
+
+
+def test_task_signalled_after_its_training_is_done_ends_done_not_requeued(cluster, shared):
+    """The race of a training signalled for its time limit just after nnU-Net wrote its final
+    checkpoint: the task ignores the signal, lets the command finish and ends COMPLETED, with no
+    requeue (which would hold it pending for about 2 minutes, then find nothing to do).
+
+    The signal is the one SLURM sends at ``--signal=USR2@<delay>``, sent with ``scancel --signal``
+    (as submitit's own time-out test does) once the done marker exists, so the timing is exact.
+    """
+    from atso_nnunet.execution.jobs import Job
+    from atso_nnunet.execution.slurm.config import SlurmConfig
+    from atso_nnunet.execution.slurm.executor import SlurmExecutor
+
+    root = shared / f"early-{TAG}"
+    marker, log = root / "fold_all" / "checkpoint_final.pth", root / "logs" / "g0" / "train" / "M0" / "axial.log"
+    marker.parent.mkdir(parents=True)
+    job = Job(name="g0__train__M0__axial", argv=[sys.executable, "-c", FINISHED_TRAINING, str(marker), str(log)],
+              resume_argv=[sys.executable, "-c", "print('resumed: nothing to do')"], log_path=log,
+              done_marker=marker, uses_gpu=False)
+    config = SlurmConfig(log_folder=root / "slurm", job_name_prefix=f"atso:early-{TAG}", time_min=10,
+                         cpus_per_task=1, mem_gb=1, gpus_per_job=0, poll_interval_s=1.0,
+                         extra_sbatch_lines=[NICE])
+    outcome: Dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["results"] = SlurmExecutor(config).run_batch([job])
+        except BaseException as e:  # noqa: BLE001 - reported by the test's own thread
+            outcome["error"] = e
+        outcome["ended"] = time.time()
+
+    with QueueWatch(f"atso:early-{TAG}:") as watch:
+        driver = threading.Thread(target=run, daemon=True)
+        driver.start()
+        task = watch.wait_running(":g0/train/M0/axial", timeout=300)
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), log.read_text() if log.exists() else "no log"
+        _sh("scancel", "--signal=USR2", task)
+        signalled = time.time()
+        driver.join(timeout=240)
+    assert not driver.is_alive(), f"the executor still waits 240 s after the signal; {_scontrol(task)}"
+    assert "error" not in outcome, outcome.get("error")
+    (result,) = outcome["results"]
+    waited = outcome["ended"] - signalled
+    info = _scontrol(task)
+    text = log.read_text()
+    assert (result.returncode, result.attempts) == (0, 1), text
+    assert info.get("Restarts") == "0" and info.get("JobState") == "COMPLETED", info
+    assert f"{marker} exists): not requeued" in text
+    assert "requeued to resume" not in text and "resumed" not in text and len(_log_sections(log)) == 1
+    assert watch.step_names() == {f"atso:early-{TAG}:g0/train/M0/axial": {task}}
+    assert waited < 60, f"the executor returned {waited:.0f} s after the signal"
+    print(f"\ntask {task} signalled after its work was done: COMPLETED, 0 restarts; "
+          f"the executor returned {waited:.0f} s after the signal")
+
+
+def _has_wandb() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None
 
 
 def test_cancelled_task_is_retried(cluster, shared):

@@ -38,6 +38,9 @@ def test_train_job_of_a_self_learning_student(ctx_steps):
     assert job.argv[job.argv.index("-p") + 1] == "ATSOPlans_sagittal"
     assert "--c" not in job.argv and "--c" in job.resume_argv
     assert job.env["nnUNet_results"] == str(ctx.run.results_root("g2_all"))
+    assert job.env["WANDB_NAME"] == "g2/train/g2_all/sagittal"   # the W&B run's name, when nnU-Net logs to W&B
+    # done once nnU-Net's final validation (on by default) has written its summary
+    assert job.done_marker == ctx.model_folder(step.output) / "validation" / "summary.json"
     config = json.loads(ctx.run.run_config(step.id).read_text())
     # the self-learning role: fine-tunes (half the base epochs) at its own learning rate
     assert config["num_epochs"] == 2 and config["initial_lr"] == 0.001
@@ -54,6 +57,13 @@ def test_m0_job_uses_the_supervised_trainer_and_base_settings(ctx_steps):
     assert job.argv[job.argv.index("-tr") + 1] == "ATSOTrainer"
     config = json.loads(ctx.run.run_config("g0/train/M0/axial").read_text())
     assert config["num_epochs"] == 3 and config["initial_lr"] is None and config["pseudo_label_dir"] is None
+
+
+def test_a_training_without_final_validation_is_done_with_its_final_checkpoint(ctx_steps):
+    ctx, steps = ctx_steps
+    ctx.training = lambda role: {"num_epochs": 3, "final_validation": False}
+    job = train_job(ctx, steps["g0/train/M0/axial"])
+    assert job.done_marker == ctx.model_folder(steps["g0/train/M0/axial"].output) / "checkpoint_final.pth"
 
 
 def test_predict_job_covers_r_and_e_of_one_model_and_view(ctx_steps):

@@ -24,7 +24,9 @@ How a batch runs:
   resumed with ``--c`` continues from its latest ``checkpoint_latest.pth`` (written every
   ``save_every`` = 50 epochs in nnunetv2), so a requeue loses at most that many epochs; a
   prediction simply runs again. The command itself ignores ``USR2`` (SLURM signals every process
-  of the step), so only the submitit process decides what happens.
+  of the step), so only the submitit process decides what happens. A signal that comes once the
+  job's work is done (its ``done_marker`` exists, e.g. a training's final checkpoint, or its
+  command has returned) is ignored: the task lets the command finish and ends as done.
 - A command that exits non-zero fails its array task; :meth:`SlurmExecutor.run_batch`
   resubmits it up to ``SlurmConfig.retries`` times (with ``resume_argv``), then raises
   :class:`~atso_nnunet.errors.StepFailedError` once every other job has finished.
@@ -37,7 +39,8 @@ How a batch runs:
 - Each task's output (submitit's log) is linked next to the step's log
   (``<step log>.slurm-<job id>.out``), and each attempt's header names the SLURM job and node.
 - Environment: the job carries only the variables the run sets (``Job.env``: nnU-Net folders,
-  ``ATSO_RUN_CONFIG``, data-loader workers); everything else comes from where the task runs.
+  ``ATSO_RUN_CONFIG``, a training's W&B run name, data-loader workers); everything else comes from
+  where the task runs (``sbatch`` passes the driver's environment on by default).
   ``sbatch`` is called without the driver's own ``SLURM_*`` and GPU-visibility variables, so a
   driver that itself runs as a SLURM job does not hand its allocation to its children.
 
