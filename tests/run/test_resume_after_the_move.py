@@ -45,7 +45,9 @@ def test_a_run_made_before_the_move_resumes_with_nothing_rerun(tmp_path, nnunet_
     assert _files(run.root / "state") == before      # every marker found where it was, none added
     assert json.loads((run.root / "plan.json").read_text())["method"] == "atso"
     assert (run.root / "report.csv").read_bytes() == reports["report.csv"]
-    # the same report; issue 29 (after the archive was made) adds which trainings were resumed: none
+    # the same report; issue 29 (after the archive was made) adds which trainings were resumed: none,
+    # issue 28 the model the run ships: the final one
     after = json.loads((run.root / "report.json").read_text())
     assert after.pop("resumed_trainings") == []
+    assert after["without_labels"]["ship"].pop("model") == "final"
     assert after == json.loads(reports["report.json"])
