@@ -256,6 +256,39 @@ def bench_transfer_plan() -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# Regime r1 (issue 25; docs/calibration.md, "Regime r1" and its addendum): tri-view, a validation set V,
+# the like-for-like method defaults, fusion by the rule. Calibrated with labeled-only and oracle runs only,
+# scored on V; the test set E was in no calibration plan.
+
+R1_N_CASES, R1_N_TEST, R1_N_VAL = 46, 8, 8
+R1_SOURCE = "Dataset949_SynthR1A"
+R1_DATASET_ID = 950           # atso_nnunet_compare: seed s at 950 + s
+
+
+def bench_r1_plan(noise_sigma: float, max_features: int, n_labeled: int, num_epochs: int, fusion: str) -> dict:
+    """The r1 comparison plan: the calibration's generator, network and schedule, E and V listed,
+    ``n_labeled`` of the 30 training cases labeled, the views fused by ``fusion``."""
+    generator = bench_generator("A", n_cases=R1_N_CASES, noise_sigma=noise_sigma)
+    schedule = {**BENCH_SCHEDULE, "num_epochs": num_epochs, "num_iterations_per_epoch": 50}
+    plan = bench_plan(n_labeled, R1_DATASET_ID, "SynthR1", generator=generator, schedule=schedule,
+                      source=R1_SOURCE, n_test=R1_N_TEST, n_val=R1_N_VAL,
+                      network={**NETWORK, "max_features": max_features}, note=(
+        f"Regime r1 (issue 25): calibrated with labeled-only and oracle runs only, scored on the validation set V "
+        f"(docs/calibration.md, 'Regime r1' and its addendum; no semi-supervised method was run or read). "
+        f"{R1_N_CASES} domain-A cases at noise {noise_sigma:g} HU: the first {R1_N_TEST} sorted are the test set E "
+        f"(in no calibration plan), the next {R1_N_VAL} the validation set V (listed, never read by a run), "
+        f"{n_labeled} of the other {R1_N_CASES - R1_N_TEST - R1_N_VAL} labeled (atso_nnunet_compare draws each "
+        f"seed's own). {max_features} network features, {num_epochs} x 50 iterations per training, tri-view; "
+        f"fusion '{fusion}' by the rule fixed with the regime (M0's vote against its views' mean volume on R). "
+        "Method options are the like-for-like defaults (ATSO's M_t is the combined model, its final model M_T). "
+        "Written by tools/make_synthetic_plans.py."))
+    plan["name"] = f"synthetic benchmark r1, {n_labeled} of {R1_N_CASES - R1_N_TEST - R1_N_VAL} labeled (domain A)"
+    if fusion != "vote":
+        plan["fusion"] = fusion
+    return plan
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "plans" / "synthetic")

@@ -265,11 +265,19 @@ def _run(args) -> int:
     from atso_nnunet.plan import resolve_case_rule
 
     check_execution_options(args)
+    if not args.dry_run and (args.sec_per_iter is not None or args.timing_from is not None):
+        flag = "--sec-per-iter" if args.sec_per_iter is not None else "--timing-from"
+        raise InputError(f"{flag} prices a schedule in GPU-hours and only works with --dry-run; add --dry-run, "
+                         f"or leave {flag} out to run")
     plan = load_experiment(args)
     paths = nnunet_paths(args.nnunet_dir)
     plan = resolve_case_rule(plan, paths)
     run_dir = (args.run_dir or default_run_dir(paths, plan)).resolve()
     device = resolve_device(args, plan, run_dir)
+    if not args.dry_run and args.executor == "local" and device != "cpu":
+        from atso_nnunet.cli.segment import check_device
+
+        check_device(device)     # the local trainings would fail one by one; SLURM nodes have their own GPUs
     executor = None if args.dry_run else make_executor_from_args(args, run_dir, plan)
     logger.info("run folder: %s", run_dir)
     sec_per_iter = args.sec_per_iter

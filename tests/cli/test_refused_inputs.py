@@ -81,6 +81,23 @@ def test_bad_options_are_refused_before_any_work_with_and_without_dry_run(worksp
         assert tree(tmp_path) == before, dry       # no preprocessed file, no run folder, no nnU-Net folder
 
 
+@pytest.mark.parametrize("flags, words", [
+    (["--sec-per-iter", "0.5"], "--sec-per-iter prices a schedule in GPU-hours and only works with --dry-run"),
+    (["--timing-from", "."], "--timing-from prices a schedule in GPU-hours and only works with --dry-run"),
+    (["--device", "cuda"], "--device cuda: torch finds no CUDA GPU on this machine"),
+])
+def test_dry_run_only_options_and_a_missing_gpu_are_refused_before_any_work(workspace, caplog, flags, words):
+    import torch
+
+    if flags[0] == "--device" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    tmp_path, plan = workspace
+    before = tree(tmp_path)
+    assert run.main(run_args(tmp_path, plan, *flags)) == 2
+    assert words in caplog.text and "Traceback" not in caplog.text
+    assert tree(tmp_path) == before
+
+
 def test_unknown_step_is_refused_before_planning_writes_preprocessed_files(workspace, caplog):
     """Issue 29: without --dry-run an unknown --step wrote 28 preprocessed files first."""
     tmp_path, plan = workspace
