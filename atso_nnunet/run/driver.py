@@ -43,7 +43,7 @@ from atso_nnunet.run.context import RunContext
 from atso_nnunet.run.steps import PLUGIN_RUNNERS
 from atso_nnunet.schedule import Step, build_schedule, steps_by_id, topological_batches
 from atso_nnunet.schedule.cost import training_cost
-from atso_nnunet.run.prepare import drop_absent_cases, prepare
+from atso_nnunet.run.prepare import drop_absent_cases, prepare, task_classes
 from atso_nnunet.run.refusal import removed_on_refusal
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def run_experiment(plan: ExperimentPlan, options: DriverOptions) -> Optional[rep
     network = _network_override(plan)
     plan = drop_absent_cases(plan, options.paths)
     method = get_method(plan.method)
-    steps = build_schedule(plan, reference_subsets(plan), method)
+    steps = build_schedule(plan, reference_subsets(plan), method, task_classes(plan, options.paths))
     check_step_id(options.only_step, steps)
     ctx = make_context(plan, options)
     run = ctx.run

@@ -8,7 +8,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from atso_nnunet.errors import InputError
 from atso_nnunet.methods import get_method
@@ -55,6 +55,22 @@ def ensure_sources(plan: ExperimentPlan, paths: NnUNetPaths) -> List[Path]:
             logger.info("generated %s in %.1f s", source, time.time() - t0)
         out.append(where)
     return out
+
+
+def task_classes(plan: ExperimentPlan, paths: NnUNetPaths) -> Optional[int]:
+    """Classes of the task (background included) from the sources' dataset.json, or for a synthetic
+    source not generated yet from its generator options (lesions: 3); None where neither tells."""
+    from atso_nnunet.data import synthetic
+    from atso_nnunet.io import read_json
+
+    counts = []
+    for source in plan.sources:
+        data = read_json(source_dir(paths, source) / "dataset.json")
+        if isinstance(data, dict) and isinstance(data.get("labels"), dict):
+            counts.append(len(data["labels"]))
+        elif source in plan.synthetic:
+            counts.append(3 if synthetic.SyntheticConfig(**plan.synthetic[source].generator_options()).lesions else 2)
+    return max(counts) if counts else None
 
 
 def drop_absent_cases(plan: ExperimentPlan, paths: NnUNetPaths) -> ExperimentPlan:

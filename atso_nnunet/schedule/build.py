@@ -1,7 +1,7 @@
 """The generation schedule: an experiment turned into ordered steps, decided before anything runs."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from atso_nnunet.errors import InputError
 from atso_nnunet.schedule.artefacts import Report
@@ -24,7 +24,8 @@ def _checked_split(plan, method, reference_split: Sequence[Sequence[str]]) -> Tu
     return split
 
 
-def build_schedule(plan, reference_split: Sequence[Sequence[str]], method) -> List[Step]:
+def build_schedule(plan, reference_split: Sequence[Sequence[str]], method,
+                   n_classes: Optional[int] = None) -> List[Step]:
     """Turn an experiment into ordered steps (pure; nothing is executed).
 
     Generation 0 is the same for every method (M0 on S, its predictions, ``R_g0``); the plan's
@@ -35,6 +36,8 @@ def build_schedule(plan, reference_split: Sequence[Sequence[str]], method) -> Li
         plan: a validated experiment plan.
         reference_split: the K subsets of R (``plan.reference_subsets(plan)``).
         method: the method object (``atso_nnunet.methods.get_method(plan.method)``).
+        n_classes: classes of the task, background included (None: not known, taken as two): decides
+            which predictions keep their probabilities for tie breaks.
 
     Returns:
         Steps in dependency order: every step's inputs come earlier in the list.
@@ -44,7 +47,7 @@ def build_schedule(plan, reference_split: Sequence[Sequence[str]], method) -> Li
             ``plan.subsets`` non-empty parts for methods that use subsets).
     """
     split = _checked_split(plan, method, reference_split)
-    b = ScheduleBuilder(plan, split, method)
+    b = ScheduleBuilder(plan, split, method, n_classes)
     b.generation_zero()
     method.add_generations(b)
     b.add(id="report", kind="report", generation=max(s.generation for s in b.steps),

@@ -56,8 +56,9 @@ class ScheduleBuilder:
         views: the plan's views.
     """
 
-    def __init__(self, plan, split: Sequence[Sequence[str]], method: "Method"):
+    def __init__(self, plan, split: Sequence[Sequence[str]], method: "Method", n_classes: Optional[int] = None):
         self.plan = plan
+        self.n_classes = n_classes
         self.split: Tuple[Tuple[str, ...], ...] = tuple(tuple(sorted(s)) for s in split)
         self.method = method
         self.R: Tuple[str, ...] = tuple(sorted(plan.reference))
@@ -161,15 +162,18 @@ class ScheduleBuilder:
         """The steps, with probabilities kept by exactly the predictions a fusion needs them from.
 
         A prediction keeps nnU-Net's probabilities (``--save_probabilities``) when a fusion
-        reading it averages probabilities, or votes with an even number of voters (where ties
-        are broken by probability instead of silently going to background).
+        reading it averages probabilities, or votes where ties can happen: an even number of
+        voters, or three or more voters of a task with three or more classes (``n_classes``; None:
+        not known, taken as two) - ties are broken by probability, never by class order.
         """
         needs = set()
+        multi = (self.n_classes or 2) > 2
         for s in self.steps:
             if s.kind != "fuse":
                 continue
             for g in s.fuse_groups:
-                if s.fusion == "mean" or (len(g.predictions) > 1 and len(g.predictions) % 2 == 0):
+                n = len(g.predictions)
+                if s.fusion == "mean" or (n > 1 and (n % 2 == 0 or multi)):
                     needs.update(g.predictions)
         return [dataclasses.replace(s, save_probabilities=True) if s.kind == "predict" and s.output in needs else s
                 for s in self.steps]

@@ -410,3 +410,34 @@ def test_mean_fusion_keeps_every_probability():
     steps = build_schedule(plan, reference_subsets(plan), get_method(plan.method))
     assert all(s.save_probabilities for s in of_kind(steps, "predict"))
     assert {s.fusion for s in of_kind(steps, "fuse")} == {"mean"}
+
+
+def test_three_voters_of_three_classes_keep_probabilities_for_their_ties():
+    """Issue 29: with 3 voters and 3 classes a three-way tie is possible; it is broken by probability."""
+    plan, split, binary = make("stso", generations=1)
+    multi = build_schedule(plan, split, get_method(plan.method), n_classes=3)
+    assert not any(s.save_probabilities for s in of_kind(binary, "predict"))
+    assert all(s.save_probabilities for s in of_kind(multi, "predict"))
+    single = make("stso", generations=1, views=["axial"])
+    one_view = build_schedule(single[0], single[1], get_method("stso"), n_classes=3)
+    assert not any(s.save_probabilities for s in of_kind(one_view, "predict"))   # nothing to fuse
+
+
+def test_the_task_classes_come_from_the_sources_or_the_generator(tmp_path):
+    import json
+
+    from atso_nnunet.paths import NnUNetPaths
+    from atso_nnunet.run.prepare import task_classes
+
+    paths = NnUNetPaths(tmp_path / "raw", tmp_path / "pre", tmp_path / "res")
+    base = {"name": "c", "dataset_id": 981, "dataset_name": "T", "labeled": LABELED, "reference": REFERENCE,
+            "test": TEST, "method": "stso", "generations": 1}
+    assert task_classes(plan_from_dict({**base, "sources": ["Dataset980_A"]}), paths) is None
+    (tmp_path / "raw" / "Dataset980_A").mkdir(parents=True)
+    (tmp_path / "raw" / "Dataset980_A" / "dataset.json").write_text(json.dumps(
+        {"labels": {"background": 0, "organ": 1, "lesion": 2}}))
+    assert task_classes(plan_from_dict({**base, "sources": ["Dataset980_A"]}), paths) == 3
+    synth = {**base, "sources": ["Dataset970_B"], "synthetic": {"Dataset970_B": {"domain": "B", "n_cases": 40}}}
+    assert task_classes(plan_from_dict(synth), paths) == 3
+    synth["synthetic"]["Dataset970_B"]["domain"] = "A"
+    assert task_classes(plan_from_dict(synth), paths) == 2
