@@ -75,3 +75,19 @@ def test_benchmark_seeds_never_share_a_dataset_id():
     for name in ("bench_10pct.json", "bench_transfer.json"):
         others = set().union(*(ids for n, ids in taken.items() if n != name)) | sources
         assert not taken[name] & others, (name, sorted(taken[name] & others))
+
+
+@pytest.mark.parametrize("fusion", ["vote", "mean"])
+def test_r1_plan_lists_v_apart_from_e_and_keeps_the_calibration_settings(script, tmp_path, fusion):
+    """Regime r1 (issue 25): E is the first 8 cases (in no calibration plan), V the next 8 (listed, never
+    read), the calibration's generator, network and schedule, the fusion the rule chose."""
+    plan = script.bench_r1_plan(noise_sigma=2, max_features=16, n_labeled=3, num_epochs=240, fusion=fusion)
+    ids = [f"synA_{i:04d}" for i in range(46)]
+    assert plan["test"] == ids[:8] and plan["validation"] == ids[8:16]
+    assert len(plan["labeled"]) == 3 and sorted(plan["labeled"] + plan["reference"]) == ids[16:]
+    assert plan["synthetic"][plan["sources"][0]]["noise_sigma"] == 2.0
+    assert (plan["network"]["max_features"], plan["training"]["num_epochs"]) == (16, 240)
+    assert plan.get("fusion", "vote") == fusion and "method_options" not in plan
+    (tmp_path / "r1.json").write_text(json.dumps(plan))
+    loaded = load_plan(tmp_path / "r1.json")
+    assert loaded.validation and not set(loaded.validation) & set(loaded.test)
