@@ -88,9 +88,9 @@ class ATSO(Method):
     def generation_model(self, plan, t: int):
         """M_t: the combined model of generation t (t < T), the final model at T; None with
         ``test_model`` ``ensemble`` (M_t is then a vote of the subset models, not one model)."""
-        if 0 < t < plan.generations and self.options(plan).test_model == "ensemble":
-            return None
-        return "M0" if t == 0 else ("final" if t >= plan.generations else f"g{t}_comb")
+        if 0 < t < plan.generations:
+            return None if self.options(plan).test_model == "ensemble" else f"g{t}_comb"
+        return super().generation_model(plan, t)
 
     def final_label_round(self, plan) -> int:
         return plan.generations + (1 if self.options(plan).final_labels == "last" else 0)

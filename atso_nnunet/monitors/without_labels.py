@@ -39,7 +39,7 @@ def summary(report) -> Optional[dict]:
     last = _last(report)
     before = ship_generation(volumes, last, "before_drift")
     shipped = ship_generation(volumes, last, report.ship_generation)
-    model = report.ship_models.get(shipped) if report.ship_models else None
+    model = report.ship_models.get(shipped)
     return {"drift": {"drifted": verdict.drifted, "first_generation": verdict.first_generation,
                       "threshold": DRIFT_THRESHOLD, "words": verdict.words},
             "unstable_cases": {str(g.generation): g.unstable_cases for g in report.generations
