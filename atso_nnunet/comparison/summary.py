@@ -143,7 +143,8 @@ def summarise(records) -> dict:
                 return [next((g.get(key) for g in (by.get((m, s)) or {}).get("generations", [])
                               if g["generation"] == t), None) for s in seeds]
             row = {"test": vals("test_dsc"), "reference": vals("reference_dsc"), "change": vals("change"),
-                   "empty": vals("empty_pseudo_labels")}
+                   "empty": vals("empty_pseudo_labels"), "volume_vs_m0": vals("volume_vs_m0"),
+                   "vote_vs_views": vals("vote_vs_views")}
             agree = []
             for s in seeds:
                 g = next((g for g in (by.get((m, s)) or {}).get("generations", []) if g["generation"] == t), None)

@@ -360,6 +360,34 @@ def test_without_labels_correlates_every_label_free_monitor_with_the_truth_by_ha
     assert _spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254, abs=1e-6)  # ties averaged
 
 
+def test_pseudo_label_volumes_per_generation_by_hand(tmp_path):
+    """Issue 25 item 5: the pseudo-labels' volume vs M0 and the vote/view ratio per generation, mean ± sd over
+    the finished seeds, in the table and the CSV; '–' where a run did not record them."""
+    from atso_nnunet.comparison.report import render_csv, render_markdown
+    from atso_nnunet.comparison.run import RunRecord
+    from atso_nnunet.comparison.summary import summarise
+
+    def rep(vol, vote, final):
+        return {"final_test_dsc": final, "generations": [
+            {"generation": t, "test_dsc": 0.5, "reference_dsc": 0.4, "volume_vs_m0": v, "vote_vs_views": r}
+            for t, (v, r) in enumerate(zip(vol, vote))]}
+
+    records = [RunRecord(0, "atso", tmp_path / "a", rep([1.0, 0.8], [0.70, 0.60], 0.5)),
+               RunRecord(1, "atso", tmp_path / "b", rep([1.0, 0.6], [0.80, 0.70], 0.5)),
+               RunRecord(0, "stso", tmp_path / "c", rep([1.0, None], [None, None], 0.5))]
+    summary = summarise(records)
+    g1 = summary["per_generation"]["atso"][1]
+    assert g1["volume_vs_m0"]["mean"] == pytest.approx(0.7)
+    assert g1["volume_vs_m0"]["sd"] == pytest.approx(0.141421, abs=1e-5)
+    assert g1["vote_vs_views"]["per_seed"] == [0.60, 0.70]
+    md = render_markdown(summary, "p")
+    assert "| ATSO | G1 | 40.0 ± 0.0 | – | – | – | 0.70 ± 0.14 | 0.65 ± 0.07 |" in md
+    assert "| STSO | G1 | 40.0 | – | – | – | – | – |" in md
+    rows = render_csv(summary).splitlines()
+    assert rows[0].split(",")[8:10] == ["volume_vs_m0", "vote_vs_views"]
+    assert "atso,1,1,0.5,0.4,,,,0.6,0.7,0.5" in rows
+
+
 def test_a_comparison_refused_by_the_data_checks_leaves_nothing_behind(tmp_path, monkeypatch, caplog):
     """Issue 29: the first run's raw data check refuses a label value the dataset does not declare;
     its run folder, the comparison folder and the nnU-Net folders made for it are removed again."""
