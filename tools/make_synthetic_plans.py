@@ -264,6 +264,10 @@ def bench_transfer_plan() -> dict:
 R1_N_CASES, R1_N_TEST, R1_N_VAL = 46, 8, 8
 R1_SOURCE = "Dataset949_SynthR1A"
 R1_DATASET_ID = 950           # atso_nnunet_compare: seed s at 950 + s
+#: the regime the rule chose (docs/calibration.md, "r1, the choice"): candidate r1n2 (noise 2 HU, 16 features)
+#: at 240 x 50 iterations (addendum 2); 3 labeled (lo3: the only fraction with a gap >= 9 to the oracle,
+#: lo6's gap was 6.6); fusion 'mean' (lo3's M0 vote kept 0.81 of its views' mean volume on R, < 0.85)
+R1_CHOSEN = {"noise_sigma": 2, "max_features": 16, "n_labeled": 3, "num_epochs": 240, "fusion": "mean"}
 
 
 def bench_r1_plan(noise_sigma: float, max_features: int, n_labeled: int, num_epochs: int, fusion: str) -> dict:
@@ -295,7 +299,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     plans = {"10pct": semi_plan(10, 2, 981), "20pct": semi_plan(20, 3, 982), "transfer": transfer_plan(),
-             "bench_10pct": bench_10pct_plan(), "bench_transfer": bench_transfer_plan()}
+             "bench_10pct": bench_10pct_plan(), "bench_transfer": bench_transfer_plan(),
+             "bench_r1": bench_r1_plan(**R1_CHOSEN)}
     for name, plan in plans.items():
         (args.out / f"{name}.json").write_text(json.dumps(plan, indent=2) + "\n")
     return 0

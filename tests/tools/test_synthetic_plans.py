@@ -13,7 +13,8 @@ from helpers import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 PLANS = REPO / "plans" / "synthetic"
-SHIPPED = ("10pct.json", "20pct.json", "transfer.json", "bench_10pct.json", "bench_transfer.json")
+SHIPPED = ("10pct.json", "20pct.json", "transfer.json", "bench_10pct.json", "bench_transfer.json",
+           "bench_r1.json")
 
 
 @pytest.fixture(scope="module")
