@@ -109,7 +109,8 @@ def prepare(ctx: RunContext, network) -> None:
 
     plan = ctx.plan
     sources = ensure_sources(plan, ctx.paths)
-    cases = find_cases(sources, [*plan.labeled, *plan.reference, *plan.test])
+    # the validation cases too: never read by a run, but a plan naming cases its sources lack is wrong
+    cases = find_cases(sources, [*plan.labeled, *plan.reference, *plan.test, *plan.validation])
     validate_against_dataset(plan, cases, [c for c, f in cases.items() if f.label is not None],
                              origin=f"plan '{plan.name}' against its sources")
     built_now = not ctx.dataset_dir.exists()

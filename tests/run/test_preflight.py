@@ -142,3 +142,24 @@ def test_source_whose_file_ending_matches_no_file_is_named(tmp_path, caplog):
         assert rc == 2 and not run.exists()
         assert "source Dataset990_Tiny: dataset.json file_ending is '.mha'" in caplog.text
         assert "numTraining" not in caplog.text and "not in the sources" not in caplog.text
+
+
+def test_a_plan_with_a_validation_set_prepares_without_putting_it_in_the_experiment(tmp_path, caplog, monkeypatch):
+    """Issue 25: V is checked against the sources like every set, and left out of the experiment dataset
+    (no run reads it); a V case the sources lack is named before anything is built."""
+    from atso_nnunet.execution import group_child
+
+    # nnU-Net's planning and preprocessing (run in a child process group): not what is tested here
+    monkeypatch.setattr(group_child, "run_in_process_group", lambda *a, **k: None)
+    nn = _nn_with_source(tmp_path)
+    run = tmp_path / "run"
+    plan = tiny_plan(tmp_path, reference=["tiny_003", "tiny_004", "tiny_005"], validation=["tiny_006"])
+    assert main(["--plan", str(plan), "--nnunet-dir", str(nn), "--run-dir", str(run), "--step", "prepare"]) == 0
+    exp = nn / "nnUNet_raw" / "Dataset991_TinyExp"
+    assert exp.is_dir() and not [p for p in exp.rglob("tiny_006*")]
+    caplog.clear()
+    lost = tiny_plan(tmp_path, reference=["tiny_003", "tiny_004", "tiny_005"], validation=["tiny_099"],
+                     dataset_id=992)
+    assert main(["--plan", str(lost), "--nnunet-dir", str(nn), "--run-dir", str(tmp_path / "run2"),
+                 "--step", "prepare"]) == 2
+    assert "tiny_099" in caplog.text and not (nn / "nnUNet_raw" / "Dataset992_TinyExp").exists()
