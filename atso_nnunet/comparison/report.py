@@ -102,11 +102,12 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
         out.write(f"| {method_word(m)} | {n} | " + " | ".join(
             _pct(row[t]["test"]["mean"], row[t]["test"]["sd"]) if t in row else "" for t in gens) + " |\n")
     out.write("\n## Pseudo-labels on R (truth) next to the label-free monitors\n\n"
-              "Volume: the pseudo-labels' foreground volume on R over M0's (label-free; 'volume vs M0', the drift "
-              "monitor), and the median over R of the fused label's volume over the mean of the views it was fused "
-              "from ('vote / views'; tri-view only). '–': not recorded (runs made before the volume monitor).\n\n"
-              "| method | generation | @R DSC | change vs previous | half-model agreement | empty | volume vs M0 | "
-              "vote / views |\n|---|---|---|---|---|---|---|---|\n")
+              "Volume: the pseudo-labels' foreground voxels on R over the ground truth's ('vs truth', from the same "
+              "scoring as @R DSC); their volume over M0's pseudo-labels' (label-free; 'vs M0', the drift monitor); "
+              "and the median over R of the fused label's volume over the mean of the views it was fused from "
+              "('vote / views'; tri-view only). '–': not recorded (runs made before the volume monitor).\n\n"
+              "| method | generation | @R DSC | change vs previous | half-model agreement | empty | volume vs truth | "
+              "volume vs M0 | vote / views |\n|---|---|---|---|---|---|---|---|---|\n")
     for m in summary["methods"]:
         for t, row in summary["per_generation"][m].items():
             if row["reference"]["n"] == 0:
@@ -114,7 +115,8 @@ def render_markdown(summary: dict, plan_name: str, command: str = "") -> str:
             empty = row["empty"]["mean"]
             out.write(f"| {method_word(m)} | G{t} | {_pct(row['reference']['mean'], row['reference']['sd'])} | "
                       f"{_pct(row['change']['mean'])} | {_pct(row['agreement']['mean'])} | "
-                      f"{'–' if empty is None else f'{empty:.1f}'} | {_ratio(row, 'volume_vs_m0')} | "
+                      f"{'–' if empty is None else f'{empty:.1f}'} | {_ratio(row, 'volume_vs_truth')} | "
+                      f"{_ratio(row, 'volume_vs_m0')} | "
                       f"{_ratio(row, 'vote_vs_views')} |\n")
     c = summary["monitor_correlation"]
     out.write("\nCorrelation with the pseudo-label DSC on R across generations >= 1, methods and seeds "
@@ -155,13 +157,13 @@ def render_csv(summary: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["method", "seed", "generation", "test_dsc", "reference_dsc", "change", "agreement", "empty",
-                "volume_vs_m0", "vote_vs_views", "final_test_dsc"])
+                "volume_vs_truth", "volume_vs_m0", "vote_vs_views", "final_test_dsc"])
     for m in summary["methods"]:
         for i, s in enumerate(summary["seeds"]):
             for t, row in summary["per_generation"][m].items():
                 w.writerow([m, s, t, *[("" if k not in row or row[k]["per_seed"][i] is None else row[k]["per_seed"][i])
-                                       for k in ("test", "reference", "change", "agreement", "empty", "volume_vs_m0",
-                                                 "vote_vs_views")],
+                                       for k in ("test", "reference", "change", "agreement", "empty",
+                                                 "volume_vs_truth", "volume_vs_m0", "vote_vs_views")],
                             summary["final"]["per_seed"][m].get(s, "")])
     return buf.getvalue()
 

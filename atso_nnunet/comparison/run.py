@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 
 from atso_nnunet.comparison.seeds import adopt_generation_zero, generation_zero_key, labeled_pool, plan_for_seed
@@ -92,6 +92,9 @@ class RunRecord:
     report: Optional[dict] = None
     labeled: List[str] = field(default_factory=list)
     finished: bool = True
+    #: per generation: the pseudo-labels' foreground voxels on R over the ground truth's (label-using, like
+    #: @R DSC), from the run's ``eval/R_g{t}/R.json`` (:func:`truth_volume_ratios`)
+    volume_vs_truth: Dict[int, float] = field(default_factory=dict)
 
 
 def read_records(out: Path, seeds: Sequence[int], methods: Sequence[str]) -> List[RunRecord]:
@@ -103,8 +106,22 @@ def read_records(out: Path, seeds: Sequence[int], methods: Sequence[str]) -> Lis
     runs = [(s, m, Path(out) / f"seed{s}" / m) for s in seeds for m in methods]
     return [RunRecord(s, m, d, read_json(d / "report.json"),
                       list((read_json(d / "plan.json") or {}).get("labeled", [])),
-                      finished=RunDir(d).is_done("report"))
+                      finished=RunDir(d).is_done("report"), volume_vs_truth=truth_volume_ratios(d))
             for s, m, d in runs if (d / "report.json").is_file()]
+
+
+def truth_volume_ratios(run_dir: Path) -> Dict[int, float]:
+    """``{t: voxels of R_t / voxels of R's ground truth}`` summed over R's cases, for every generation whose
+    pseudo-labels were scored on all of R (``eval/R_g{t}/R.json``, which records both counts per case)."""
+    out = {}
+    for path in sorted(Path(run_dir).glob("eval/R_g*/R.json")):
+        suffix = path.parent.name[len("R_g"):]
+        cases = ((read_json(path) or {}).get("details") or {}).get("cases") or []
+        pred = sum(sum(c.get("voxels_pred", {}).values()) for c in cases)
+        truth = sum(sum(c.get("voxels_gt", {}).values()) for c in cases)
+        if suffix.isdigit() and truth:
+            out[int(suffix)] = pred / truth
+    return out
 
 
 def run_comparison(plan, options: ComparisonOptions) -> List[RunRecord]:

@@ -151,6 +151,8 @@ def summarise(records) -> dict:
                 a = [v for v in ((g or {}).get("agreement") or {}).values() if v is not None]
                 agree.append(sum(a) / len(a) if a else None)
             row["agreement"] = agree
+            truth = {r.seed: r.volume_vs_truth.get(t) for r in records if r.method == m}
+            row["volume_vs_truth"] = [truth.get(s) for s in seeds]
             per_gen[m][t] = {k: {"per_seed": v, **dict(zip(("mean", "sd", "n"), _mean_sd([v[i] for i in done])))}
                              for k, v in row.items()}
     finals = {m: {s: final_score(by.get((m, s))) if (m, s) in finished else None for s in seeds} for m in methods}

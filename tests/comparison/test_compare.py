@@ -372,8 +372,8 @@ def test_pseudo_label_volumes_per_generation_by_hand(tmp_path):
             {"generation": t, "test_dsc": 0.5, "reference_dsc": 0.4, "volume_vs_m0": v, "vote_vs_views": r}
             for t, (v, r) in enumerate(zip(vol, vote))]}
 
-    records = [RunRecord(0, "atso", tmp_path / "a", rep([1.0, 0.8], [0.70, 0.60], 0.5)),
-               RunRecord(1, "atso", tmp_path / "b", rep([1.0, 0.6], [0.80, 0.70], 0.5)),
+    records = [RunRecord(0, "atso", tmp_path / "a", rep([1.0, 0.8], [0.70, 0.60], 0.5), volume_vs_truth={1: 0.5}),
+               RunRecord(1, "atso", tmp_path / "b", rep([1.0, 0.6], [0.80, 0.70], 0.5), volume_vs_truth={1: 0.7}),
                RunRecord(0, "stso", tmp_path / "c", rep([1.0, None], [None, None], 0.5))]
     summary = summarise(records)
     g1 = summary["per_generation"]["atso"][1]
@@ -381,11 +381,28 @@ def test_pseudo_label_volumes_per_generation_by_hand(tmp_path):
     assert g1["volume_vs_m0"]["sd"] == pytest.approx(0.141421, abs=1e-5)
     assert g1["vote_vs_views"]["per_seed"] == [0.60, 0.70]
     md = render_markdown(summary, "p")
-    assert "| ATSO | G1 | 40.0 ± 0.0 | – | – | – | 0.70 ± 0.14 | 0.65 ± 0.07 |" in md
-    assert "| STSO | G1 | 40.0 | – | – | – | – | – |" in md
+    assert "| ATSO | G1 | 40.0 ± 0.0 | – | – | – | 0.60 ± 0.14 | 0.70 ± 0.14 | 0.65 ± 0.07 |" in md
+    assert "| STSO | G1 | 40.0 | – | – | – | – | – | – |" in md
     rows = render_csv(summary).splitlines()
-    assert rows[0].split(",")[8:10] == ["volume_vs_m0", "vote_vs_views"]
-    assert "atso,1,1,0.5,0.4,,,,0.6,0.7,0.5" in rows
+    assert rows[0].split(",")[8:11] == ["volume_vs_truth", "volume_vs_m0", "vote_vs_views"]
+    assert "atso,1,1,0.5,0.4,,,,0.7,0.6,0.7,0.5" in rows
+
+
+def test_the_pseudo_labels_volume_against_the_truth_is_read_from_the_scoring_of_r(tmp_path):
+    """eval/R_g{t}/R.json records predicted and true voxels per case: their sums' ratio, per generation;
+    a generation scored only per subset (R_h1) or without ground truth gives nothing."""
+    from atso_nnunet.comparison.run import truth_volume_ratios
+    from atso_nnunet.io import write_json
+
+    def scores(*cases):
+        return {"details": {"cases": [{"case": f"c{i}", "voxels_pred": {"1": p}, "voxels_gt": {"1": g}}
+                                      for i, (p, g) in enumerate(cases)]}}
+
+    write_json(scores((100, 200), (50, 100)), tmp_path / "eval" / "R_g0" / "R.json")
+    write_json(scores((330, 300)), tmp_path / "eval" / "R_g2" / "R.json")
+    write_json(scores((10, 20)), tmp_path / "eval" / "R_g1" / "R_h1.json")
+    write_json(scores((10, 0)), tmp_path / "eval" / "R_g3" / "R.json")
+    assert truth_volume_ratios(tmp_path) == {0: 0.5, 2: pytest.approx(1.1)}
 
 
 def test_a_comparison_refused_by_the_data_checks_leaves_nothing_behind(tmp_path, monkeypatch, caplog):
