@@ -21,7 +21,7 @@ import csv
 import io
 import logging
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from atso_nnunet.io import atomic_path, write_json, write_text
 from atso_nnunet.methods import baseline_method, get_method, method_word, methods_in_role
@@ -174,7 +174,7 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100)
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2), dpi=100)
     ax = axes[0]
     curves = [m for m in summary["methods"] if m not in (baseline_method(), *methods_in_role("bound"))]
     last = max((t for m in curves for t in summary["per_generation"][m]), default=0)
@@ -231,12 +231,35 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    _plot_pseudo_label_volumes(axes[3], summary, curves)
     fig.suptitle(plan_name, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def _plot_pseudo_label_volumes(ax, summary: dict, methods: Sequence[str]) -> None:
+    """Each method's pseudo-labels on R: foreground volume over the truth's per generation (mean ± sd over
+    seeds); below 1 they under-segment, a falling curve is the drift the volume monitor warns of."""
+    from matplotlib.ticker import MaxNLocator
+
+    for m in methods:
+        row = summary["per_generation"][m]
+        ts = [t for t in sorted(row) if (row[t].get("volume_vs_truth") or {}).get("mean") is not None]
+        if ts:
+            ax.errorbar(ts, [row[t]["volume_vs_truth"]["mean"] for t in ts],
+                        yerr=[row[t]["volume_vs_truth"]["sd"] or 0 for t in ts], marker="o", capsize=3,
+                        label=method_word(m))
+    ax.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("generation of the pseudo-labels (R_t)")
+    ax.set_ylabel("pseudo-label volume / true volume on R")
+    ax.set_title("do the pseudo-labels keep the organ's size?")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
 
 
 def _relative(path: Path, root: Path) -> str:
