@@ -198,12 +198,7 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
             style, label = get_method(m).line_style, get_method(m).line_label
             n = summary["final"]["stats"].get(m, {}).get("n", 0)
             ax.axhline(100 * summary[key], color="k", ls=style, lw=1, label=f"{label}, n = {n}")
-    ax.set_xlabel("generation (M_t) and final model (*)")
-    ax.set_ylabel("test DSC (%)")
-    ax.set_title("test DSC on E, mean ± sd over seeds")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    _label_axes(ax, "generation (M_t) and final model (*)", "test DSC (%)", "test DSC on E, mean ± sd over seeds")
     ax = axes[1]
     names = [k for k, d in summary["paired_differences"].items() if d["n"]]
     for i, k in enumerate(names):
@@ -225,12 +220,7 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
             r = summary["monitor_correlation"][k]
             ax.scatter([p[0] for p in xy], [p[1] for p in xy], marker=marker,
                        label=f"{k} (r = {'–' if r is None else f'{r:+.2f}'})")
-    ax.set_xlabel("label-free monitor (%)")
-    ax.set_ylabel("pseudo-label DSC on R (%)")
-    ax.set_title("do the monitors track the truth?")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    _label_axes(ax, "label-free monitor (%)", "pseudo-label DSC on R (%)", "do the monitors track the truth?")
     _plot_pseudo_label_volumes(axes[3], summary, curves)
     fig.suptitle(plan_name, fontsize=10)
     fig.tight_layout()
@@ -238,6 +228,15 @@ def plot(summary: dict, path: Path, plan_name: str) -> Optional[Path]:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def _label_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
 
 
 def _plot_pseudo_label_volumes(ax, summary: dict, methods: Sequence[str]) -> None:
@@ -254,12 +253,8 @@ def _plot_pseudo_label_volumes(ax, summary: dict, methods: Sequence[str]) -> Non
                         label=method_word(m))
     ax.axhline(1.0, color="k", lw=0.8, ls=":")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("generation of the pseudo-labels (R_t)")
-    ax.set_ylabel("pseudo-label volume / true volume on R")
-    ax.set_title("do the pseudo-labels keep the organ's size?")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    _label_axes(ax, "generation of the pseudo-labels (R_t)", "pseudo-label volume / true volume on R",
+                "do the pseudo-labels keep the organ's size?")
 
 
 def _relative(path: Path, root: Path) -> str:
