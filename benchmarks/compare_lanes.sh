@@ -36,10 +36,28 @@ done
 plan_args=("$@")
 mkdir -p "$out"
 
-lane_a() {
-    for s in "${seeds[@]}"; do
-        "$compare" "${plan_args[@]}" --seeds "$s" --methods oracle stso self --out "$out" --cpu-jobs 2
+done_runs() {  # seed, methods...: true when every run's report step is done
+    local s=$1; shift
+    for m in "$@"; do [ -f "$out/seed$s/$m/state/report.done" ] || return 1; done
+}
+
+# A compare that finds a run folder locked by the other lane (at a restart both lanes touch the
+# seed's labeled-only run) fails or skips it: each lane runs its compare until its runs are done,
+# giving up after 3 failures in a row.
+until_done() {  # seed, methods...
+    local s=$1; shift
+    local fails=0
+    until done_runs "$s" supervised "$@"; do
+        if "$compare" "${plan_args[@]}" --seeds "$s" --methods "$@" --out "$out" --cpu-jobs 2; then
+            fails=0; done_runs "$s" supervised "$@" || sleep "$poll"
+        else
+            fails=$((fails + 1)); [ "$fails" -lt 3 ] || return 1; sleep "$poll"
+        fi
     done
+}
+
+lane_a() {
+    for s in "${seeds[@]}"; do until_done "$s" oracle stso self; done
 }
 
 lane_b() {
@@ -49,7 +67,7 @@ lane_b() {
             kill -0 "$lane_a_pid" 2>/dev/null || { echo "lane A ended before seed $s's M0 was done" >&2; return 1; }
             sleep "$poll"
         done
-        "$compare" "${plan_args[@]}" --seeds "$s" --methods atso --out "$out" --cpu-jobs 2
+        until_done "$s" atso
     done
 }
 

@@ -18,13 +18,14 @@ STAND_IN = """#!/usr/bin/env bash
 out=""; seed=""; methods=""
 args="$*"
 while [ $# -gt 0 ]; do
-  case "$1" in --out) out=$2; shift 2;; --seeds) seed=$2; shift 2;; --methods) methods=$2; shift 2;; *) shift;; esac
+  case "$1" in --out) out=$2; shift 2;; --seeds) seed=$2; shift 2;; --methods) shift; methods=""; while [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; do methods="$methods $1"; shift; done;; *) shift;; esac
 done
 echo "start $args" >> "$out/calls.log"
-if [ "$methods" = oracle ]; then
+if [ "$methods" = " oracle stso self" ]; then
   sleep 1; mkdir -p "$out/seed$seed/supervised/state"; echo "M0 $seed" >> "$out/calls.log"
   touch "$out/seed$seed/supervised/state/report.done"; sleep 1
 fi
+for m in $methods; do mkdir -p "$out/seed$seed/$m/state"; touch "$out/seed$seed/$m/state/report.done"; done
 echo "end $args" >> "$out/calls.log"
 """
 
