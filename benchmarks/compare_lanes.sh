@@ -62,8 +62,7 @@ lane_a() {
 
 lane_b() {
     for s in "${seeds[@]}"; do
-        local done_marker="$out/seed$s/supervised/state/report.done"
-        until [ -f "$done_marker" ]; do
+        until done_runs "$s" supervised; do
             kill -0 "$lane_a_pid" 2>/dev/null || { echo "lane A ended before seed $s's M0 was done" >&2; return 1; }
             sleep "$poll"
         done

@@ -161,7 +161,7 @@ def render_csv(summary: dict) -> str:
     for m in summary["methods"]:
         for i, s in enumerate(summary["seeds"]):
             for t, row in summary["per_generation"][m].items():
-                w.writerow([m, s, t, *[("" if k not in row or row[k]["per_seed"][i] is None else row[k]["per_seed"][i])
+                w.writerow([m, s, t, *[("" if row[k]["per_seed"][i] is None else row[k]["per_seed"][i])
                                        for k in ("test", "reference", "change", "agreement", "empty",
                                                  "volume_vs_truth", "volume_vs_m0", "vote_vs_views")],
                             summary["final"]["per_seed"][m].get(s, "")])
