@@ -128,6 +128,14 @@ def source_problems(plan, paths: NnUNetPaths) -> Tuple[List[str], List[str]]:
                 problems.append(f"source {source}: {mismatch}")
                 unchecked = True
                 continue
+            if source in (plan.synthetic or {}):
+                problem, note = generated_source_check(source, where, plan.synthetic[source])
+                if problem:
+                    problems.append(problem)
+                    unchecked = True
+                    continue
+                if note:
+                    notes.append(note)
             for case, has_label in _source_cases(where).items():
                 available[case] = available.get(case, False) or has_label
         elif source in (plan.synthetic or {}):
@@ -152,6 +160,26 @@ def source_problems(plan, paths: NnUNetPaths) -> Tuple[List[str], List[str]]:
                 problems.append(f"{s}: case id {case!r} is not in the sources but {case[: m.start()]!r} is: drop "
                                 f"the `{m.group(0)}` (the channel suffix of the image file name)")
     return problems, notes
+
+
+def generated_source_check(source: str, where: Path, spec) -> Tuple[Optional[str], Optional[str]]:
+    """(problem, note) for a plan's synthetic source that already exists: it is reused as it is,
+    so one generated with other options than the plan's (say another generator ``seed``) is an
+    error rather than a run on the old cases."""
+    from atso_nnunet.data import synthetic
+
+    differences = synthetic.recorded_differences(where, synthetic.SyntheticConfig(**spec.generator_options()),
+                                                 spec.n_cases, spec.case_prefix)
+    if differences is None:
+        return None, (f"source {source} at {where} records no generator options (not written by "
+                      "atso_nnunet's generator): used as it is, the plan's `synthetic` settings are not applied")
+    if not differences:
+        return None, None
+    return (f"source {source} exists at {where} but was generated with other options than the plan's "
+            f"`synthetic` entry ({'; '.join(differences)}). It would be reused as it is: give the plan's "
+            "source a new Dataset<id>_<Name> (in `sources` and `synthetic`), run with another --nnunet-dir, "
+            f"or delete {where} (and the experiment datasets and preprocessed data made from it) "
+            "to regenerate it"), None
 
 
 def preflight(plan, paths: NnUNetPaths) -> List[str]:

@@ -31,16 +31,22 @@ def _missing_source_error(plan: ExperimentPlan, source: str, where: Path) -> Inp
 
 
 def ensure_sources(plan: ExperimentPlan, paths: NnUNetPaths) -> List[Path]:
-    """Source dataset folders; synthetic sources named in ``plan.synthetic`` are generated if missing.
+    """Source dataset folders; synthetic sources named in ``plan.synthetic`` are generated if missing
+    (one that exists but was generated with other options is an InputError).
 
     ``plan.synthetic`` maps a source name to the generator's options
     (``domain``, ``n_cases``, ``seed``, ``shape``, ``spacing``, ``case_prefix``).
     """
     from atso_nnunet.data import synthetic
+    from atso_nnunet.run.preflight import generated_source_check
 
     out = []
     for source in plan.sources:
         where = source_dir(paths, source)
+        if where.is_dir() and source in plan.synthetic:
+            problem, _ = generated_source_check(source, where, plan.synthetic[source])
+            if problem:
+                raise InputError(problem)
         if not where.is_dir():
             spec = plan.synthetic.get(source)
             if spec is None:

@@ -163,3 +163,61 @@ def test_a_plan_with_a_validation_set_prepares_without_putting_it_in_the_experim
     assert main(["--plan", str(lost), "--nnunet-dir", str(nn), "--run-dir", str(tmp_path / "run2"),
                  "--step", "prepare"]) == 2
     assert "tiny_099" in caplog.text and not (nn / "nnUNet_raw" / "Dataset992_TinyExp").exists()
+
+
+def _synthetic_plan(tmp_path, **spec):
+    """A plan over a tiny generated source Dataset970_SynGen (6 cases, 24 x 24 x 8)."""
+    options = {"n_cases": 6, "domain": "A", "shape": [24, 24, 8], "seed": 0, **spec}
+    return tiny_plan(tmp_path, sources=["Dataset970_SynGen"], synthetic={"Dataset970_SynGen": options},
+                     labeled=["synA_0000", "synA_0001"], reference=["synA_0002", "synA_0003"],
+                     test=["synA_0004", "synA_0005"])
+
+
+def _generate(tmp_path, seed=0, n_cases=6):
+    from atso_nnunet.data.synthetic import SyntheticConfig, write_source_dataset
+
+    write_source_dataset(tmp_path / "nn" / "nnUNet_raw", 970, "SynGen", n_cases,
+                         SyntheticConfig(domain="A", shape=(24, 24, 8), seed=seed))
+
+
+def test_generated_source_with_the_plans_options_is_reused(tmp_path, caplog):
+    _generate(tmp_path, n_cases=8)  # more cases than the plan asks for hold the asked ones
+    rc, run = _dry(tmp_path, _synthetic_plan(tmp_path))
+    assert rc == 0, caplog.text
+    assert "other options" not in caplog.text
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"seed": 1}, "seed: plan 1, dataset 0"),
+    ({"noise_sigma": 2.0}, "noise_sigma: plan 2.0, dataset 12.0"),
+    ({"n_cases": 7}, "n_cases: plan 7, dataset 6"),
+])
+def test_generated_source_made_with_other_options_is_refused(tmp_path, caplog, spec, words):
+    # Without the check a plan whose generator seed changed ran silently on the old cases.
+    _generate(tmp_path)
+    rc, run = _dry(tmp_path, _synthetic_plan(tmp_path, **spec))
+    assert rc == 2 and not run.exists()
+    assert "Dataset970_SynGen exists" in caplog.text and "other options than the plan's" in caplog.text
+    assert words in caplog.text and "another --nnunet-dir" in caplog.text
+
+
+def test_source_not_written_by_the_generator_is_used_with_a_note(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    _nn_with_source(tmp_path)
+    plan = tiny_plan(tmp_path, synthetic={"Dataset990_Tiny": {"n_cases": 9}})
+    rc, run = _dry(tmp_path, plan)
+    assert rc == 0, caplog.text
+    assert "records no generator options" in caplog.text
+
+
+def test_comparison_refuses_a_generated_source_made_with_other_options(tmp_path):
+    # atso_nnunet_compare reads the sources (the seeds' labeled pool) before any run's preflight.
+    from atso_nnunet.paths import NnUNetPaths
+    from atso_nnunet.plan import load_plan
+    from atso_nnunet.run.prepare import ensure_sources
+
+    _generate(tmp_path)
+    paths = NnUNetPaths.under(tmp_path / "nn")
+    with pytest.raises(InputError, match="seed: plan 3, dataset 0"):
+        ensure_sources(load_plan(_synthetic_plan(tmp_path, seed=3)), paths)
+    assert ensure_sources(load_plan(_synthetic_plan(tmp_path)), paths)[0].name == "Dataset970_SynGen"
