@@ -22,14 +22,16 @@ SEMI_TRAINER = "ATSOSemiTrainer"
 _REGISTRY: Dict[str, "Method"] = {}
 
 
-def views_words(views) -> str:
-    """How a model is scored over ``views``: "tri-view majority vote", "axial view only", ..."""
+def views_words(views, fusion: str = "vote") -> str:
+    """How a model is scored over ``views`` with the plan's ``fusion``: "tri-view majority vote",
+    "tri-view mean probability", "axial view only", ..."""
     views = list(views)
     if len(views) == 1:
         return f"{views[0]} view only"
+    how = "majority vote" if fusion == "vote" else "mean probability"
     if len(views) == 3:
-        return "tri-view majority vote"
-    return f"majority vote of the {' and '.join(views)} views"
+        return f"tri-view {how}"
+    return f"{how} of the {' and '.join(views)} views"
 
 
 class Method(ABC):
@@ -116,8 +118,9 @@ class Method(ABC):
 
     def describe(self, plan) -> str:
         """The report's words on how this run is evaluated (options included); ``{views}`` in
-        :attr:`how_evaluated` becomes the plan's views ("tri-view majority vote", "axial view only")."""
-        return self.how_evaluated.replace("{views}", views_words(plan.views))
+        :attr:`how_evaluated` becomes the plan's views and fusion ("tri-view majority vote", "tri-view
+        mean probability", "axial view only")."""
+        return self.how_evaluated.replace("{views}", views_words(plan.views, getattr(plan, "fusion", "vote")))
 
     def default_generations(self) -> int:
         """``generations`` when ``--method`` switches a plan to this method without ``--generations``."""

@@ -65,6 +65,17 @@ def test_training_roles_per_method():
     assert ("g2_all", "student") in roles["stso"] and ("g2_all", "self") in roles["self"]
 
 
+@pytest.mark.parametrize("name", ["supervised", "stso", "self", "atso"])
+def test_the_report_names_the_plans_fusion(name):
+    # r1's reports said "tri-view majority vote" of runs whose plan fused by mean probability.
+    gens = 0 if name == "supervised" else 2
+    tri = ["axial", "coronal", "sagittal"]
+    mean = get_method(name).describe(_plan(name, generations=gens, views=tri, fusion="mean"))
+    vote = get_method(name).describe(_plan(name, generations=gens, views=tri))
+    assert "tri-view mean probability" in mean and "majority vote" not in mean
+    assert "tri-view majority vote" in vote and "mean probability" not in vote
+
+
 @pytest.mark.parametrize("views, words", [(["axial"], "axial view only"),
                                           (["axial", "coronal", "sagittal"], "tri-view majority vote"),
                                           (["axial", "sagittal"], "majority vote of the axial and sagittal views")])
