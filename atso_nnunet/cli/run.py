@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_nnunet_dir_option(ex)
     ex.add_argument("--num-processes", type=number(1, PROCESSES_MAX), default=2, help="processes for preprocessing and ingestion (default: %(default)s)")
     ex.add_argument("--dry-run", action="store_true", help="print every command (nnU-Net's own for training and "
-                                                          "prediction) in order, run nothing")
+                                                          "prediction) in order, run nothing; over an existing run "
+                                                          "folder, the steps it has finished are marked (done)")
     ex.add_argument("--sec-per-iter", type=number(0, 3600, integer=False, above_minimum=True), metavar="S",
                     help="with --dry-run: seconds per training iteration on your GPU, to print GPU-hours per "
                          "generation and in total")

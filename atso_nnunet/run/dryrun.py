@@ -22,19 +22,30 @@ PREPARE = "prepare"
 def command_lines(ctx: RunContext, steps: Sequence[Step]) -> list:
     """The dry-run listing as lines (comments start with ``#``)."""
     base = f"atso_nnunet_run --plan {ctx.run.root / 'plan.json'} --run-dir {ctx.run.root}"
-    lines = [f"# {len(steps)} steps; plugin steps run with: {base} --step <id>",
-             f"# prepare (sources, experiment dataset, tri-view plan + preprocess): {base} --step {PREPARE}"]
+    done = {s.id for s in steps if ctx.run.is_done(s.id)}
+
+    def mark(step_id: str) -> str:
+        return f"{step_id} (done)" if step_id in done else step_id
+
+    lines = [f"# {len(steps)} steps; plugin steps run with: {base} --step <id>"
+             + (f"; this run folder has {len(done)} of them done, marked '(done)' (a run skips them)"
+                if done else ""),
+             f"# prepare (sources, experiment dataset, tri-view plan + preprocess): {base} --step {PREPARE}"
+             + (" (done)" if ctx.run.is_done(PREPARE) else "")]
     batches = topological_batches(steps)
     for i, batch in enumerate(batches):
-        lines.append(f"# batch {i + 1}/{len(batches)} ({len(batch)} independent step(s))")
+        lines.append(f"# batch {i + 1}/{len(batches)} ({len(batch)} independent step(s)"
+                     + (", all done)" if all(s.id in done for s in batch) else ")"))
         for s in batch:
             if s.kind == "train":
-                lines.append(f"# {s.id}\n" + runners.describe_job(runners.train_job(ctx, s, preview=True)))
+                lines.append(f"# {mark(s.id)}\n" + runners.describe_job(runners.train_job(ctx, s, preview=True)))
             elif s.kind != "predict":
-                lines.append(f"{base} --step {s.id}")
+                lines.append(f"{base} --step {s.id}" + ("  # (done)" if s.id in done else ""))
         for group in runners.prediction_groups(batch).values():
             job = runners.predict_job(ctx, group, link=False)
-            lines.append(f"# {', '.join(s.id for s in group)}\n" + runners.describe_job(job))
+            lines.append(f"# {', '.join(mark(s.id) for s in group)}\n" + runners.describe_job(job))
+    if done and len(done) == len(steps):
+        lines.append("# every step is done: a run only rewrites the report")
     return lines
 
 

@@ -117,3 +117,21 @@ def test_a_run_without_interruptions_says_no_training_was_resumed(fake_run):
     rep, _, run = fake_run(fake_plan("supervised"))
     assert rep.resumed_trainings == []
     assert "No training was resumed" in (run.root / "report.md").read_text()
+
+
+def test_dry_run_over_a_run_folder_marks_the_steps_done(fake_run, capsys):
+    """What is left of a run: --dry-run on its folder marks the finished steps '(done)'."""
+    plan = fake_plan("stso")
+    fake_run(plan, only_step="g0/train/M0/axial")
+    capsys.readouterr()
+    fake_run(plan, dry_run=True)
+    out = capsys.readouterr().out
+    assert "this run folder has 1 of them done" in out
+    assert "# g0/train/M0/axial (done)\n" in out and "# g1/train/g1_all/axial\n" in out
+    assert "every step is done" not in out
+    fake_run(plan)
+    capsys.readouterr()
+    fake_run(plan, dry_run=True)
+    out = capsys.readouterr().out
+    assert "every step is done: a run only rewrites the report" in out
+    assert "--step report  # (done)" in out and "(1 independent step(s), all done)" in out
