@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -45,7 +45,7 @@ from tqdm import tqdm
 from atso_nnunet.data import layout
 from atso_nnunet.data.materialize import staged_directory
 from atso_nnunet.errors import InputError
-from atso_nnunet.io import Geometry, read_json, write_array, write_json
+from atso_nnunet.io import Geometry, write_array, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ _DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
 from atso_nnunet.data.synthetic_config import (  # noqa: E402, F401  (re-exported)
-    DOMAIN_DEFAULTS, DOMAINS, GENERATOR_VERSION, SyntheticConfig, _is_number, _triple)
+    DOMAIN_DEFAULTS, DOMAINS, GENERATOR_VERSION, SyntheticConfig, _is_number, _triple, recorded_differences)
 
 
 from atso_nnunet.data.synthetic_shapes import (  # noqa: E402  (the generator's shapes)
@@ -375,29 +375,3 @@ def write_source_dataset(raw_root: Path, dataset_id: int, name: str, n_cases: in
     logger.info("Wrote %s", final)
     return final
 
-
-def recorded_differences(dataset_dir: Path, config: SyntheticConfig, n_cases: int,
-                         case_prefix: Optional[str] = None) -> Optional[List[str]]:
-    """How an existing generated source differs from the options a plan asks for.
-
-    :func:`write_source_dataset` records its resolved options in ``dataset.json``; a source that
-    already exists is reused as it is, so a plan whose generator options changed (another
-    ``seed``, ``noise_sigma``, ``shape``, ...) would silently run on the old cases. A source with
-    *more* cases than asked holds the asked ones (case ``i`` depends only on the options and
-    ``i``), so only fewer cases is a difference.
-
-    Returns:
-        None when ``dataset.json`` records no generator options (the folder was not written by
-        this generator); otherwise one ``"option: plan X, dataset Y"`` line per difference
-        (empty: the source is the one the plan describes).
-    """
-    recorded = (read_json(Path(dataset_dir) / "dataset.json") or {}).get("synthetic")
-    if not isinstance(recorded, dict):
-        return None
-    wanted = {**config.to_dict(), "case_prefix": f"syn{config.domain}" if case_prefix is None else case_prefix,
-              "generator_version": GENERATOR_VERSION}
-    out = [f"{key}: plan {value!r}, dataset {recorded.get(key)!r}" for key, value in wanted.items()
-           if recorded.get(key) != value]
-    if not isinstance(recorded.get("n_cases"), int) or recorded["n_cases"] < int(n_cases):
-        out.append(f"n_cases: plan {int(n_cases)}, dataset {recorded.get('n_cases')!r}")
-    return out

@@ -1,9 +1,11 @@
 """Options of the synthetic generator (:class:`SyntheticConfig`), checked with messages naming the option."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -128,3 +130,33 @@ def _triple(value: Any, name: str) -> tuple:
     if len(values) != 3:
         raise InputError(f"SyntheticConfig.{name} must have three values (x, y, z), got {value!r}")
     return values
+
+
+def recorded_differences(dataset_dir: Path, config: SyntheticConfig, n_cases: int,
+                         case_prefix: Optional[str] = None) -> Optional[List[str]]:
+    """How an existing generated source differs from the options a plan asks for.
+
+    :func:`atso_nnunet.data.synthetic.write_source_dataset` records its resolved options in ``dataset.json``; a source that
+    already exists is reused as it is, so a plan whose generator options changed (another
+    ``seed``, ``noise_sigma``, ``shape``, ...) would silently run on the old cases. A source with
+    *more* cases than asked holds the asked ones (case ``i`` depends only on the options and
+    ``i``), so only fewer cases is a difference.
+
+    Returns:
+        None when ``dataset.json`` records no generator options (the folder was not written by
+        this generator); otherwise one ``"option: plan X, dataset Y"`` line per difference
+        (empty: the source is the one the plan describes).
+    """
+    try:  # json, not atso_nnunet.io: the plan layer imports this module without SimpleITK
+        recorded = json.loads((Path(dataset_dir) / "dataset.json").read_text(encoding="utf-8")).get("synthetic")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        return None
+    wanted = {**config.to_dict(), "case_prefix": f"syn{config.domain}" if case_prefix is None else case_prefix,
+              "generator_version": GENERATOR_VERSION}
+    out = [f"{key}: plan {value!r}, dataset {recorded.get(key)!r}" for key, value in wanted.items()
+           if recorded.get(key) != value]
+    if not isinstance(recorded.get("n_cases"), int) or recorded["n_cases"] < int(n_cases):
+        out.append(f"n_cases: plan {int(n_cases)}, dataset {recorded.get('n_cases')!r}")
+    return out
