@@ -65,7 +65,7 @@ _DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
 from atso_nnunet.data.synthetic_config import (  # noqa: E402, F401  (re-exported)
-    DOMAIN_DEFAULTS, DOMAINS, GENERATOR_VERSION, SyntheticConfig, _is_number, _triple, recorded_differences)
+    DOMAIN_DEFAULTS, DOMAINS, GENERATOR_VERSION, SyntheticConfig, _is_number, _triple)
 
 
 from atso_nnunet.data.synthetic_shapes import (  # noqa: E402  (the generator's shapes)
@@ -374,4 +374,3 @@ def write_source_dataset(raw_root: Path, dataset_id: int, name: str, n_cases: in
         write_json(dataset_json, tmp / "dataset.json")
     logger.info("Wrote %s", final)
     return final
-

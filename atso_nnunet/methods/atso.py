@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from atso_nnunet.methods.base import Method, register, views_words
+from atso_nnunet.methods.base import Method, fusion_words, register, views_words
 from atso_nnunet.schedule.artefacts import Ingested, LabelSet
 from atso_nnunet.schedule.vocabulary import model_name, pseudo_label_set
 from atso_nnunet.schedule.step import FuseGroup, ReportCell
@@ -64,7 +64,7 @@ class ATSO(Method):
         test = ("M_t on E (t >= 1) is the combined model of generation t, trained from scratch on S + all of R "
                 f"with the labels of round t (the paper's M_t), {views_words(plan.views, plan.fusion)}"
                 if o.test_model == "combined" else
-                f"M_t on E (t >= 1) is the {'majority vote' if plan.fusion == 'vote' else 'mean probability'} "
+                f"M_t on E (t >= 1) is the {fusion_words(plan.fusion)} "
                 "of the ensemble of the subset models M_t^(k) over all views "
                 "(not the paper's M_t, which is a model trained on S + all of R: use test_model 'combined')")
         final = ("R_T (one fold swap after the last generation)" if o.final_labels == "last"
@@ -72,8 +72,7 @@ class ATSO(Method):
         K = plan.subsets
         subsets = ("" if K == 2 else f" With K = {K} subsets, model k trains on "
                    + ("S + R without R_k and labels R_k." if o.subset_training == "crossfit"
-                      else f"S + R_k; R_j is labelled by the {'vote' if plan.fusion == 'vote' else 'mean probability'} "
-                        "of the other models."))
+                      else f"S + R_k; R_j is labelled by the {fusion_words(plan.fusion)} of the other models."))
         single = (" With one generation and these options no subset model is trained: the final model learns "
                   "from M0's labels, as STSO's first student does; ATSO's fold swap needs generations >= 2."
                   if plan.generations == 1 and self._subset_generations(1, o) == 0 else "")

@@ -22,13 +22,18 @@ SEMI_TRAINER = "ATSOSemiTrainer"
 _REGISTRY: Dict[str, "Method"] = {}
 
 
+def fusion_words(fusion: str) -> str:
+    """A fusion in words: ``vote`` -> "majority vote", ``mean`` -> "mean probability"."""
+    return "majority vote" if fusion == "vote" else "mean probability"
+
+
 def views_words(views, fusion: str = "vote") -> str:
     """How a model is scored over ``views`` with the plan's ``fusion``: "tri-view majority vote",
     "tri-view mean probability", "axial view only", ..."""
     views = list(views)
     if len(views) == 1:
         return f"{views[0]} view only"
-    how = "majority vote" if fusion == "vote" else "mean probability"
+    how = fusion_words(fusion)
     if len(views) == 3:
         return f"tri-view {how}"
     return f"{how} of the {' and '.join(views)} views"

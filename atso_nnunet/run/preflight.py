@@ -166,10 +166,10 @@ def generated_source_check(source: str, where: Path, spec) -> Tuple[Optional[str
     """(problem, note) for a plan's synthetic source that already exists: it is reused as it is,
     so one generated with other options than the plan's (say another generator ``seed``) is an
     error rather than a run on the old cases."""
-    from atso_nnunet.data import synthetic
+    from atso_nnunet.data.synthetic_config import SyntheticConfig, recorded_differences
 
-    differences = synthetic.recorded_differences(where, synthetic.SyntheticConfig(**spec.generator_options()),
-                                                 spec.n_cases, spec.case_prefix)
+    differences = recorded_differences(where, SyntheticConfig(**spec.generator_options()), spec.n_cases,
+                                       spec.case_prefix)
     if differences is None:
         return None, (f"source {source} at {where} records no generator options (not written by "
                       "atso_nnunet's generator): used as it is, the plan's `synthetic` settings are not applied")

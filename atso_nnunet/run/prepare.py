@@ -43,11 +43,12 @@ def ensure_sources(plan: ExperimentPlan, paths: NnUNetPaths) -> List[Path]:
     out = []
     for source in plan.sources:
         where = source_dir(paths, source)
-        if where.is_dir() and source in plan.synthetic:
-            problem, _ = generated_source_check(source, where, plan.synthetic[source])
+        if where.is_dir():
+            problem, _ = (generated_source_check(source, where, plan.synthetic[source])
+                          if source in plan.synthetic else (None, None))
             if problem:
                 raise InputError(problem)
-        if not where.is_dir():
+        else:
             spec = plan.synthetic.get(source)
             if spec is None:
                 raise _missing_source_error(plan, source, where)
