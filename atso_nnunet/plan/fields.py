@@ -30,9 +30,12 @@ KEY_ORDER: Tuple[str, ...] = (
     "name", "note", "sources", "dataset_id", "dataset_name", "convert_hint", "labeled", "reference",
     "test", "validation", "case_rule", "seed", "subsets", "generations", "views", "configuration", "fold", "method", "metric",
     "eval_label_map", "fusion", "method_options", "may_be_absent", "network", "training", "synthetic", "slurm",
-    "stability_filter", "ship_generation", "reference_split",
+    "stability_filter", "pseudo_label_volume", "ship_generation", "reference_split",
 )
 FUSIONS: Tuple[str, ...] = ("vote", "mean")
+# how large a pseudo-label set's foreground is: as the teacher predicts it (argmax), or matched to the
+# labeled cases' mean volume (atso_nnunet.pseudolabels.volume_prior; needs fusion "mean", binary tasks)
+PSEUDO_LABEL_VOLUMES: Tuple[str, ...] = ("predicted", "labeled_mean")
 # Old key -> current key. Read with a deprecation warning; giving both is an error.
 ALIASES: Dict[str, str] = {"schedule": "training"}
 # Limits of the plan's top-level numbers (field -> (minimum, maximum)): the paper runs 2-5 generations

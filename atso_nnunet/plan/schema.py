@@ -73,6 +73,10 @@ class ExperimentPlan:
             ``test`` stay empty until :func:`atso_nnunet.plan.splits.resolve_case_rule`).
         stability_filter: leave the pseudo-labelled cases that change most between two rounds out of
             the next trainings (:class:`atso_nnunet.monitors.stability.StabilityFilter`); None: off.
+        pseudo_label_volume: ``predicted`` (the teacher's argmax) or ``labeled_mean``: each
+            pseudo-label set thresholded at the one foreground probability that gives it the labeled
+            cases' mean organ volume (:mod:`atso_nnunet.pseudolabels.volume_prior`; fusion ``mean``,
+            binary tasks). Test predictions keep the argmax.
         ship_generation: which generation the run ships (:data:`atso_nnunet.monitors.ship_rule.SHIP_RULES`):
             ``last`` (T) or ``before_drift`` (chosen from the label-free drift monitor); the shipped
             generation's model is what ``atso_nnunet_segment`` uses (:mod:`atso_nnunet.run.shipping`).
@@ -109,6 +113,7 @@ class ExperimentPlan:
     method_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     may_be_absent: Tuple[str, ...] = ()
     stability_filter: Optional[StabilityFilter] = None
+    pseudo_label_volume: str = "predicted"
     ship_generation: str = "last"
     reference_split: Optional[Tuple[Tuple[str, ...], ...]] = None
 
@@ -170,7 +175,8 @@ class ExperimentPlan:
                 continue
             if key == "validation" and not value:
                 continue  # plans (and run folders) made before V existed stay byte-identical
-            if (key, value) in (("stability_filter", None), ("ship_generation", "last")):
+            if (key, value) in (("stability_filter", None), ("ship_generation", "last"),
+                                ("pseudo_label_volume", "predicted")):
                 continue  # likewise for plans made before these options existed
             if key == "training":
                 value = value.to_dict() or None

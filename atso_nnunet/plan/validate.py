@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 from atso_nnunet.errors import InputError
 from atso_nnunet.limits import limit_problem
 from atso_nnunet.plan.fields import (ALIASES, CONFIGURATIONS, FUSIONS, MAX_LABEL_VALUE, METRICS, NNUNET_FOLDS,
-                                     NUMBER_LIMITS, UNSUPPORTED_CONFIGURATIONS)
+                                     NUMBER_LIMITS, PSEUDO_LABEL_VOLUMES, UNSUPPORTED_CONFIGURATIONS)
 from atso_nnunet.plan.sections import (NAME_RE, SOURCE_ID_RE, CaseRule, NetworkSection, SyntheticSpec,
                                        TrainingSection, is_int, slurm_problems)
 from atso_nnunet.plan.training import got
@@ -71,6 +71,7 @@ _TYPES: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "may_be_absent": (_is_str_list, "a list of case ids (strings)"),
     "stability_filter": (_is_object, 'an object such as {"drop_fraction": 0.1}, or null'),
     "ship_generation": (lambda v: isinstance(v, str), 'a string ("last" or "before_drift")'),
+    "pseudo_label_volume": (lambda v: isinstance(v, str), 'a string ("predicted" or "labeled_mean")'),
     **dict.fromkeys(("labeled", "reference", "test", "validation"), _CASES),
     **dict.fromkeys(("dataset_id", "seed", "subsets", "generations"), _INT),
     **dict.fromkeys(("network", "training", "synthetic", "slurm", "case_rule"), _OBJECT),
@@ -94,6 +95,13 @@ def _value_problems(v: Mapping[str, Any]) -> List[str]:
     if "ship_generation" in v and v["ship_generation"] not in SHIP_RULES:
         out.append(f"ship_generation: unknown rule {v['ship_generation']!r}; choose from {', '.join(SHIP_RULES)} "
                    "(last: generation T; before_drift: the last generation before the pseudo-labels drift)")
+    volume = v.get("pseudo_label_volume", "predicted")
+    if volume not in PSEUDO_LABEL_VOLUMES:
+        out.append(f"pseudo_label_volume: unknown value {volume!r}; choose from {', '.join(PSEUDO_LABEL_VOLUMES)} "
+                   "(predicted: the teacher's argmax; labeled_mean: thresholded to the labeled cases' mean volume)")
+    elif volume == "labeled_mean" and v.get("fusion", "vote") != "mean":
+        out.append("pseudo_label_volume: 'labeled_mean' thresholds the mean foreground probability of the views; "
+                   f"it needs \"fusion\": \"mean\" (the plan has {v.get('fusion', 'vote')!r})")
     out += StabilityFilter.problems(v.get("stability_filter"))
     conf = v.get("configuration")
     if conf in UNSUPPORTED_CONFIGURATIONS:

@@ -170,8 +170,9 @@ def _fuse_vote(case: str, inputs: Sequence[Path], num_classes: Optional[int],
     return fused.astype(_label_dtype(counter.counts.shape[0])), geometries[0], (0, 0)
 
 
-def _fuse_mean(case: str, inputs: Sequence[Path], num_classes: Optional[int],
-               reference: Optional[Geometry]) -> Tuple[np.ndarray, Geometry]:
+def _probability_stream(case: str, inputs: Sequence[Path], num_classes: Optional[int],
+                        reference: Optional[Geometry]) -> Tuple[Iterator[np.ndarray], Geometry]:
+    """The case's probability maps, checked against the output geometry, one at a time."""
     files = [folder / f"{case}{PROBABILITIES_ENDING}" for folder in inputs]
     if reference is None:
         label_file = inputs[0] / f"{case}{FILE_ENDING}"
@@ -191,8 +192,27 @@ def _fuse_mean(case: str, inputs: Sequence[Path], num_classes: Optional[int],
                 raise InputError(f"case {case}: {f} has {prob.shape[0]} classes, expected {num_classes}")
             yield prob
 
+    return stream(), reference
+
+
+def mean_foreground_probability(case: str, inputs: Sequence[Path],
+                                reference: Optional[Geometry] = None) -> Tuple[np.ndarray, Geometry]:
+    """The voxel-wise mean over ``inputs`` of a binary task's foreground probability (class 1), float32."""
+    stream, reference = _probability_stream(case, inputs, 2, reference)
+    total, n = None, 0
+    for n, prob in enumerate(stream, start=1):
+        total = prob[1].astype(np.float32) if total is None else total + prob[1]
+    return total / n, reference
+
+
+def _fuse_mean(case: str, inputs: Sequence[Path], num_classes: Optional[int],
+               reference: Optional[Geometry], foreground_threshold: Optional[float] = None) -> Tuple[np.ndarray, Geometry]:
+    if foreground_threshold is not None:
+        p, reference = mean_foreground_probability(case, inputs, reference)
+        return (p > foreground_threshold).astype(np.uint8), reference
+    stream, reference = _probability_stream(case, inputs, num_classes, reference)
     try:
-        fused = mean_probability(stream())
+        fused = mean_probability(stream)
     except ValueError as e:
         raise InputError(f"case {case}: {e}") from e
     return fused, reference
@@ -202,7 +222,8 @@ def fuse_folders(inputs: Sequence[Path], output_dir: Path, method: str = "vote",
                  cases: Optional[Sequence[str]] = None,
                  reference_images: Optional[Mapping[str, Path]] = None,
                  num_classes: Optional[int] = None, tie_break: str = "auto",
-                 skip_existing: bool = False, progress: bool = True) -> List[Path]:
+                 skip_existing: bool = False, progress: bool = True,
+                 foreground_threshold: Optional[float] = None) -> List[Path]:
     """Fuse folders of predictions (one folder per view or model) case by case.
 
     Each input folder holds nnU-Net prediction outputs: ``<case>.nii.gz`` label maps and, for
@@ -230,6 +251,9 @@ def fuse_folders(inputs: Sequence[Path], output_dir: Path, method: str = "vote",
             docstring). ``"auto"`` uses probabilities when every input has ``<case>.npz``.
         skip_existing: keep an existing ``output_dir/<case>.nii.gz`` instead of recomputing it.
         progress: show a tqdm progress bar.
+        foreground_threshold: for ``"mean"`` of a binary task: foreground where the mean foreground
+            probability exceeds it, instead of the argmax (which is 0.5;
+            :mod:`atso_nnunet.pseudolabels.volume_prior` chooses it).
 
     Returns:
         The fused files of all requested cases, in case order (including those kept by
@@ -245,6 +269,8 @@ def fuse_folders(inputs: Sequence[Path], output_dir: Path, method: str = "vote",
     if method not in METHODS:
         raise ValueError(f"unknown fusion method {method!r}; choose from {', '.join(METHODS)}")
     _check_tie_break(tie_break)
+    if foreground_threshold is not None and (method != "mean" or (num_classes or 2) != 2):
+        raise ValueError("foreground_threshold is for method='mean' of a binary task")
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise InputError("fuse_folders: no input folders given")
@@ -277,7 +303,7 @@ def fuse_folders(inputs: Sequence[Path], output_dir: Path, method: str = "vote",
             if ties[0]:
                 by_order[case] = ties
         else:
-            fused, geometry = _fuse_mean(case, inputs, num_classes, reference)
+            fused, geometry = _fuse_mean(case, inputs, num_classes, reference, foreground_threshold)
         if reference is not None:
             if not reference.matches(geometry):
                 raise InputError(f"case {case}: predictions in {inputs[0]} do not match the reference image "

@@ -13,6 +13,7 @@ Every artefact a step names is resolved to a path by
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -207,6 +208,7 @@ def run_fuse(ctx: RunContext, step: Step) -> dict:
 
     out = ctx.path(step.output)
     num_classes = len(ctx.foreground) + 1
+    match = volume_match(ctx, step) if step.role == "pseudo_label" else None
     written, tie_break = 0, "lowest"
     for group in step.fuse_groups:
         inputs = list(dict.fromkeys(ctx.path(p) for p in group.predictions))
@@ -219,9 +221,26 @@ def run_fuse(ctx: RunContext, step: Step) -> dict:
             tie_break = "probability" if have else "auto"
         written += len(fuse_folders(inputs, out, method=step.fusion, cases=list(group.cases), reference_images=refs,
                                     num_classes=num_classes, tie_break=tie_break, skip_existing=True,
-                                    progress=False))
+                                    progress=False, foreground_threshold=match.threshold if match else None))
     return {"folder": str(out), "cases": len(step.cases), "written": written, "fusion": step.fusion,
-            "tie_break": "lowest (no probabilities)" if tie_break == "auto" else tie_break}
+            "tie_break": "lowest (no probabilities)" if tie_break == "auto" else tie_break,
+            **({"volume_match": dataclasses.asdict(match)} if match else {})}
+
+
+def volume_match(ctx: RunContext, step: Step):
+    """With the plan's ``pseudo_label_volume: labeled_mean``: the foreground threshold that gives the
+    step's pseudo-labels the labeled cases' mean volume (:mod:`atso_nnunet.pseudolabels.volume_prior`);
+    None otherwise. One threshold for the whole set, whichever group (half) a case is fused in."""
+    if getattr(ctx.plan, "pseudo_label_volume", "predicted") != "labeled_mean":
+        return None
+    from atso_nnunet.pseudolabels.volume_prior import match_pseudo_label_volume
+
+    if len(ctx.foreground) != 1:
+        raise InputError(f"pseudo_label_volume 'labeled_mean' is for tasks with one foreground label; "
+                         f"{ctx.dataset_name} has {len(ctx.foreground)}: set it to 'predicted'")
+    inputs = {c: list(dict.fromkeys(ctx.path(p) for p in g.predictions)) for g in step.fuse_groups for c in g.cases}
+    return match_pseudo_label_volume(inputs, {c: ctx.image(c) for c in step.cases},
+                                     [layout.label_path(ctx.dataset_dir, layout.LABELS_TR, c) for c in ctx.plan.labeled])
 
 
 def release_probabilities(ctx: RunContext, steps: Sequence[Step]) -> int:

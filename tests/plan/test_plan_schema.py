@@ -83,3 +83,17 @@ def test_case_rule_round_trip():
     rule = CaseRule.from_dict({"source": "Dataset802_MSDPancreas", "folds": 4, "test_folds": [0]})
     assert rule == CaseRule("Dataset802_MSDPancreas", 4, (0,))
     assert rule.to_dict() == {"source": "Dataset802_MSDPancreas", "folds": 4, "test_folds": [0]}
+
+
+def test_pseudo_label_volume_needs_the_mean_fusion_and_is_written_only_when_set():
+    plan = plan_from_dict(plan_data())
+    assert plan.pseudo_label_volume == "predicted" and "pseudo_label_volume" not in plan.to_dict()
+    matched = plan_from_dict(plan_data(fusion="mean", pseudo_label_volume="labeled_mean"))
+    assert matched.to_dict()["pseudo_label_volume"] == "labeled_mean"
+    assert plan_from_dict(matched.to_dict()) == matched
+    with pytest.raises(InputError, match="pseudo_label_volume: 'labeled_mean' .* needs \"fusion\": \"mean\" "
+                                         "\\(the plan has 'vote'\\)"):
+        plan_from_dict(plan_data(fusion="vote", pseudo_label_volume="labeled_mean"))
+    with pytest.raises(InputError, match="pseudo_label_volume: unknown value 'larger'; choose from predicted, "
+                                         "labeled_mean"):
+        plan_from_dict(plan_data(pseudo_label_volume="larger"))

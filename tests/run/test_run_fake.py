@@ -135,3 +135,22 @@ def test_dry_run_over_a_run_folder_marks_the_steps_done(fake_run, capsys):
     out = capsys.readouterr().out
     assert "every step is done: a run only rewrites the report" in out
     assert "--step report  # (done)" in out and "(1 independent step(s), all done)" in out
+
+
+def test_pseudo_labels_matched_to_the_labeled_mean_volume(fake_run, nnunet_paths):
+    """``pseudo_label_volume: labeled_mean``: each pseudo-label set is fused at one threshold, recorded in
+    the fuse step's marker, that gives it the labeled cases' mean volume; the test predictions keep the argmax."""
+    import numpy as np
+    from atso_nnunet.io import read_array
+
+    plan = fake_plan("stso", generations=1, views=("axial", "coronal"), fusion="mean",
+                     pseudo_label_volume="labeled_mean")
+    _, _, run = fake_run(plan, executor=FakeNnUNetExecutor(threshold=110.0))   # a teacher that misses half the organ
+    match = json.loads(run.marker("g0/fuse/R_g0").read_text())["volume_match"]
+    dataset = nnunet_paths.raw / "Dataset991_FakeExp"
+    labeled = [np.count_nonzero(read_array(dataset / "labelsTr" / f"{c}.nii.gz")[0]) for c in plan.labeled]
+    pseudo = [np.count_nonzero(read_array(f)[0]) for f in sorted((run.root / "pseudolabels" / "R_g0").glob("*.nii.gz"))]
+    assert len(pseudo) == 4 and match["reached"]
+    assert abs(np.mean(pseudo) - np.mean(labeled)) <= 0.05 * np.mean(labeled)
+    assert match["threshold"] < 0.5 and match["argmax_ml"] < 0.8 * match["target_ml"]
+    assert "volume_match" not in json.loads(run.marker("g0/fuse/M0/E").read_text())
