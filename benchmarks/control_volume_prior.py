@@ -1,0 +1,111 @@
+"""Issue 25, item 7: test the under-segmentation diagnosis with a control scored on V, never on E.
+
+    .venv/bin/python benchmarks/control_volume_prior.py --stso-run /work/bench/r1/seed0/stso \
+        --work /work/bench/r1_control --cpu-jobs 2
+
+Diagnosis under test (docs/lab/benchmarks.md, "Item 7"): the students of regime r1 end below M0
+because M0's pseudo-labels hold about half of the organ, and students trained on 27 such cases and
+3 true ones learn the smaller organ. The control changes only that: the same M0's pseudo-labels
+thresholded to the labeled cases' mean organ volume (plan key ``pseudo_label_volume:
+labeled_mean``, a rule fixed before the control ran and read from the labeled set S only).
+
+Two one-generation STSO runs of the real driver, both scoring the validation set V as their test
+set (so nothing here reads E):
+
+- ``stock``: the comparison's STSO run as it was (its M0 and G1 checkpoints are copied in and adopted;
+  only the predictions of V and R are made);
+- ``matched``: the same M0 (copied), its pseudo-labels volume-matched, a G1 student trained on them
+  with the same training settings and seed.
+
+Each run gets its own experiment dataset id (the comparison's plus 1000 is out of range, so
+``--dataset-id``, default 951) and its own nnU-Net folders, so a comparison running beside it is
+untouched. Rerunning continues. The table it prints: DSC on V of M0 and G1, pseudo-label DSC and
+volume on R (R's truth read for the record only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("control_volume_prior")
+ARMS = {"stock": "predicted", "matched": "labeled_mean"}
+
+
+def control_plan(stso_plan: dict, arm: str, dataset_id: int) -> dict:
+    """The comparison run's plan, one generation, V as the test set, the arm's pseudo-label volume."""
+    plan = dict(stso_plan)
+    if not plan.get("validation"):
+        raise SystemExit(f"{plan['name']}: the plan has no validation set V to score the control on")
+    plan.update(name=f"{plan['name']} [item 7 control: {arm}, scored on V]", generations=1,
+                test=list(plan["validation"]), validation=[], dataset_id=dataset_id,
+                dataset_name=f"{plan['dataset_name']}V", pseudo_label_volume=ARMS[arm])
+    return plan
+
+
+def place_model(src_run: Path, model: str, dst_run: Path, dataset_dir_name: str) -> None:
+    """Copy a trained model's nnU-Net folders into the control run, where its driver adopts them."""
+    src = src_run / "models" / model / "nnUNet_results"
+    (src_dataset,) = [d for d in src.iterdir() if d.is_dir()]
+    dst = dst_run / "models" / model / "nnUNet_results" / dataset_dir_name
+    if dst.exists():
+        return
+    shutil.copytree(src_dataset, dst, ignore=shutil.ignore_patterns("checkpoint_latest.pth", "checkpoint_best.pth",
+                                                                    "*.png"))
+    logger.info("%s: %s copied from %s", dst_run.name, model, src_run)
+
+
+def run_arm(args, arm: str) -> Path:
+    stso_run = args.stso_run
+    plan = control_plan(json.loads((stso_run / "plan.json").read_text()), arm, args.dataset_id)
+    run_dir = args.work / arm
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan_file = args.work / f"plan_{arm}.json"
+    plan_file.write_text(json.dumps(plan, indent=1))
+    dataset = f"Dataset{args.dataset_id:03d}_{plan['dataset_name']}"
+    supervised = stso_run.parent / "supervised"
+    place_model(supervised if (supervised / "models" / "M0").is_dir() else stso_run, "M0", run_dir, dataset)
+    if arm == "stock":
+        place_model(stso_run, "g1_all", run_dir, dataset)
+    cmd = [str(Path(sys.executable).with_name("atso_nnunet_run")), "--plan", str(plan_file), "--run-dir", str(run_dir),
+           "--nnunet-dir", str(args.work / "nnunet"), "--cpu-jobs", str(args.cpu_jobs)]
+    logger.info("%s: %s", arm, " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    return run_dir
+
+
+def summary(run_dir: Path) -> dict:
+    report = json.loads((run_dir / "report.json").read_text())
+    rows = {g["generation"]: g for g in report["generations"]}
+    fuse = json.loads((run_dir / "state" / "g0" / "fuse" / "R_g0.done").read_text()) \
+        if (run_dir / "state" / "g0" / "fuse" / "R_g0.done").is_file() else {}
+    return {"V": {t: rows[t].get("test_dsc") for t in rows}, "R": {t: rows[t].get("reference_dsc") for t in rows},
+            "R_ml": {t: rows[t].get("pseudo_label_volume_ml") for t in rows}, "threshold": (fuse.get("volume_match") or {}).get("threshold", 0.5)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stso-run", type=Path, required=True, help="the comparison's finished STSO run folder of one seed")
+    ap.add_argument("--work", type=Path, required=True, help="folder for the control's runs and nnU-Net folders")
+    ap.add_argument("--dataset-id", type=int, default=951, help="experiment dataset id of the control runs")
+    ap.add_argument("--cpu-jobs", type=int, default=2)
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    results = {arm: summary(run_arm(args, arm)) for arm in args.arms}
+    (args.work / "control.json").write_text(json.dumps(results, indent=1))
+    print("| arm | pseudo-label threshold | R_g0 DSC | R_g0 mL | M0 on V | G1 on V | G1 - M0 on V |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for arm, r in results.items():
+        v0, v1 = r["V"].get(0), r["V"].get(1)
+        print(f"| {arm} | {r['threshold']:.3f} | {r['R'].get(0)} | {r['R_ml'].get(0, float('nan')):.1f} | {v0} | {v1} | "
+              f"{(v1 - v0) if None not in (v0, v1) else '-'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
