@@ -36,12 +36,12 @@ logger = logging.getLogger("control_volume_prior")
 ARMS = {"stock": "predicted", "matched": "labeled_mean"}
 
 
-def control_plan(stso_plan: dict, arm: str, dataset_id: int) -> dict:
-    """The comparison run's plan, one generation, V as the test set, the arm's pseudo-label volume."""
+def control_plan(stso_plan: dict, arm: str, dataset_id: int, generations: int = 1) -> dict:
+    """The comparison run's plan, ``generations`` generations, V as the test set, the arm's pseudo-label volume."""
     plan = dict(stso_plan)
     if not plan.get("validation"):
         raise SystemExit(f"{plan['name']}: the plan has no validation set V to score the control on")
-    plan.update(name=f"{plan['name']} [item 7 control: {arm}, scored on V]", generations=1,
+    plan.update(name=f"{plan['name']} [item 7 control: {arm}, scored on V]", generations=generations,
                 test=list(plan["validation"]), validation=[], dataset_id=dataset_id,
                 dataset_name=f"{plan['dataset_name']}V", pseudo_label_volume=ARMS[arm])
     return plan
@@ -61,16 +61,18 @@ def place_model(src_run: Path, model: str, dst_run: Path, dataset_dir_name: str)
 
 def run_arm(args, arm: str) -> Path:
     stso_run = args.stso_run
-    plan = control_plan(json.loads((stso_run / "plan.json").read_text()), arm, args.dataset_id)
-    run_dir = args.work / arm
+    plan = control_plan(json.loads((stso_run / "plan.json").read_text()), arm, args.dataset_id, args.generations)
+    name = arm if args.generations == 1 else f"{arm}_g{args.generations}"
+    run_dir = args.work / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan_file = args.work / f"plan_{arm}.json"
+    plan_file = args.work / f"plan_{name}.json"
     plan_file.write_text(json.dumps(plan, indent=1))
     dataset = f"Dataset{args.dataset_id:03d}_{plan['dataset_name']}"
     supervised = stso_run.parent / "supervised"
     place_model(supervised if (supervised / "models" / "M0").is_dir() else stso_run, "M0", run_dir, dataset)
     if arm == "stock":
-        place_model(stso_run, "g1_all", run_dir, dataset)
+        for t in range(1, args.generations + 1):
+            place_model(stso_run, f"g{t}_all", run_dir, dataset)
     cmd = [str(Path(sys.executable).with_name("atso_nnunet_run")), "--plan", str(plan_file), "--run-dir", str(run_dir),
            "--nnunet-dir", str(args.work / "nnunet"), "--cpu-jobs", str(args.cpu_jobs)]
     logger.info("%s: %s", arm, " ".join(cmd))
@@ -94,16 +96,22 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset-id", type=int, default=951, help="experiment dataset id of the control runs")
     ap.add_argument("--cpu-jobs", type=int, default=2)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--generations", type=int, default=1,
+                    help="generations of the control runs (stock: the comparison's students are copied in; "
+                         "matched: trained); run folders <arm>_g<T> when above 1")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     results = {arm: summary(run_arm(args, arm)) for arm in args.arms}
-    (args.work / "control.json").write_text(json.dumps(results, indent=1))
-    print("| arm | pseudo-label threshold | R_g0 DSC | R_g0 mL | M0 on V | G1 on V | G1 - M0 on V |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    suffix = "" if args.generations == 1 else f"_g{args.generations}"
+    (args.work / f"control{suffix}.json").write_text(json.dumps(results, indent=1))
+    gens = range(args.generations + 1)
+    print("| arm | R_g0 threshold | " + " | ".join(f"G{t} on V" for t in gens) + " | "
+          + " | ".join(f"R_g{t} DSC (mL)" for t in gens) + " |")
+    print("|---|---:|" + "---:|" * (2 * len(gens)))
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}"                                # noqa: E731
     for arm, r in results.items():
-        v0, v1 = r["V"].get(0), r["V"].get(1)
-        print(f"| {arm} | {r['threshold']:.3f} | {r['R'].get(0)} | {r['R_ml'].get(0, float('nan')):.1f} | {v0} | {v1} | "
-              f"{(v1 - v0) if None not in (v0, v1) else '-'} |")
+        print(f"| {arm} | {r['threshold']:.3f} | " + " | ".join(pct(r["V"].get(t)) for t in gens) + " | "
+              + " | ".join(f"{pct(r['R'].get(t))} ({r['R_ml'].get(t) or 0:.1f})" for t in gens) + " |")
     return 0
 
 
