@@ -89,6 +89,41 @@ def summary(run_dir: Path) -> dict:
             "R_ml": {t: rows[t].get("pseudo_label_volume_ml") for t in rows}, "threshold": (fuse.get("volume_match") or {}).get("threshold", 0.5)}
 
 
+def per_case(eval_file: Path) -> dict:
+    """case -> (DSC, predicted voxels) of one evaluation record."""
+    cases = json.loads(eval_file.read_text())["details"]["cases"]
+    return {c["case"]: (c["dsc"]["1"], c["voxels_pred"]["1"]) for c in cases}
+
+
+def figure(sets: dict, last: int, path: Path) -> None:
+    """Per case: M0's DSC against the change to generation ``last``'s student, one colour per set.
+
+    Args:
+        sets: set name -> (eval folder of M0, eval folder of the student), each holding ``<part>.json``.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for (name, (m0, student)), colour in zip(sets.items(), ("tab:blue", "tab:orange", "tab:green")):
+        a, b = per_case(m0), per_case(student)
+        x = [100 * a[c][0] for c in sorted(a)]
+        y = [100 * (b[c][0] - a[c][0]) for c in sorted(a)]
+        ax.scatter(x, y, color=colour, label=f"{name}: mean {sum(y) / len(y):+.1f}")
+        for c, xi, yi in zip(sorted(a), x, y):
+            ax.annotate(c[-4:], (xi, yi), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("M0's DSC on the case (%)")
+    ax.set_ylabel(f"G{last} student - M0 (DSC points)")
+    ax.set_title(f"STSO per case, M0 -> G{last} student")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    logger.info("figure: %s", path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stso-run", type=Path, required=True, help="the comparison's finished STSO run folder of one seed")
@@ -96,11 +131,21 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset-id", type=int, default=951, help="experiment dataset id of the control runs")
     ap.add_argument("--cpu-jobs", type=int, default=2)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="only draw the per-case figure (M0 against the last stock student, on E from --stso-run "
+                         "and on V from the stock control run) to this PNG")
     ap.add_argument("--generations", type=int, default=1,
                     help="generations of the control runs (stock: the comparison's students are copied in; "
                          "matched: trained); run folders <arm>_g<T> when above 1")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.figure:
+        T = args.generations
+        stock = args.work / ("stock" if T == 1 else f"stock_g{T}")
+        figure({"E (the comparison)": (args.stso_run / "eval" / "M0" / "E.json", args.stso_run / "eval" / f"g{T}_all" / "E.json"),
+                "V (the control)": (stock / "eval" / "M0" / "E.json", stock / "eval" / f"g{T}_all" / "E.json")},
+               T, args.figure)
+        return 0
     results = {arm: summary(run_arm(args, arm)) for arm in args.arms}
     suffix = "" if args.generations == 1 else f"_g{args.generations}"
     (args.work / f"control{suffix}.json").write_text(json.dumps(results, indent=1))
