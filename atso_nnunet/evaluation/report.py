@@ -6,13 +6,11 @@ the reference set R and of the generation's model M_t on the test set E, and for
 half-models M_t^(k) on every reference subset R^(j). Because most teams have no ground truth for
 R or E, two label-free monitors the paper lacks are reported in every run:
 
-- *agreement*: DSC between the half-models' predictions on each subset (ATSO) — when the
-  models trained on different halves agree, pseudo-labels have stopped carrying new information;
-- *change*: DSC between this generation's pseudo-labels and the previous generation's; a value
-  approaching 1.0 marks the plateau.
+- *agreement*: DSC between the half-models' predictions on each subset (ATSO) — when the models
+  trained on different halves agree, pseudo-labels have stopped carrying new information;
+- *change*: DSC between this generation's pseudo-labels and the previous one's (1.0: a plateau).
 
-Every figure that cannot be computed (no ground truth, generation not run yet) is ``None`` in
-JSON, empty in CSV and ``–`` in Markdown.
+A figure that cannot be computed (no ground truth, generation not run) is ``None`` / empty / ``–``.
 """
 from __future__ import annotations
 
@@ -38,8 +36,7 @@ class GenerationRecord:
         generation: 0 for M0 (labeled only), 1..T for the semi-supervised generations.
         reference_dsc: mean DSC of the updated pseudo-labels R_t against R's ground truth.
         test_dsc: DSC of M_t on E (mean over cases, or global, per the plan's metric).
-        test_dsc_mean: mean-over-cases DSC of M_t on E.
-        test_dsc_global: global DSC of M_t on E (all cases as one volume).
+        test_dsc_mean, test_dsc_global: DSC of M_t on E, mean over cases / all cases as one volume.
         half_models: Table 4 entries ``"M1@R1"`` ... mean DSC of half-model k on subset j.
         agreement: label-free, subset name -> mean DSC between the half-models' predictions.
         change: label-free, mean DSC between R_t and R_{t-1} (``None`` at G0).
@@ -49,6 +46,7 @@ class GenerationRecord:
         volume_vs_previous: that volume over the previous generation's.
         vote_vs_views: median over cases of the pseudo-label's volume over the mean volume of the
             predictions it was fused from.
+        volume_vs_labeled: the pseudo-labels' mean volume a case over the labeled cases' mean.
         unstable_cases: cases the stability filter left out of the trainings on R_t (None: no filter).
     """
 
@@ -65,6 +63,7 @@ class GenerationRecord:
     volume_vs_m0: Optional[float] = None
     volume_vs_previous: Optional[float] = None
     vote_vs_views: Optional[float] = None
+    volume_vs_labeled: Optional[float] = None
     unstable_cases: Optional[List[str]] = None
 
 
@@ -390,8 +389,9 @@ def assemble(steps, read: Callable[[object], Optional[dict]], is_done: Callable[
                 g.empty_pseudo_labels = (data or {}).get("value")
             elif cell.column == "volume":
                 d = data or {}
-                g.pseudo_label_volume_ml, g.volume_vs_m0, g.volume_vs_previous, g.vote_vs_views = (
-                    d.get("total_ml"), d.get("vs_first"), d.get("vs_previous"), d.get("vote_vs_views"))
+                (g.pseudo_label_volume_ml, g.volume_vs_m0, g.volume_vs_previous, g.vote_vs_views,
+                 g.volume_vs_labeled) = (d.get(k) for k in ("total_ml", "vs_first", "vs_previous", "vote_vs_views",
+                                                            "vs_labeled"))
                 if cell.generation == 0 and g.pseudo_label_volume_ml is not None:
                     g.volume_vs_m0 = 1.0
             elif cell.column == "stability":

@@ -65,7 +65,7 @@ def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 
 def volume_record(labels: Path, cases: Sequence[str], groups: Sequence[Tuple[Sequence[str], Sequence[Path]]] = (),
                   first: Optional[Mapping] = None, previous: Optional[Mapping] = None,
-                  file_ending: str = ".nii.gz") -> dict:
+                  file_ending: str = ".nii.gz", labeled_mean_ml: Optional[float] = None) -> dict:
     """The volume monitor of one pseudo-label set (JSON-able).
 
     Args:
@@ -75,11 +75,14 @@ def volume_record(labels: Path, cases: Sequence[str], groups: Sequence[Tuple[Seq
             ratio is its label's volume over the mean volume of its group's predictions.
         first: the volume monitor of M0's pseudo-labels (``R_g0``), or None at generation 0.
         previous: the previous generation's volume monitor, or None.
+        labeled_mean_ml: the labeled cases' mean foreground volume (mL), the one size reference a run
+            has without labels of R; None: not known.
 
     Returns:
         ``value`` (total mL), ``total_ml``, ``per_case_ml``, ``vs_first``, ``vs_previous`` (total
-        ratios; None where there is nothing to compare), ``vote_vs_views`` (median over cases) and
-        ``vote_vs_views_per_case``.
+        ratios; None where there is nothing to compare), ``vote_vs_views`` (median over cases),
+        ``vote_vs_views_per_case``, ``labeled_mean_ml`` and ``vs_labeled`` (the mean volume a case over
+        ``labeled_mean_ml``).
     """
     labels = Path(labels)
     per_case: Dict[str, float] = {c: foreground_volume(labels / f"{c}{file_ending}")[1] for c in cases}
@@ -96,7 +99,8 @@ def volume_record(labels: Path, cases: Sequence[str], groups: Sequence[Tuple[Seq
             "vs_first": _ratio(total, (first or {}).get("total_ml")),
             "vs_previous": _ratio(total, (previous or {}).get("total_ml")),
             "vote_vs_views": statistics.median(defined) if defined else None,
-            "vote_vs_views_per_case": ratios}
+            "vote_vs_views_per_case": ratios, "labeled_mean_ml": labeled_mean_ml,
+            "vs_labeled": _ratio(total / len(per_case) if per_case else None, labeled_mean_ml)}
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ def summary(report) -> Optional[dict]:
     model = report.ship_models.get(shipped)
     return {"drift": {"drifted": verdict.drifted, "first_generation": verdict.first_generation,
                       "threshold": DRIFT_THRESHOLD, "words": verdict.words},
+            "vs_labeled": {str(g.generation): g.volume_vs_labeled for g in report.generations
+                           if g.volume_vs_labeled is not None},
             "unstable_cases": {str(g.generation): g.unstable_cases for g in report.generations
                                if g.unstable_cases is not None},
             "ship": {"rule": report.ship_generation, "generation": shipped, "before_drift": before,
@@ -66,17 +68,20 @@ def render_without_labels(report) -> str:
     out.write("What this run says with no ground truth at all: the pseudo-labels' foreground volume on R per "
               "generation, against M0's pseudo-labels (G0) and the previous generation's; 'vote / views': the "
               "fused label's volume over the mean volume of the predictions it was fused from (median over cases; "
-              "a vote that keeps much less than its views feeds a shrinking loop); change and agreement as above.\n\n")
+              "a vote that keeps much less than its views feeds a shrinking loop); 'vs labeled': the mean volume a case "
+              "over the labeled cases' mean organ volume (far below 1: the teacher misses part of the organ, and its "
+              "students learn the smaller organ; see docs/without_labels.md); change and agreement as above.\n\n")
     ak = []
     for g in report.generations:
         ak += [k for k in g.agreement if k not in ak]
-    out.write("| Generation | volume on R (mL) | vs M0 | vs previous | vote / views | change | "
+    out.write("| Generation | volume on R (mL) | vs M0 | vs previous | vs labeled | vote / views | change | "
               + "".join(f"agreement {k} | " for k in ak) + "empty | left out (stability) |\n")
-    out.write("|---" * (8 + len(ak)) + "|\n")
+    out.write("|---" * (9 + len(ak)) + "|\n")
     for g in report.generations:
         left = "–" if g.unstable_cases is None else (", ".join(g.unstable_cases) or "none")
         out.write(f"| G{g.generation} | {_ml(g.pseudo_label_volume_ml)} | {_pct(g.volume_vs_m0)} | "
-                  f"{_pct(g.volume_vs_previous)} | {_pct(g.vote_vs_views)} | {_pct(g.change)} | "
+                  f"{_pct(g.volume_vs_previous)} | {_pct(g.volume_vs_labeled)} | {_pct(g.vote_vs_views)} | "
+                  f"{_pct(g.change)} | "
                   + "".join(f"{_pct(g.agreement.get(k))} | " for k in ak)
                   + f"{'–' if g.empty_pseudo_labels is None else g.empty_pseudo_labels} | {left} |\n")
     drift = s["drift"]

@@ -327,14 +327,17 @@ def run_monitor(ctx: RunContext, step: Step) -> dict:
 def _run_volume_monitor(ctx: RunContext, step: Step) -> dict:
     """The drift monitor: volume of the pseudo-labels, against earlier generations' and their views'."""
     from atso_nnunet.monitors.drift import drift_warning, volume_record
+    from atso_nnunet.pseudolabels.volume_prior import labeled_mean_volume_ml
     from atso_nnunet.io import read_json
     from atso_nnunet.schedule import Monitor
 
     earlier = [read_json(ctx.path(r)) for r in step.reads if isinstance(r, Monitor)]
     first = earlier[0] if earlier else None
     groups = [(g.cases, [ctx.path(p) for p in g.predictions]) for g in step.fuse_groups]
+    labeled = [layout.label_path(ctx.dataset_dir, layout.LABELS_TR, c) for c in ctx.plan.labeled]
     record = volume_record(ctx.path(step.reads[0]), step.cases, groups, first=first,
-                           previous=earlier[-1] if earlier else None, file_ending=layout.FILE_ENDING)
+                           previous=earlier[-1] if earlier else None, file_ending=layout.FILE_ENDING,
+                           labeled_mean_ml=labeled_mean_volume_ml(labeled) if labeled else None)
     warning = drift_warning(record, step.generation)
     if warning:
         logger.warning("%s: %s", step.reads[0].name, warning)

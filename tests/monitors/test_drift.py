@@ -55,6 +55,9 @@ def test_volume_record_ratios_and_vote_against_views_by_hand(tmp_path):
     assert rec["vote_vs_views_per_case"] == {"a": pytest.approx(0.6), "b": pytest.approx(1.0)}
     assert rec["vote_vs_views"] == pytest.approx(0.8)
     assert volume_record(labels, ["a"])["vs_first"] is None
+    # against the labeled cases' mean organ volume: 0.8 mL a case over 1.6 mL
+    assert rec["vs_labeled"] is None
+    assert volume_record(labels, ["a", "b"], labeled_mean_ml=1.6)["vs_labeled"] == pytest.approx(0.5)
 
 
 def _volumes(folders):

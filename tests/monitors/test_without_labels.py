@@ -13,6 +13,7 @@ from atso_nnunet.run import steps as runners
 from atso_nnunet.data import layout
 from atso_nnunet.io import read_array, write_array
 
+from fake_nnunet import FakeNnUNetExecutor
 from helpers import fake_plan
 
 FULL = {"atso": {"test_model": "ensemble", "final_labels": "last"}}  # every generation's subset models
@@ -62,6 +63,21 @@ def test_a_stable_run_does_not_warn(fake_run):
     data = json.loads((run.root / "report.json").read_text())["without_labels"]
     assert not data["drift"]["drifted"] and data["ship"]["generation"] == 2 == data["ship"]["before_drift"]
     assert "**Drift (none).** No drift" in (run.root / "report.md").read_text()
+
+
+def test_the_pseudo_labels_are_measured_against_the_labeled_cases_mean_volume(fake_run, nnunet_paths):
+    """A teacher that misses half the organ shows it without any label of R: 'vs labeled' far below 1."""
+    from atso_nnunet.monitors.drift import foreground_volume
+
+    rep, _, run = fake_run(fake_plan("stso"), executor=FakeNnUNetExecutor(threshold=110.0))
+    labeled = [foreground_volume(nnunet_paths.raw / "Dataset991_FakeExp" / "labelsTr" / f"tiny_00{i}.nii.gz")[1]
+               for i in range(3)]
+    g0 = rep.generations[0]
+    assert g0.volume_vs_labeled == pytest.approx(g0.pseudo_label_volume_ml / 4 / (sum(labeled) / 3))
+    assert g0.volume_vs_labeled < 0.8
+    assert json.loads((run.root / "report.json").read_text())["without_labels"]["vs_labeled"]["0"] == \
+        pytest.approx(g0.volume_vs_labeled)
+    assert f"| {100 * g0.volume_vs_labeled:.0f} % |" in (run.root / "report.md").read_text()
 
 
 def test_the_monitors_read_no_label(fake_run, nnunet_paths, tmp_path):
