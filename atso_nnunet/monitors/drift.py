@@ -144,7 +144,7 @@ def drift_verdict(volumes: Mapping[int, Optional[float]], threshold: float = DRI
     first = next((t for t in later if known[t] / base <= 1 - threshold), None)
     trail = " -> ".join(f"{known[t]:.1f}" for t in sorted(known))
     views = ("" if vote_vs_views is None else
-             f"; M0's vote kept {100 * vote_vs_views:.0f} % of the volume its views predicted")
+             f"; M0's fused pseudo-labels kept {100 * vote_vs_views:.0f} % of the volume its views predicted")
     if first is None:
         last = later[-1]
         change = known[last] / base - 1

@@ -77,7 +77,7 @@ def test_a_chain_shrinking_15_percent_per_generation_warns_at_the_second(tmp_pat
     verdict = drift_verdict({t: r["total_ml"] for t, r in enumerate(recs)}, vote_vs_views=0.65)
     assert verdict.drifted and verdict.first_generation == 2
     assert verdict.words.startswith("pseudo-labels lost 28 % of their volume over two generations")
-    assert "M0's vote kept 65 % of the volume its views predicted" in verdict.words
+    assert "M0's fused pseudo-labels kept 65 % of the volume its views predicted" in verdict.words
 
 
 def test_a_stable_chain_does_not_warn(tmp_path):
