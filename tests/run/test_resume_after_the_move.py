@@ -50,8 +50,14 @@ def test_a_run_made_before_the_move_resumes_with_nothing_rerun(tmp_path, nnunet_
     after = json.loads((run.root / "report.json").read_text())
     assert after.pop("resumed_trainings") == []
     assert after["without_labels"]["ship"].pop("model") == "final"
+    # issue 25 (item 7) adds the pseudo-labels' volume against the labeled cases' mean: not recorded by this run
+    assert after["without_labels"].pop("vs_labeled") == {}
+    assert all(g.pop("volume_vs_labeled") is None for g in after["generations"])
     # and the words on how M_t is scored name its views and fusion
     made = json.loads(reports["report.json"])
+    # and the drift words say 'fused pseudo-labels' (true of the mean fusion too) where they said 'vote'
+    made["without_labels"]["drift"]["words"] = made["without_labels"]["drift"]["words"].replace(
+        "M0's vote kept", "M0's fused pseudo-labels kept")
     assert after.pop("how_evaluated") == made.pop("how_evaluated").replace(
         "(the paper's M_t);", "(the paper's M_t), axial view only;")
     assert after == made
