@@ -10,7 +10,7 @@ the one probability ``t`` that gives its cases together the mean foreground volu
 (a class-proportion prior, as in class-balanced self-training), instead of 0.5.
 
 ``t`` is found from a volume-weighted histogram of the mean foreground probability over every
-case of the set (:func:`foreground_histogram`, one case in memory at a time), so it is one number
+case of the set (:func:`add_to_histogram`, one case in memory at a time), so it is one number
 per set, the same whichever order the cases are read in; it is kept within
 :data:`THRESHOLD_RANGE` (a teacher whose probabilities are nearly all 0 or 1 cannot be moved far:
 a target not reached is a warning). Binary tasks only.
@@ -25,11 +25,10 @@ from typing import Mapping, Sequence, Tuple
 import numpy as np
 
 from atso_nnunet.errors import InputError
-from atso_nnunet.io import read_array
+from atso_nnunet.monitors.drift import foreground_volume
 
 logger = logging.getLogger(__name__)
 
-PSEUDO_LABEL_VOLUMES = ("predicted", "labeled_mean")
 BINS = 1000
 THRESHOLD_RANGE = (0.02, 0.98)
 REACHED = 0.05   # relative difference between the matched and the target volume
@@ -70,8 +69,7 @@ def labeled_mean_volume_ml(label_files: Sequence[Path]) -> float:
         if not Path(f).is_file():
             raise InputError(f"{f}: label of a labeled case not found (pseudo_label_volume 'labeled_mean' reads "
                              "the labeled cases' volumes)")
-        array, geometry = read_array(f)
-        volumes.append(float(np.count_nonzero(array)) * float(np.prod(geometry.spacing)) / 1000.0)
+        volumes.append(foreground_volume(Path(f))[1])
     return float(np.mean(volumes))
 
 
