@@ -3,7 +3,8 @@
 :func:`preflight` runs without nnU-Net and without writing a file: the plan's sources (present,
 or synthetic and generated on first use, or missing with the command that creates them) and every
 case id against the sources (unknown ids, ids given with their file ending, labeled cases
-without a label); the fold is checked with the plan itself (:mod:`atso_nnunet.plan.load`).
+without a label; ``pseudo_label_volume: labeled_mean`` on a source with more than one foreground
+label); the fold is checked with the plan itself (:mod:`atso_nnunet.plan.load`).
 :func:`parse_gpu_ids` checks ``--gpus``. Problems are collected and raised together as one
 :class:`~atso_nnunet.errors.InputError`, so a run folder is only created for a plan that passed
 them all.
@@ -182,6 +183,52 @@ def generated_source_check(source: str, where: Path, spec) -> Tuple[Optional[str
             "to regenerate it"), None
 
 
+def _labels_of_first_labeled_case(plan, paths: NnUNetPaths) -> Tuple[Optional[str], Optional[Dict[str, int]]]:
+    """(source, its ``labels``) of the source that holds the plan's first labeled case: the experiment
+    dataset takes its labels from there (:func:`atso_nnunet.data.materialize.materialize`).
+    (None, None) when no source holds it yet or its labels cannot be read (other checks name that)."""
+    from atso_nnunet.data.materialize import read_dataset_json
+    from atso_nnunet.data.synthetic_config import SyntheticConfig
+    from atso_nnunet.plan import source_dir
+
+    if not plan.labeled:
+        return None, None
+    case = plan.labeled[0]
+    for source in plan.sources:
+        where = source_dir(paths, source)
+        if where.is_dir():
+            if case in _source_cases(where):
+                try:
+                    return source, dict(read_dataset_json(where).get("labels") or {})
+                except (OSError, ValueError, InputError):
+                    return None, None
+        elif source in (plan.synthetic or {}):
+            spec = plan.synthetic[source]
+            prefix = spec.case_prefix or f"syn{spec.domain}"
+            if case in {f"{prefix}_{i:04d}" for i in range(spec.n_cases)}:
+                return source, dict(SyntheticConfig(**spec.generator_options()).labels)
+    return None, None
+
+
+def volume_prior_problems(plan, paths: NnUNetPaths) -> List[str]:
+    """``pseudo_label_volume: labeled_mean`` on a dataset with more than one foreground label.
+
+    The threshold is one foreground probability for one organ (:mod:`atso_nnunet.pseudolabels.volume_prior`);
+    found here, before M0 trains, rather than at the first pseudo-label fusion hours later.
+    """
+    if getattr(plan, "pseudo_label_volume", "predicted") != "labeled_mean":
+        return []
+    source, labels = _labels_of_first_labeled_case(plan, paths)
+    if labels is None:
+        return []
+    foreground = sorted(k for k, v in labels.items() if k != "ignore" and int(v) > 0)
+    if len(foreground) == 1:
+        return []
+    return [f"pseudo_label_volume: 'labeled_mean' is for tasks with one foreground label; the labeled cases' "
+            f"source {source} has {len(foreground)} ({', '.join(foreground) or 'none'}): set pseudo_label_volume "
+            "to 'predicted', or use a source with one foreground label"]
+
+
 def preflight(plan, paths: NnUNetPaths) -> List[str]:
     """Every check of a plan that needs neither nnU-Net nor a written file.
 
@@ -192,7 +239,7 @@ def preflight(plan, paths: NnUNetPaths) -> List[str]:
         InputError: listing every problem, each naming the field, source or case and the fix.
     """
     source, notes = source_problems(plan, paths)
-    problems = source + dataset_id_problems(plan, paths)
+    problems = source + dataset_id_problems(plan, paths) + volume_prior_problems(plan, paths)
     if problems:
         raise InputError(f"plan '{plan.name}': {len(problems)} problem(s) found before any work\n  - "
                          + "\n  - ".join(problems))

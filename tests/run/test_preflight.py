@@ -221,3 +221,43 @@ def test_comparison_refuses_a_generated_source_made_with_other_options(tmp_path)
     with pytest.raises(InputError, match="seed: plan 3, dataset 0"):
         ensure_sources(load_plan(_synthetic_plan(tmp_path, seed=3)), paths)
     assert ensure_sources(load_plan(_synthetic_plan(tmp_path)), paths)[0].name == "Dataset970_SynGen"
+
+
+def _two_foreground_labels(nn):
+    ds = nn / "nnUNet_raw" / "Dataset990_Tiny" / "dataset.json"
+    data = json.loads(ds.read_text())
+    data["labels"] = {"background": 0, "pancreas": 1, "tumour": 2}
+    ds.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("labels", [1, 2])
+def test_labeled_mean_volume_needs_one_foreground_label_before_any_work(tmp_path, caplog, labels):
+    # The threshold is one probability for one organ; the check ran at the first pseudo-label
+    # fusion, after M0 had trained: now before the run folder exists.
+    nn = _nn_with_source(tmp_path)
+    if labels == 2:
+        _two_foreground_labels(nn)
+    rc, run = _dry(tmp_path, tiny_plan(tmp_path, fusion="mean", pseudo_label_volume="labeled_mean"))
+    if labels == 1:
+        assert rc == 0, caplog.text
+        return
+    assert rc == 2 and not run.exists()
+    assert ("pseudo_label_volume: 'labeled_mean' is for tasks with one foreground label; the labeled cases' "
+            "source Dataset990_Tiny has 2 (pancreas, tumour)") in caplog.text
+    assert "set pseudo_label_volume to 'predicted'" in caplog.text
+
+
+def test_labeled_mean_volume_is_checked_on_a_synthetic_source_not_generated_yet(tmp_path, caplog):
+    plan = json.loads(_synthetic_plan(tmp_path, lesions=True).read_text())
+    plan.update(fusion="mean", pseudo_label_volume="labeled_mean")
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    rc, run = _dry(tmp_path, tmp_path / "plan.json")
+    assert rc == 2 and not run.exists()
+    assert "source Dataset970_SynGen has 2 (pancreas, tumour)" in caplog.text
+    assert not (tmp_path / "nn" / "nnUNet_raw" / "Dataset970_SynGen").exists()     # nothing generated
+
+
+def test_predicted_volume_runs_on_two_foreground_labels(tmp_path, caplog):
+    _two_foreground_labels(_nn_with_source(tmp_path))
+    rc, _ = _dry(tmp_path, tiny_plan(tmp_path, fusion="mean"))
+    assert rc == 0, caplog.text
