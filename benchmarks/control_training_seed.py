@@ -1,0 +1,107 @@
+"""Issue 25, item 7 for ATSO: is the final model's fall below M_T-1 one training's spread? Scored on V, never on E.
+
+    .venv/bin/python benchmarks/control_training_seed.py --run /work/bench/r1/seed0/atso \
+        --work /work/bench/r1_control_atso --cpu-jobs 2
+
+Diagnosis under test (docs/lab/benchmarks.md, "Item 7 on seed 0, ATSO"): ATSO's final model on seed 0
+scores 4.6 points below its G2 model on E although their labels (R_2 and R_1) have the same volume and
+quality; the hypothesis is that one training's spread (its trajectory, not its labels) moved it.
+
+Arms, each a run of the real driver that scores the validation set V as its test set:
+
+- ``stock``: the comparison's run as it was (M0 and every trained model copied in and adopted; only V
+  and R are predicted);
+- ``final_seed<N>``: the same, but the final model is retrained with training seed N
+  (``training.roles.final.seed``) on the same labels R_T-1.
+
+Each arm gets its own run folder under ``--work``; all share one nnU-Net folder and the experiment
+dataset id ``--dataset-id`` (default 951), never the comparison's. Rerunning continues. The table it
+prints: DSC on V of every generation's model and of the final model, per arm.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from control_volume_prior import per_case, place_model
+
+logger = logging.getLogger("control_training_seed")
+
+
+def control_plan(run_plan: dict, dataset_id: int, final_seed: int | None) -> dict:
+    """The comparison run's plan with V as its test set and, for a retrained final, its training seed."""
+    plan = json.loads(json.dumps(run_plan))
+    if not plan.get("validation"):
+        raise SystemExit(f"{plan['name']}: the plan has no validation set V to score the control on")
+    arm = "stock" if final_seed is None else f"final trained with seed {final_seed}"
+    plan.update(name=f"{plan['name']} [item 7 control: {arm}, scored on V]", test=list(plan["validation"]),
+                validation=[], dataset_id=dataset_id, dataset_name=f"{plan['dataset_name']}V")
+    if final_seed is not None:
+        roles = dict(plan["training"].get("roles") or {})
+        roles["final"] = {**roles.get("final", {}), "seed": final_seed}
+        plan["training"]["roles"] = roles
+    return plan
+
+
+def trained_models(run: Path) -> list:
+    """The run's trained models other than M0 (generation models and the final one)."""
+    return sorted(p.name for p in (run / "models").iterdir() if p.is_dir() and p.name != "M0")
+
+
+def run_arm(args, final_seed: int | None) -> Path:
+    name = "stock" if final_seed is None else f"final_seed{final_seed}"
+    plan = control_plan(json.loads((args.run / "plan.json").read_text()), args.dataset_id, final_seed)
+    run_dir = args.work / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan_file = args.work / f"plan_{name}.json"
+    plan_file.write_text(json.dumps(plan, indent=1))
+    dataset = f"Dataset{args.dataset_id:03d}_{plan['dataset_name']}"
+    supervised = args.run.parent / "supervised"
+    place_model(supervised if (supervised / "models" / "M0").is_dir() else args.run, "M0", run_dir, dataset)
+    for model in trained_models(args.run):
+        if final_seed is None or model != "final":
+            place_model(args.run, model, run_dir, dataset)
+    cmd = [str(Path(sys.executable).with_name("atso_nnunet_run")), "--plan", str(plan_file), "--run-dir", str(run_dir),
+           "--nnunet-dir", str(args.work / "nnunet"), "--cpu-jobs", str(args.cpu_jobs)]
+    logger.info("%s: %s", name, " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    return run_dir
+
+
+def summary(run_dir: Path) -> dict:
+    """DSC on V per generation and of the final model, and the final's per-case (DSC, voxels) on V."""
+    report = json.loads((run_dir / "report.json").read_text())
+    final = run_dir / "eval" / "final" / "E.json"
+    return {"V": {str(g["generation"]): g.get("test_dsc") for g in report["generations"]},
+            "final_per_case": per_case(final) if final.is_file() else {}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="the comparison's finished run folder of one seed and method")
+    ap.add_argument("--work", type=Path, required=True, help="folder for the control's runs and nnU-Net folders")
+    ap.add_argument("--dataset-id", type=int, default=951, help="experiment dataset id of the control runs")
+    ap.add_argument("--cpu-jobs", type=int, default=2)
+    ap.add_argument("--final-seeds", type=int, nargs="*", default=[1, 2],
+                    help="training seeds of the retrained final models (the stock arm always runs first)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    arms = {"stock": summary(run_arm(args, None))}
+    for seed in args.final_seeds:
+        arms[f"final_seed{seed}"] = summary(run_arm(args, seed))
+        (args.work / "control.json").write_text(json.dumps(arms, indent=1))
+    (args.work / "control.json").write_text(json.dumps(arms, indent=1))
+    gens = sorted(arms["stock"]["V"], key=int)
+    print("| arm | " + " | ".join(f"G{g} on V" for g in gens) + " |")
+    print("|---|" + "---:|" * len(gens))
+    for arm, r in arms.items():
+        print(f"| {arm} | " + " | ".join("-" if r["V"].get(g) is None else f"{100 * r['V'][g]:.1f}" for g in gens) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
