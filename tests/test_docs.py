@@ -34,6 +34,31 @@ def test_every_file_a_doc_names_exists(doc):
     assert missing == [], f"{doc.name} names files that do not exist"
 
 
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+# every page people read, the lab notebook and its figure pages included; not the published run
+# records (docs/benchmarks/, docs/lab/records/), whose report_logs.md link to logs left out of them
+PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").rglob("*.md")
+                                    if not {"benchmarks", "records"} & set(p.relative_to(REPO / "docs").parts[:-1]))]
+
+
+def broken_links(page: Path) -> list:
+    """Relative markdown links and images of a page whose target does not exist."""
+    targets = (m.split("#")[0] for m in LINK.findall(page.read_text()) if not re.match(r"^([a-z]+:|#)", m))
+    return sorted({t for t in targets if t and not (page.parent / t).exists()})
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_link_and_image_of_a_page_resolves(page):
+    assert broken_links(page) == [], f"{page.relative_to(REPO)}: broken links"
+
+
+def test_the_link_check_sees_a_broken_image(tmp_path):
+    (tmp_path / "here.png").write_bytes(b"")
+    page = tmp_path / "page.md"
+    page.write_text("![a](here.png) ![b](gone.png) [c](https://x.org/y) [d](#anchor) [e](here.png#z)")
+    assert broken_links(page) == ["gone.png"]
+
+
 def test_the_file_check_sees_a_missing_file():
     assert FILE.findall("see atso_nnunet/driver.py and `tools/make_paper_plans.py`.") == [
         "atso_nnunet/driver.py", "tools/make_paper_plans.py"]
