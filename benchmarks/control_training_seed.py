@@ -80,6 +80,40 @@ def summary(run_dir: Path) -> dict:
             "final_per_case": per_case(final) if final.is_file() else {}}
 
 
+def figure(run: Path, work: Path, arms: list, path: Path) -> None:
+    """Per case, DSC of M_T-1 and of each arm's final model: on E from the comparison's run (left) and
+    on V from the control's runs (right)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = max(int(p.name[1:].split("_")[0]) for p in (run / "models").iterdir() if p.name.startswith("g"))
+    model = f"g{last}_comb"
+    panels = {"E (the comparison's run)": {f"M_{last}": run / "eval" / model / "E.json",
+                                           "final (seed 0)": run / "eval" / "final" / "E.json"},
+              "V (the control's runs)": {f"M_{last}": work / "stock" / "eval" / model / "E.json",
+                                         **{"final (seed 0)" if a == "stock" else f"final (seed {a[len('final_seed'):]})":
+                                            work / a / "eval" / "final" / "E.json" for a in arms}}}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    for ax, (title, series) in zip(axes, panels.items()):
+        scores = {k: per_case(f) for k, f in series.items() if f.is_file()}
+        cases = sorted(next(iter(scores.values())))
+        width = 0.8 / len(scores)
+        for i, (name, s) in enumerate(scores.items()):
+            y = [100 * s[c][0] for c in cases]
+            ax.bar([j + i * width for j in range(len(cases))], y, width,
+                   label=f"{name}: mean {sum(y) / len(y):.1f}")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cases))], [c[-4:] for c in cases], fontsize=8)
+        ax.set_ylabel("DSC (%)")
+        ax.set_title(title)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"ATSO, {run.parent.name}: M_{last} against final models trained with other training seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    logger.info("figure: %s", path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="the comparison's finished run folder of one seed and method")
@@ -88,8 +122,13 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-jobs", type=int, default=2)
     ap.add_argument("--final-seeds", type=int, nargs="*", default=[1, 2],
                     help="training seeds of the retrained final models (the stock arm always runs first)")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="only draw the per-case figure (M_T-1 and the finals, on E and on V) of finished arms to this PNG")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.figure:
+        figure(args.run, args.work, ["stock", *(f"final_seed{s}" for s in args.final_seeds)], args.figure)
+        return 0
     arms = {"stock": summary(run_arm(args, None))}
     for seed in args.final_seeds:
         arms[f"final_seed{seed}"] = summary(run_arm(args, seed))
