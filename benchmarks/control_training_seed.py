@@ -23,11 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
-from control_volume_prior import per_case, place_model
+from control_volume_prior import control_arguments, per_case, run_control, save_figure
 
 logger = logging.getLogger("control_training_seed")
 
@@ -55,21 +54,8 @@ def trained_models(run: Path) -> list:
 def run_arm(args, final_seed: int | None) -> Path:
     name = "stock" if final_seed is None else f"final_seed{final_seed}"
     plan = control_plan(json.loads((args.run / "plan.json").read_text()), args.dataset_id, final_seed)
-    run_dir = args.work / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    plan_file = args.work / f"plan_{name}.json"
-    plan_file.write_text(json.dumps(plan, indent=1))
-    dataset = f"Dataset{args.dataset_id:03d}_{plan['dataset_name']}"
-    supervised = args.run.parent / "supervised"
-    place_model(supervised if (supervised / "models" / "M0").is_dir() else args.run, "M0", run_dir, dataset)
-    for model in trained_models(args.run):
-        if final_seed is None or model != "final":
-            place_model(args.run, model, run_dir, dataset)
-    cmd = [str(Path(sys.executable).with_name("atso_nnunet_run")), "--plan", str(plan_file), "--run-dir", str(run_dir),
-           "--nnunet-dir", str(args.work / "nnunet"), "--cpu-jobs", str(args.cpu_jobs)]
-    logger.info("%s: %s", name, " ".join(cmd))
-    subprocess.run(cmd, check=True)
-    return run_dir
+    models = [m for m in trained_models(args.run) if final_seed is None or m != "final"]
+    return run_control(args, name, plan, args.run, models)
 
 
 def summary(run_dir: Path) -> dict:
@@ -108,18 +94,13 @@ def figure(run: Path, work: Path, arms: list, path: Path) -> None:
         ax.set_title(title)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"ATSO, {run.parent.name}: M_{last} against final models trained with other training seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    logger.info("figure: %s", path)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="the comparison's finished run folder of one seed and method")
-    ap.add_argument("--work", type=Path, required=True, help="folder for the control's runs and nnU-Net folders")
-    ap.add_argument("--dataset-id", type=int, default=951, help="experiment dataset id of the control runs")
-    ap.add_argument("--cpu-jobs", type=int, default=2)
+    control_arguments(ap)
     ap.add_argument("--final-seeds", type=int, nargs="*", default=[1, 2],
                     help="training seeds of the retrained final models (the stock arm always runs first)")
     ap.add_argument("--figure", type=Path, default=None,

@@ -59,25 +59,46 @@ def place_model(src_run: Path, model: str, dst_run: Path, dataset_dir_name: str)
     logger.info("%s: %s copied from %s", dst_run.name, model, src_run)
 
 
-def run_arm(args, arm: str) -> Path:
-    stso_run = args.stso_run
-    plan = control_plan(json.loads((stso_run / "plan.json").read_text()), arm, args.dataset_id, args.generations)
-    name = arm if args.generations == 1 else f"{arm}_g{args.generations}"
+def run_control(args, name: str, plan: dict, source_run: Path, models) -> Path:
+    """Run the real driver on ``plan`` in ``<work>/<name>``, with M0 (the seed's labeled-only run's, else
+    the source run's) and ``models`` of ``source_run`` copied in first, so that only what differs runs."""
     run_dir = args.work / name
     run_dir.mkdir(parents=True, exist_ok=True)
     plan_file = args.work / f"plan_{name}.json"
     plan_file.write_text(json.dumps(plan, indent=1))
     dataset = f"Dataset{args.dataset_id:03d}_{plan['dataset_name']}"
-    supervised = stso_run.parent / "supervised"
-    place_model(supervised if (supervised / "models" / "M0").is_dir() else stso_run, "M0", run_dir, dataset)
-    if arm == "stock":
-        for t in range(1, args.generations + 1):
-            place_model(stso_run, f"g{t}_all", run_dir, dataset)
+    supervised = source_run.parent / "supervised"
+    place_model(supervised if (supervised / "models" / "M0").is_dir() else source_run, "M0", run_dir, dataset)
+    for model in models:
+        place_model(source_run, model, run_dir, dataset)
     cmd = [str(Path(sys.executable).with_name("atso_nnunet_run")), "--plan", str(plan_file), "--run-dir", str(run_dir),
            "--nnunet-dir", str(args.work / "nnunet"), "--cpu-jobs", str(args.cpu_jobs)]
-    logger.info("%s: %s", arm, " ".join(cmd))
+    logger.info("%s: %s", name, " ".join(cmd))
     subprocess.run(cmd, check=True)
     return run_dir
+
+
+def control_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options every control script shares: where it works, its dataset id, its CPU jobs."""
+    ap.add_argument("--work", type=Path, required=True, help="folder for the control's runs and nnU-Net folders")
+    ap.add_argument("--dataset-id", type=int, default=951, help="experiment dataset id of the control runs")
+    ap.add_argument("--cpu-jobs", type=int, default=2)
+
+
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    logger.info("figure: %s", path)
+
+
+def run_arm(args, arm: str) -> Path:
+    plan = control_plan(json.loads((args.stso_run / "plan.json").read_text()), arm, args.dataset_id, args.generations)
+    name = arm if args.generations == 1 else f"{arm}_g{args.generations}"
+    models = [f"g{t}_all" for t in range(1, args.generations + 1)] if arm == "stock" else []
+    return run_control(args, name, plan, args.stso_run, models)
 
 
 def summary(run_dir: Path) -> dict:
@@ -118,18 +139,13 @@ def figure(sets: dict, last: int, path: Path) -> None:
     ax.set_ylabel(f"G{last} student - M0 (DSC points)")
     ax.set_title(f"STSO per case, M0 -> G{last} student")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    logger.info("figure: %s", path)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stso-run", type=Path, required=True, help="the comparison's finished STSO run folder of one seed")
-    ap.add_argument("--work", type=Path, required=True, help="folder for the control's runs and nnU-Net folders")
-    ap.add_argument("--dataset-id", type=int, default=951, help="experiment dataset id of the control runs")
-    ap.add_argument("--cpu-jobs", type=int, default=2)
+    control_arguments(ap)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--figure", type=Path, default=None,
                     help="only draw the per-case figure (M0 against the last stock student, on E from --stso-run "
