@@ -110,11 +110,10 @@ def main(argv=None) -> int:
     if args.figure:
         figure(args.run, args.work, ["stock", *(f"final_seed{s}" for s in args.final_seeds)], args.figure)
         return 0
-    arms = {"stock": summary(run_arm(args, None))}
-    for seed in args.final_seeds:
-        arms[f"final_seed{seed}"] = summary(run_arm(args, seed))
+    arms = {}
+    for seed in [None, *args.final_seeds]:   # control.json after each arm: a stopped control keeps its finished arms
+        arms["stock" if seed is None else f"final_seed{seed}"] = summary(run_arm(args, seed))
         (args.work / "control.json").write_text(json.dumps(arms, indent=1))
-    (args.work / "control.json").write_text(json.dumps(arms, indent=1))
     gens = sorted(arms["stock"]["V"], key=int)
     print("| arm | " + " | ".join(f"G{g} on V" for g in gens) + " |")
     print("|---|" + "---:|" * len(gens))

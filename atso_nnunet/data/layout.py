@@ -19,7 +19,7 @@ cases may sit in any of these folders.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Mapping, Optional
 
 from atso_nnunet.errors import InputError
 from atso_nnunet.limits import DATASET_ID_MAX, DATASET_ID_MIN
@@ -34,6 +34,12 @@ LABELS_TS = "labelsTs"
 FILE_ENDING = ".nii.gz"
 # File endings of the image formats nnU-Net reads (its readers' supported_file_endings), longest first.
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".tiff", ".tif", ".png", ".bmp")
+
+
+def foreground_labels(labels: Mapping[str, Any]) -> Dict[str, int]:
+    """The foreground entries of a dataset.json ``labels`` (name -> value, by value): neither the
+    background (0) nor nnU-Net's ``ignore`` label."""
+    return dict(sorted(((k, int(v)) for k, v in labels.items() if k != "ignore" and int(v) > 0), key=lambda kv: kv[1]))
 
 
 def dataset_prefix(dataset_id: int) -> str:

@@ -65,7 +65,8 @@ _DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
 from atso_nnunet.data.synthetic_config import (  # noqa: E402, F401  (re-exported)
-    DOMAIN_DEFAULTS, DOMAINS, GENERATOR_VERSION, SyntheticConfig, _is_number, _triple)
+    DOMAIN_DEFAULTS, DOMAINS, GENERATOR_VERSION, SyntheticConfig, _is_number, _triple, case_id,
+    case_prefix_or_default)
 
 
 from atso_nnunet.data.synthetic_shapes import (  # noqa: E402  (the generator's shapes)
@@ -334,7 +335,7 @@ def write_source_dataset(raw_root: Path, dataset_id: int, name: str, n_cases: in
         raise InputError(f"dataset name must be letters, digits, '_' or '-', got {name!r}")
     if not isinstance(n_cases, (int, np.integer)) or isinstance(n_cases, bool) or n_cases < 1:
         raise InputError(f"n_cases must be an integer >= 1, got {n_cases!r}")
-    prefix = f"syn{config.domain}" if case_prefix is None else case_prefix
+    prefix = case_prefix_or_default(config.domain, case_prefix)
     if not isinstance(prefix, str) or not _DATASET_NAME_RE.match(prefix):
         raise InputError(f"case_prefix must be letters, digits, '_' or '-', got {prefix!r}")
 
@@ -355,7 +356,7 @@ def write_source_dataset(raw_root: Path, dataset_id: int, name: str, n_cases: in
                 config.shape, config.spacing, final)
     with staged_directory(final, replace=overwrite) as tmp:
         for i in tqdm(range(int(n_cases)), desc=f"synthetic {final.name}", unit="case", disable=None):
-            case = f"{prefix}_{i:04d}"
+            case = case_id(prefix, i)
             image, label, geometry = generate_case(config, i)
             write_array(image, geometry, layout.image_path(tmp, layout.IMAGES_TR, case))
             write_array(label, geometry, layout.label_path(tmp, layout.LABELS_TR, case))

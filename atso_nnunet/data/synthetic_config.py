@@ -132,6 +132,16 @@ def _triple(value: Any, name: str) -> tuple:
     return values
 
 
+def case_prefix_or_default(domain: str, case_prefix: Optional[str] = None) -> str:
+    """The case id prefix of a generated source: ``case_prefix``, or ``syn<domain>`` when unset."""
+    return f"syn{domain}" if case_prefix is None else case_prefix
+
+
+def case_id(prefix: str, index: int) -> str:
+    """Case ``index`` of a generated source (``synA_0000``); it depends only on the options and ``index``."""
+    return f"{prefix}_{index:04d}"
+
+
 def recorded_differences(dataset_dir: Path, config: SyntheticConfig, n_cases: int,
                          case_prefix: Optional[str] = None) -> Optional[List[str]]:
     """How an existing generated source differs from the options a plan asks for.
@@ -153,7 +163,7 @@ def recorded_differences(dataset_dir: Path, config: SyntheticConfig, n_cases: in
         recorded = None
     if not isinstance(recorded, dict):
         return None
-    wanted = {**config.to_dict(), "case_prefix": f"syn{config.domain}" if case_prefix is None else case_prefix,
+    wanted = {**config.to_dict(), "case_prefix": case_prefix_or_default(config.domain, case_prefix),
               "generator_version": GENERATOR_VERSION}
     out = [f"{key}: plan {value!r}, dataset {recorded.get(key)!r}" for key, value in wanted.items()
            if recorded.get(key) != value]

@@ -78,7 +78,7 @@ class RunContext:
     def foreground(self) -> Tuple[int, ...]:
         """Foreground label values of the experiment dataset (read once from its dataset.json)."""
         labels = json.loads((self.dataset_dir / "dataset.json").read_text())["labels"]
-        return tuple(sorted(int(v) for k, v in labels.items() if k != "ignore" and int(v) > 0))
+        return tuple(layout.foreground_labels(labels).values())
 
     def eval_label_map(self) -> Dict[int, int]:
         return {int(k): int(v) for k, v in self.plan.eval_label_map.items()}

@@ -188,7 +188,7 @@ def _labels_of_first_labeled_case(plan, paths: NnUNetPaths) -> Tuple[Optional[st
     dataset takes its labels from there (:func:`atso_nnunet.data.materialize.materialize`).
     (None, None) when no source holds it yet or its labels cannot be read (other checks name that)."""
     from atso_nnunet.data.materialize import read_dataset_json
-    from atso_nnunet.data.synthetic_config import SyntheticConfig
+    from atso_nnunet.data.synthetic_config import SyntheticConfig, case_id, case_prefix_or_default
     from atso_nnunet.plan import source_dir
 
     if not plan.labeled:
@@ -204,8 +204,8 @@ def _labels_of_first_labeled_case(plan, paths: NnUNetPaths) -> Tuple[Optional[st
                     return None, None
         elif source in (plan.synthetic or {}):
             spec = plan.synthetic[source]
-            prefix = spec.case_prefix or f"syn{spec.domain}"
-            if case in {f"{prefix}_{i:04d}" for i in range(spec.n_cases)}:
+            prefix = case_prefix_or_default(spec.domain, spec.case_prefix)
+            if case in (case_id(prefix, i) for i in range(spec.n_cases)):
                 return source, dict(SyntheticConfig(**spec.generator_options()).labels)
     return None, None
 
@@ -221,7 +221,7 @@ def volume_prior_problems(plan, paths: NnUNetPaths) -> List[str]:
     source, labels = _labels_of_first_labeled_case(plan, paths)
     if labels is None:
         return []
-    foreground = sorted(k for k, v in labels.items() if k != "ignore" and int(v) > 0)
+    foreground = list(layout.foreground_labels(labels))
     if len(foreground) == 1:
         return []
     return [f"pseudo_label_volume: 'labeled_mean' is for tasks with one foreground label; the labeled cases' "
