@@ -71,7 +71,9 @@ def driver(args, plan_file: Path, step: str) -> None:
            "--num-processes", str(args.num_processes)]
     cmd += ["--gpus", args.gpus] if args.gpus else ["--device", args.device]
     logger.info("%s", " ".join(cmd))
-    subprocess.run(cmd, check=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise SystemExit(f"bench_fullsize_iteration: step {step} failed; its log: {args.out / 'run' / 'run.log'} "
+                         f"(and the training's log under {args.out / 'run' / 'models'})")
 
 
 def planned_network(out: Path, view: str) -> Dict[str, object]:
@@ -122,10 +124,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cases", type=int, default=4, help="labeled cases (default 4)")
     p.add_argument("--slices", type=int, default=64,
                    help="axial slices a case (default 64: with 4 cases, enough slices that nnU-Net's 5 %% cap on the batch size does not bind and the batch is what NIH gets)")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=6, help="epochs a view (default 6: 3 timed after the warm-up)")
     p.add_argument("--iterations", type=int, default=50, help="iterations per epoch (default 50)")
     p.add_argument("--warmup", type=int, default=2, help="first epochs left out of the median (default 2)")
-    p.add_argument("--num-processes", type=int, default=4, help="processes for preprocessing (default 4)")
+    p.add_argument("--num-processes", type=int, default=8, help="processes for preprocessing (default 8)")
     p.add_argument("--budget-plan", type=Path, nargs="*",
                    default=[REPO / "plans" / "NIH" / "10pct.json", REPO / "plans" / "NIH" / "20pct.json"])
     p.add_argument("--json", type=Path, help="also write the figures to this file")
