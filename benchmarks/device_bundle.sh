@@ -13,12 +13,13 @@
 #   benchmarks/device_bundle.sh install   there: the bundle and this package (editable) into the image's
 #                                          python3 environment (its CUDA torch stays)
 #
+#   benchmarks/device_bundle.sh hide-state   here, before the call: bench_state/ out of what travels
+#   benchmarks/device_bundle.sh show-state   here, right after it: bench_state/ tracked again
+#
 # The tracked tree alone is ~35 MB while bench_state/ holds a saved benchmark (22 MB), which leaves
-# too little room: for the device call only, take it out of what travels and put it back afterwards
-# (the archive stays on disk and in git history; nothing is committed in between):
-#   git rm -r -q --cached bench_state && echo /bench_state/ >> .git/info/exclude
-#   ... device call with carry [".device"] ...
-#   git reset -q bench_state && sed -i '\|^/bench_state/$|d' .git/info/exclude
+# too little room: for the device call only, hide-state takes it out of the index (staged as removed)
+# and out of what git sees (.git/info/exclude); the files stay on disk. Commit nothing in between
+# (a commit would delete the saved state from main); show-state undoes both.
 #
 # A device call then (one call, ~10 min of the 15; command under 2,000 characters):
 #   bash benchmarks/device_bundle.sh install && PYTHONUNBUFFERED=1 python3 \
@@ -83,6 +84,16 @@ case "${1:-}" in
         $py -m pip install -q --no-index --no-deps --no-build-isolation -e .
         $py -c 'import torch, nnunetv2, SimpleITK, monai, atso_nnunet; print("device_bundle: torch", torch.__version__, "cuda", torch.cuda.is_available(), "| nnunetv2, SimpleITK", SimpleITK.Version_VersionString(), ", monai", monai.__version__, "ready")'
         ;;
+    hide-state)
+        git rm -r -q --cached bench_state
+        grep -qx "/bench_state/" .git/info/exclude || echo "/bench_state/" >> .git/info/exclude
+        echo "device_bundle: bench_state/ hidden from git for the device call; run '$0 show-state' right after it" >&2
+        ;;
+    show-state)
+        sed -i '\|^/bench_state/$|d' .git/info/exclude
+        git reset -q -- bench_state
+        git status --short -- bench_state
+        ;;
     *)
-        echo "usage: $0 build | size | install" >&2; exit 2 ;;
+        echo "usage: $0 build | size | install | hide-state | show-state" >&2; exit 2 ;;
 esac
