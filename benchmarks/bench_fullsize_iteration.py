@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from atso_nnunet.data.synthetic_config import case_id, case_prefix_or_default
 from atso_nnunet.nnunet.training_log import epoch_seconds
 
 logger = logging.getLogger("bench_fullsize_iteration")
@@ -45,7 +46,7 @@ DATASET_ID, DATASET_NAME = 989, "FullSize"
 
 def timing_plan(cases: int, slices: int, views: List[str], epochs: int, iterations: int) -> dict:
     """A labeled-only plan on ``cases`` synthetic 512 x 512 x ``slices`` volumes, nnU-Net's planned network."""
-    ids = [f"synA_{i:04d}" for i in range(cases + 1)]
+    ids = [case_id(case_prefix_or_default("A"), i) for i in range(cases + 1)]
     return {
         "name": "full-size 2D timing (512 x 512 slices, nnU-Net's planned network)",
         "note": "benchmarks/bench_fullsize_iteration.py: seconds per training iteration for the NIH plans' budget "
@@ -90,7 +91,7 @@ def planned_network(out: Path, view: str) -> Dict[str, object]:
 def view_timing(out: Path, view: str, iterations: int, warmup: int) -> Dict[str, object]:
     logs = sorted((out / "run" / "models" / "M0").rglob(f"*ATSOPlans_{view}__2d/**/training_log_*.txt"))
     walls = [w for log in logs for w in epoch_seconds(log.read_text(errors="replace"))]
-    steady = walls[warmup:] or walls
+    steady = walls[warmup:]  # none left (a training that stopped early): no figure rather than a warm-up one
     per_iter = statistics.median(steady) / iterations if steady else None
     return {"view": view, "epoch_wall_s": [round(w, 2) for w in walls], "warmup_epochs_left_out": warmup,
             "sec_per_iteration": per_iter, **planned_network(out, view)}

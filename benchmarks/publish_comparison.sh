@@ -35,16 +35,19 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$out" ] && [ -n "$nnunet" ] && [ -n "$dest" ] && [ ${#seeds[@]} -gt 0 ] && [ $# -gt 0 ] || usage
 METHODS=(supervised oracle stso self atso)
+err=$(mktemp); trap 'rm -f "$err"' EXIT
 
 for s in "${seeds[@]}"; do
     for m in "${METHODS[@]}"; do
         run=$out/seed$s/$m
         [ -f "$run/plan.json" ] || { echo "publish: $run has no plan.json: seed $s's $m has not run" >&2; exit 1; }
         had=$(ls "$run/configs" 2>/dev/null || true)
-        listing=$("$bin/atso_nnunet_run" --plan "$run/plan.json" --run-dir "$run" --nnunet-dir "$nnunet" --dry-run 2>/dev/null)
+        rc=0
+        listing=$("$bin/atso_nnunet_run" --plan "$run/plan.json" --run-dir "$run" --nnunet-dir "$nnunet" --dry-run 2>"$err") || rc=$?
         for c in $(ls "$run/configs" 2>/dev/null); do
             grep -qx "$c" <<<"$had" || rm -rf "${run:?}/configs/$c"
         done
+        [ "$rc" = 0 ] || { echo "publish: the dry run of $run failed (exit $rc):" >&2; cat "$err" >&2; exit 1; }
         if ! grep -q "every step is done" <<<"$listing"; then
             echo "publish: $run is not finished; steps left:" >&2
             grep -v "(done)" <<<"$listing" | grep "^# " | grep -v "training budget\|^#   " >&2 || true
