@@ -31,9 +31,9 @@ test-all: $(STAMP)
 # whose node does not come up is torn down and started once more before the suite gives up).
 SLURM_TEST_ARGS ?= -v -s
 test-slurm: $(STAMP)
-	@if sinfo --noheader >/dev/null 2>&1; then started=0; else tools/slurm_cluster.sh up || { echo "slurm_cluster: second try from a clean state"; tools/slurm_cluster.sh down; tools/slurm_cluster.sh up; } || exit 1; started=1; fi; \
+	@if sinfo --noheader >/dev/null 2>&1; then started=0; else scripts/slurm_cluster.sh up || { echo "slurm_cluster: second try from a clean state"; scripts/slurm_cluster.sh down; scripts/slurm_cluster.sh up; } || exit 1; started=1; fi; \
 	$(PY) -m pytest --slurm -m slurm_cluster $(SLURM_TEST_ARGS) tests/execution/test_slurm_integration.py; rc=$$?; \
-	if [ $$started = 1 ]; then tools/slurm_cluster.sh down; fi; exit $$rc
+	if [ $$started = 1 ]; then scripts/slurm_cluster.sh down; fi; exit $$rc
 
 # --num-processes 1: the demo's cases are tiny; spawned workers would each pay an nnU-Net import
 # (pseudo-label ingestion: docs/lab/benchmarks.md). Local runs use warm workers and, without a GPU,

@@ -20,7 +20,7 @@ TINY_SPACING = (1.5, 1.5, 3.0)     # x, y, z in mm (SimpleITK order)
 
 def load_script(relative_path: str):
     """A script of the repository (not a package) imported from its file, e.g.
-    ``load_script("tools/make_paper_plans.py")``."""
+    ``load_script("scripts/make_paper_plans.py")``."""
     import importlib.util
 
     path = REPO / relative_path

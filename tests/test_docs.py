@@ -12,7 +12,7 @@ from atso_nnunet.plan.reference import plan_reference
 REPO = Path(__file__).resolve().parents[1]
 # user docs (the lab notebook under docs/lab/ records what was true when it was written)
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-FILE = re.compile(r"(?<![\w/.$-])((?:atso_nnunet|benchmarks|tools|tests|plans|docs)/[\w./-]*\w)")
+FILE = re.compile(r"(?<![\w/.$-])((?:atso_nnunet|benchmarks|scripts|tests|plans|docs)/[\w./-]*\w)")
 
 
 def test_plan_reference_is_current():
@@ -60,5 +60,5 @@ def test_the_link_check_sees_a_broken_image(tmp_path):
 
 
 def test_the_file_check_sees_a_missing_file():
-    assert FILE.findall("see atso_nnunet/driver.py and `tools/make_paper_plans.py`.") == [
-        "atso_nnunet/driver.py", "tools/make_paper_plans.py"]
+    assert FILE.findall("see atso_nnunet/driver.py and `scripts/make_paper_plans.py`.") == [
+        "atso_nnunet/driver.py", "scripts/make_paper_plans.py"]

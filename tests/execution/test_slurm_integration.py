@@ -1,4 +1,4 @@
-"""The SLURM executor against a real cluster (``make test-slurm``; ``tools/slurm_cluster.sh up``).
+"""The SLURM executor against a real cluster (``make test-slurm``; ``scripts/slurm_cluster.sh up``).
 
 Runs the real driver (``atso_nnunet_run --executor slurm``) on a tiny one-view plan, on a CPU
 partition, and counts from the cluster itself (``squeue`` sampled every half second,
@@ -47,7 +47,7 @@ def cluster() -> Dict[str, object]:
     try:
         out = _sh("sinfo", "--noheader", "--format=%P|%a|%c")
     except (OSError, subprocess.CalledProcessError) as e:
-        pytest.fail(f"no SLURM cluster answers sinfo ({e}); start one: tools/slurm_cluster.sh up")
+        pytest.fail(f"no SLURM cluster answers sinfo ({e}); start one: scripts/slurm_cluster.sh up")
     accounting = subprocess.run(["sacct", "--noheader", "-X", "--starttime=now"], capture_output=True).returncode == 0
     return {"sinfo": out, "accounting": accounting}
 

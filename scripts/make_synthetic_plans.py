@@ -1,6 +1,6 @@
 """Write plans/synthetic/*.json: the paper's protocols mirrored on the synthetic generator.
 
-    python tools/make_synthetic_plans.py [--out plans/synthetic]
+    python scripts/make_synthetic_plans.py [--out plans/synthetic]
 
 NIH-like (domain A) 10% / 20% labeled: the first fold of the sorted ids is the test set (as RSTN
 splits NIH), the rest is training; the labeled cases are drawn with a recorded seed. Transfer:
@@ -48,8 +48,9 @@ SYNTH = {
 
 
 # The notes name this generator and the calibration by the paths they had when the plans were first
-# written (scripts/, now tools/ and benchmarks/): a plan's note is part of the plan a run folder
-# records, so rewording it would make every run of these plans refuse to resume as "a different plan".
+# written (the calibration is now benchmarks/calibrate_regime.py; bench_r1 was written while this
+# generator sat in tools/): a plan's note is part of the plan a run folder records, so rewording it
+# would make every run of these plans refuse to resume as "a different plan".
 
 
 def method_settings(seed: int) -> dict:

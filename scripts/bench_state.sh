@@ -3,16 +3,16 @@
 # the machine (or checkout) it runs on: a comparison that needs more CPU hours than one working
 # session continues in the next one from its last checkpoints instead of from nothing.
 #
-#   benchmarks/bench_state.sh save NAME PATH...   pack PATH... (absolute) into bench_state/NAME.tar.xz
-#   benchmarks/bench_state.sh restore NAME        unpack it where it came from (never over existing files)
-#   benchmarks/bench_state.sh list NAME           what it holds
+#   scripts/bench_state.sh save NAME PATH...   pack PATH... (absolute) into bench_state/NAME.tar.xz
+#   scripts/bench_state.sh restore NAME        unpack it where it came from (never over existing files)
+#   scripts/bench_state.sh list NAME           what it holds
 #
 # What is packed: the run folders and nnU-Net folders named, without checkpoint_best.pth (nnU-Net's
 # own checkpoint_latest.pth / checkpoint_final.pth are what a run resumes and predicts from).
 # Paths are stored absolute (run folders record where
 # their nnU-Net folders are), so restore puts them back at the same place.
 # Example (the tri-view seed of docs/lab/benchmarks.md):
-#   benchmarks/bench_state.sh save 10pct_triview /work/bench/10pct_triview \
+#   scripts/bench_state.sh save 10pct_triview /work/bench/10pct_triview \
 #       /work/bench/nnunet/nnUNet_raw/Dataset985_SynthBenchA \
 #       /work/bench/nnunet/nnUNet_raw/Dataset987_SynthBench10pctS0 \
 #       /work/bench/nnunet/nnUNet_preprocessed/Dataset987_SynthBench10pctS0
@@ -21,7 +21,7 @@
 # recorded as done and never opens them again (keep those of unfinished runs, and M0's while a
 # self-learning run still has to start from it):
 #   BENCH_STATE_EXCLUDE="*.npz work/bench/10pct_triview/seed0/atso/models work/bench/10pct_triview/seed0/oracle/models" \
-#       benchmarks/bench_state.sh save 10pct_triview ...
+#       scripts/bench_state.sh save 10pct_triview ...
 # Save only while the benchmark is stopped (or between its steps): a checkpoint being written is
 # not a checkpoint.
 set -euo pipefail

@@ -2,9 +2,9 @@
 # A single-node SLURM cluster on this machine, for the integration tests (make test-slurm) and
 # for trying atso_nnunet's SLURM executor without a real cluster.
 #
-#   tools/slurm_cluster.sh up [--accounting]   install (Debian) if missing, configure, start, wait
-#   tools/slurm_cluster.sh status               sinfo / squeue and the daemons this script started
-#   tools/slurm_cluster.sh down                 cancel the jobs, stop exactly the daemons it started
+#   scripts/slurm_cluster.sh up [--accounting]   install (Debian) if missing, configure, start, wait
+#   scripts/slurm_cluster.sh status               sinfo / squeue and the daemons this script started
+#   scripts/slurm_cluster.sh down                 cancel the jobs, stop exactly the daemons it started
 #
 # Needs root (daemons, /etc/slurm). Without --accounting there is no slurmdbd: `sacct` fails, as on
 # small sites; with --accounting, MariaDB (Debian's) and slurmdbd are started too.
@@ -19,7 +19,7 @@ set -euo pipefail
 DIR=${SLURM_CLUSTER_DIR:-/var/tmp/atso-slurm}
 CONF=/etc/slurm/slurm.conf
 DBD_CONF=/etc/slurm/slurmdbd.conf
-MARK="# written by atso_nnunet tools/slurm_cluster.sh"
+MARK="# written by atso_nnunet scripts/slurm_cluster.sh"
 HOST=$(hostname -s)
 PIDS=$DIR/pids          # one file per daemon this script started: <name> holding its pid
 T0=$(date +%s.%N)

@@ -1,11 +1,11 @@
 """Write the experiment plans of the ATSO paper's protocol, deterministically.
 
-    python tools/make_paper_plans.py                       # plans/NIH/{10,20}pct.json + transfer template
-    python tools/make_paper_plans.py --msd-dataset "$nnUNet_raw/Dataset802_MSDPancreas"
-    python tools/make_paper_plans.py --msd-ids Task07_Pancreas/dataset.json --out /tmp/plans
+    python scripts/make_paper_plans.py                       # plans/NIH/{10,20}pct.json + transfer template
+    python scripts/make_paper_plans.py --msd-dataset "$nnUNet_raw/Dataset802_MSDPancreas"
+    python scripts/make_paper_plans.py --msd-ids Task07_Pancreas/dataset.json --out /tmp/plans
 
 Re-running with the same inputs writes byte-identical files, so the shipped plans can be
-re-made and diffed (tests/tools/test_paper_plans.py does this).
+re-made and diffed (tests/scripts/test_paper_plans.py does this).
 
 Protocol (paper sections 4.1 and 5.1, following RSTN):
 * NIH: the 82 cases NIH_0001..NIH_0082 sorted by id, split into 4 contiguous folds of 20, 20,

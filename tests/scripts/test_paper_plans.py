@@ -1,4 +1,4 @@
-"""The shipped paper plans follow the protocol and are reproduced by tools/make_paper_plans.py."""
+"""The shipped paper plans follow the protocol and are reproduced by scripts/make_paper_plans.py."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ GENERATED = ("NIH/10pct.json", "NIH/20pct.json", "transfer/nih_to_msd.json")
 
 @pytest.fixture(scope="module")
 def script():
-    return load_script("tools/make_paper_plans.py")
+    return load_script("scripts/make_paper_plans.py")
 
 
 def nih(name):

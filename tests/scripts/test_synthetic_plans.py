@@ -1,4 +1,4 @@
-"""The shipped synthetic plans are reproduced by tools/make_synthetic_plans.py; the benchmark plans
+"""The shipped synthetic plans are reproduced by scripts/make_synthetic_plans.py; the benchmark plans
 follow the calibrated regime (docs/calibration.md)."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ SHIPPED = ("10pct.json", "20pct.json", "transfer.json", "bench_10pct.json", "ben
 
 @pytest.fixture(scope="module")
 def script():
-    return load_script("tools/make_synthetic_plans.py")
+    return load_script("scripts/make_synthetic_plans.py")
 
 
 def test_generator_reproduces_shipped_plans(script, tmp_path):
