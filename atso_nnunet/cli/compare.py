@@ -49,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-f", "--split", help="plan file in that folder, e.g. bench_10pct")
     src.add_argument("--plan", type=Path, help="path of a plan JSON file (instead of -d/-f)")
     cmp_ = p.add_argument_group("comparison")
-    cmp_.add_argument("--methods", nargs="+", default=["supervised", "self", "stso", "atso", "oracle"],
+    default_methods = ["supervised", "self", "stso", "atso", "oracle"]
+    cmp_.add_argument("--methods", nargs="+", default=default_methods,
                       metavar="METHOD", help=f"methods to compare, of {', '.join(method_names())} "
-                                             "(default: %(default)s; supervised = labeled-only is always run)")
+                                             f"(default: {' '.join(default_methods)}; supervised = "
+                                             "labeled-only is always run)")
     cmp_.add_argument("--seeds", nargs="+", type=number(0, SEED_MAX), default=[0, 1, 2], metavar="S",
                       help="seeds: labeled draw, reference split and training seed (default: 0 1 2)")
     cmp_.add_argument("--generations", type=number(0, MAX_GENERATIONS), metavar="T", help="generations of the semi-supervised methods (default: the plan's)")
