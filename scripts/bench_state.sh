@@ -22,7 +22,8 @@
 # self-learning run still has to start from it):
 #   BENCH_STATE_EXCLUDE="*.npz work/bench/10pct_triview/seed0/atso/models work/bench/10pct_triview/seed0/oracle/models" \
 #       scripts/bench_state.sh save 10pct_triview ...
-# BENCH_STATE_DIR puts the archives somewhere else than the repository's bench_state/ (the tests).
+# BENCH_STATE_DIR (an absolute path) puts the archives somewhere else than the repository's bench_state/
+# (the tests).
 # Save only while the benchmark is stopped (or between its steps): a checkpoint being written is
 # not a checkpoint.
 set -euo pipefail

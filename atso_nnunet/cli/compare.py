@@ -40,6 +40,7 @@ logger = logging.getLogger("atso_nnunet.comparison.run")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from atso_nnunet.comparison.run import DEFAULT_METHODS
     from atso_nnunet.methods import method_names
 
     p = argparse.ArgumentParser(allow_abbrev=False, prog="atso_nnunet_compare", description=plain(__doc__),
@@ -49,10 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-f", "--split", help="plan file in that folder, e.g. bench_10pct")
     src.add_argument("--plan", type=Path, help="path of a plan JSON file (instead of -d/-f)")
     cmp_ = p.add_argument_group("comparison")
-    default_methods = ["supervised", "self", "stso", "atso", "oracle"]
-    cmp_.add_argument("--methods", nargs="+", default=default_methods,
+    cmp_.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                       metavar="METHOD", help=f"methods to compare, of {', '.join(method_names())} "
-                                             f"(default: {' '.join(default_methods)}; supervised = "
+                                             f"(default: {' '.join(DEFAULT_METHODS)}; supervised = "
                                              "labeled-only is always run)")
     cmp_.add_argument("--seeds", nargs="+", type=number(0, SEED_MAX), default=[0, 1, 2], metavar="S",
                       help="seeds: labeled draw, reference split and training seed (default: 0 1 2)")

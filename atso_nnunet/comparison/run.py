@@ -47,6 +47,8 @@ from atso_nnunet.run.rundir import RunDir, RunLock
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_METHODS = ("supervised", "self", "stso", "atso", "oracle")  # what a comparison runs unless told
+
 
 @dataclass
 class ComparisonOptions:
@@ -70,7 +72,7 @@ class ComparisonOptions:
 
     out_dir: Path
     paths: NnUNetPaths
-    methods: Sequence[str] = ("supervised", "self", "stso", "atso", "oracle")
+    methods: Sequence[str] = DEFAULT_METHODS
     seeds: Sequence[int] = (0, 1, 2)
     generations: Optional[int] = None
     views: Optional[Sequence[str]] = None
