@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 logger = logging.getLogger("control_volume_prior")
 ARMS = {"stock": "predicted", "matched": "labeled_mean"}
@@ -59,18 +60,34 @@ def place_model(src_run: Path, model: str, dst_run: Path, dataset_dir_name: str)
     logger.info("%s: %s copied from %s", dst_run.name, model, src_run)
 
 
+def model_source(source_run: Path, model: str, work: Path, run_dir: Path) -> Optional[Path]:
+    """The run folder holding a trained ``model`` to copy: the seed's labeled-only run (M0), the source run,
+    else another control run under ``work`` that trained it (a retrained M0 is shared by the arms)."""
+    candidates = [source_run.parent / "supervised"] if model == "M0" else []
+    candidates += [source_run, *sorted(d for d in work.iterdir() if d.is_dir() and d != run_dir)]
+    for run in candidates:
+        results = run / "models" / model / "nnUNet_results"
+        trainings = sorted(results.glob("*/*/fold_all")) if results.is_dir() else []
+        if trainings and all((t / "checkpoint_final.pth").is_file() for t in trainings):
+            return run
+    return None
+
+
 def run_control(args, name: str, plan: dict, source_run: Path, models) -> Path:
-    """Run the real driver on ``plan`` in ``<work>/<name>``, with M0 (the seed's labeled-only run's, else
-    the source run's) and ``models`` of ``source_run`` copied in first, so that only what differs runs."""
+    """Run the real driver on ``plan`` in ``<work>/<name>``, with M0 and ``models`` copied in first (from
+    :func:`model_source`), so that only what differs runs; a model no run kept is trained again."""
     run_dir = args.work / name
     run_dir.mkdir(parents=True, exist_ok=True)
     plan_file = args.work / f"plan_{name}.json"
     plan_file.write_text(json.dumps(plan, indent=1))
     dataset = f"Dataset{args.dataset_id:03d}_{plan['dataset_name']}"
-    supervised = source_run.parent / "supervised"
-    place_model(supervised if (supervised / "models" / "M0").is_dir() else source_run, "M0", run_dir, dataset)
-    for model in models:
-        place_model(source_run, model, run_dir, dataset)
+    for model in ["M0", *models]:
+        src = model_source(source_run, model, args.work, run_dir)
+        if src is None:
+            logger.warning("%s: no trained %s to copy (not kept with the comparison's records): the driver trains "
+                           "it again, with the comparison's settings and training seed", name, model)
+        else:
+            place_model(src, model, run_dir, dataset)
     cmd = [str(Path(sys.executable).with_name("atso_nnunet_run")), "--plan", str(plan_file), "--run-dir", str(run_dir),
            "--nnunet-dir", str(args.work / "nnunet"), "--cpu-jobs", str(args.cpu_jobs)]
     logger.info("%s: %s", name, " ".join(cmd))

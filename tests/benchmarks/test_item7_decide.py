@@ -52,3 +52,9 @@ def test_below_stso_but_within_2_of_m_t_minus_1_asks_for_control_a_only(item7, t
 def test_an_unpublished_seed_is_named(item7, tmp_path):
     with pytest.raises(SystemExit, match="seed 5 is not published"):
         item7.decide(R1, 5)
+
+
+def test_seed_1_asks_for_control_a_only(item7):
+    d = item7.decide(R1, 1)
+    assert (d["atso_final"], d["stso_final"], d["atso_M_T-1"]) == pytest.approx((64.1, 67.2, 65.3), abs=0.05)
+    assert d["m1_equals_stso_g1"] and d["triggered"] and d["control_a"] and not d["control_b"]
