@@ -38,6 +38,35 @@ def parse_training_log(text: str) -> Dict[str, List[float]]:
     return out
 
 
+def training_log_epochs(texts: List[str]) -> Dict[str, List[float]]:
+    """:func:`parse_training_log` over the logs of one training, oldest first, by epoch number.
+
+    A training continued with ``nnUNetv2_train --c`` writes a new log that starts again at the epoch
+    of its checkpoint, so epochs after that checkpoint appear twice; the later log's values replace
+    the earlier ones, and the result has one value per epoch, in epoch order. A log without
+    ``Epoch N`` lines is taken in order after what came before.
+    """
+    by_epoch: Dict[int, Dict[str, float]] = {}
+    for text in texts:
+        epoch = max(by_epoch) if by_epoch else -1
+        for line in text.splitlines():
+            start = _EPOCH_START.match(line)
+            if start:
+                epoch = int(start.group(2))
+                by_epoch[epoch] = {}
+                continue
+            for key, values in parse_training_log(line).items():
+                if values:
+                    if key in by_epoch.get(epoch, {}):  # no Epoch line between two values: the next epoch
+                        epoch += 1
+                    by_epoch.setdefault(epoch, {})[key] = values[0]
+    out: Dict[str, List[float]] = {"train_loss": [], "val_loss": [], "pseudo_dice": []}
+    for epoch in sorted(by_epoch):
+        for key, value in by_epoch[epoch].items():
+            out[key].append(value)
+    return out
+
+
 def epoch_seconds(text: str) -> List[float]:
     """Wall-clock seconds of each epoch in an nnU-Net ``training_log_*.txt``.
 

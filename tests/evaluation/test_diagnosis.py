@@ -9,7 +9,7 @@ from atso_nnunet.evaluation import diagnosis
 from atso_nnunet.evaluation.diagnosis.ingested import _registration
 from atso_nnunet.evaluation.diagnosis.rundata import foreground
 from atso_nnunet.evaluation.diagnosis.volumes import label_set_volumes
-from atso_nnunet.nnunet.training_log import parse_training_log
+from atso_nnunet.nnunet.training_log import parse_training_log, training_log_epochs
 from atso_nnunet.run import steps as runners
 from atso_nnunet.run.driver import PREPARE, DriverOptions, run_experiment
 from atso_nnunet.io import read_array
@@ -39,6 +39,24 @@ def test_parse_training_log_reads_losses_and_pseudo_dice():
     assert out["train_loss"] == [0.1234, -0.3]
     assert out["val_loss"] == [-0.05, -0.4]
     assert out["pseudo_dice"] == pytest.approx([0.25, 0.6])
+
+
+def test_a_continued_training_s_replayed_epochs_are_counted_once_with_the_later_values():
+    resumed = """\
+2026-11-29 16:00:00.000001: Epoch 1
+2026-11-29 16:00:08.000002: train_loss -0.31
+2026-11-29 16:00:08.000003: val_loss -0.41
+2026-11-29 16:00:08.000004: Pseudo dice [0.8]
+2026-11-29 16:00:08.000005: Epoch 2
+2026-11-29 16:00:16.000006: train_loss -0.5
+2026-11-29 16:00:16.000007: val_loss -0.6
+2026-11-29 16:00:16.000008: Pseudo dice [0.9]
+"""
+    out = training_log_epochs([LOG, resumed])  # LOG ran epochs 0-1; the continued one 1-2
+    assert out["train_loss"] == [0.1234, -0.31, -0.5]
+    assert out["pseudo_dice"] == pytest.approx([0.25, 0.8, 0.9])
+    no_epoch_lines = "\n".join(line for line in LOG.splitlines() if ": Epoch " not in line)
+    assert training_log_epochs([no_epoch_lines])["val_loss"] == [-0.05, -0.4]
 
 
 def test_foreground_counts_mapped_labels_as_organ():

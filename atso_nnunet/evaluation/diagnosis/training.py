@@ -5,7 +5,7 @@ import logging
 import re
 from atso_nnunet.run.rundir import RunDir
 from atso_nnunet.evaluation.diagnosis.rundata import RunData, generation_key
-from atso_nnunet.nnunet.training_log import parse_training_log
+from atso_nnunet.nnunet.training_log import training_log_epochs
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -38,10 +38,10 @@ def training_curves(run: RunData) -> List[TrainingCurve]:
         view = plans.rsplit("_", 1)[-1]
         logs = sorted(fold.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
         c = TrainingCurve(model, view)
-        for log in logs:
-            for k, v in parse_training_log(log.read_text(errors="replace")).items():
-                getattr(c, k).extend(v)
-            text = log.read_text(errors="replace")
+        texts = [log.read_text(errors="replace") for log in logs]
+        for k, v in training_log_epochs(texts).items():
+            getattr(c, k).extend(v)
+        for text in texts:
             m = re.search(r"ATSO semi-supervised training set: ([^;]+)", text)
             if m:
                 c.note = m.group(1)
