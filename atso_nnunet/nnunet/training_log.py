@@ -43,8 +43,8 @@ def training_log_epochs(texts: List[str]) -> Dict[str, List[float]]:
 
     A training continued with ``nnUNetv2_train --c`` writes a new log that starts again at the epoch
     of its checkpoint, so epochs after that checkpoint appear twice; the later log's values replace
-    the earlier ones, and the result has one value per epoch, in epoch order. A log without
-    ``Epoch N`` lines is taken in order after what came before.
+    the earlier ones, and the result has one value per epoch, in epoch order. Values with no
+    ``Epoch N`` line between them count as consecutive epochs.
     """
     by_epoch: Dict[int, Dict[str, float]] = {}
     for text in texts:
