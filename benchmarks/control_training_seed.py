@@ -28,6 +28,8 @@ from pathlib import Path
 
 from control_volume_prior import control_arguments, per_case, run_control, save_figure
 
+from atso_nnunet.plan.sections import TrainingSection
+
 logger = logging.getLogger("control_training_seed")
 
 
@@ -44,6 +46,25 @@ def control_plan(run_plan: dict, dataset_id: int, final_seed: int | None) -> dic
         roles["final"] = {**roles.get("final", {}), "seed": final_seed}
         plan["training"]["roles"] = roles
     return plan
+
+
+def run_final_seed(run_plan: dict) -> int | None:
+    """The training seed of the run's own final model (None where the plan leaves it to nnU-Net)."""
+    return TrainingSection.from_dict(run_plan.get("training")).for_role("final").get("seed")
+
+
+def check_final_seeds(run_plan: dict, final_seeds: list) -> None:
+    """A retrained final with the run's own training seed is the stock arm again, not another seed."""
+    own = run_final_seed(run_plan)
+    if own is not None and own in final_seeds:
+        raise SystemExit(f"--final-seeds: {own} is the training seed of the run's own final model "
+                         f"(its plan's training seed); the stock arm is that training. Give other seeds, "
+                         f"e.g. --final-seeds {' '.join(str(s) for s in other_seeds(own))}")
+
+
+def other_seeds(own: int | None, n: int = 2) -> list:
+    """The first ``n`` training seeds from 1 up that differ from ``own``."""
+    return [s for s in range(1, n + 2) if s != own][:n]
 
 
 def trained_models(run: Path) -> list:
@@ -75,10 +96,11 @@ def figure(run: Path, work: Path, arms: list, path: Path) -> None:
 
     last = max(int(p.name[1:].split("_")[0]) for p in (run / "models").iterdir() if p.name.startswith("g"))
     model = f"g{last}_comb"
+    own = f"final (seed {run_final_seed(json.loads((run / 'plan.json').read_text()))})"
     panels = {"E (the comparison's run)": {f"M_{last}": run / "eval" / model / "E.json",
-                                           "final (seed 0)": run / "eval" / "final" / "E.json"},
+                                           own: run / "eval" / "final" / "E.json"},
               "V (the control's runs)": {f"M_{last}": work / "stock" / "eval" / model / "E.json",
-                                         **{"final (seed 0)" if a == "stock" else f"final (seed {a[len('final_seed'):]})":
+                                         **{own if a == "stock" else f"final (seed {a[len('final_seed'):]})":
                                             work / a / "eval" / "final" / "E.json" for a in arms}}}
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     for ax, (title, series) in zip(axes, panels.items()):
@@ -98,18 +120,23 @@ def figure(run: Path, work: Path, arms: list, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--run", type=Path, required=True, help="the comparison's finished run folder of one seed and method")
     control_arguments(ap)
-    ap.add_argument("--final-seeds", type=int, nargs="*", default=[1, 2],
-                    help="training seeds of the retrained final models (the stock arm always runs first)")
+    ap.add_argument("--final-seeds", type=int, nargs="*", default=None,
+                    help="training seeds of the retrained final models, other than the run's own (the stock arm "
+                         "always runs first; default: the first two from 1 up that differ from the run's own)")
     ap.add_argument("--figure", type=Path, default=None,
                     help="only draw the per-case figure (M_T-1 and the finals, on E and on V) of finished arms to this PNG")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    run_plan = json.loads((args.run / "plan.json").read_text())
+    if args.final_seeds is None:
+        args.final_seeds = other_seeds(run_final_seed(run_plan))
     if args.figure:
         figure(args.run, args.work, ["stock", *(f"final_seed{s}" for s in args.final_seeds)], args.figure)
         return 0
+    check_final_seeds(run_plan, args.final_seeds)
     arms = {}
     for seed in [None, *args.final_seeds]:   # control.json after each arm: a stopped control keeps its finished arms
         arms["stock" if seed is None else f"final_seed{seed}"] = summary(run_arm(args, seed))

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from atso_nnunet.comparison.summary import final_score  # noqa: E402
+from atso_nnunet.plan.sections import TrainingSection  # noqa: E402
 
 FALL_FOR_CONTROL_B = 2.0  # points of test DSC, as for seed 0
 
@@ -52,6 +53,9 @@ def decide(published: Path, seed: int) -> Dict[str, object]:
     m1_atso, g1_stso = pct(generation_score(reports["atso"], 1)), pct(generation_score(reports["stso"], 1))
     m_prev = pct(generation_score(reports["atso"], T - 1))
     triggered = atso < lo or atso < stso
+    plan = published / f"seed{seed}" / "atso" / "plan.json"
+    own = (TrainingSection.from_dict(json.loads(plan.read_text()).get("training")).for_role("final").get("seed")
+           if plan.is_file() else None)
     return {
         "seed": seed, "atso_final": atso, "labeled_only": lo, "stso_final": stso,
         "atso_M1": m1_atso, "stso_G1": g1_stso, "m1_equals_stso_g1": m1_atso == g1_stso,
@@ -59,6 +63,8 @@ def decide(published: Path, seed: int) -> Dict[str, object]:
         "triggered": triggered,
         "control_a": triggered,
         "control_b": triggered and m_prev is not None and atso <= m_prev - FALL_FOR_CONTROL_B,
+        # control B retrains the final with two training seeds other than the run's own (seed 2's own is 2)
+        "final_seeds": [s for s in range(1, 4) if s != own][:2],
     }
 
 
@@ -70,7 +76,7 @@ def commands(d: Dict[str, object], runs: Path) -> List[str]:
                    f"--work /work/bench/r1_control_s{s} --cpu-jobs 2")
     if d["control_b"]:
         out.append(f".venv/bin/python benchmarks/control_training_seed.py --run {runs}/seed{s}/atso "
-                   f"--work /work/bench/r1_control_atso_s{s} --final-seeds 1 2")
+                   f"--work /work/bench/r1_control_atso_s{s} --final-seeds {' '.join(map(str, d['final_seeds']))}")
     return out
 
 

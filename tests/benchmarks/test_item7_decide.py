@@ -58,3 +58,14 @@ def test_seed_1_asks_for_control_a_only(item7):
     d = item7.decide(R1, 1)
     assert (d["atso_final"], d["stso_final"], d["atso_M_T-1"]) == pytest.approx((64.1, 67.2, 65.3), abs=0.05)
     assert d["m1_equals_stso_g1"] and d["triggered"] and d["control_a"] and not d["control_b"]
+
+
+def test_seed_2_asks_for_both_controls_with_final_seeds_other_than_its_own(item7):
+    d = item7.decide(R1, 2)
+    assert (d["atso_final"], d["labeled_only"], d["stso_final"], d["atso_M_T-1"]) == pytest.approx(
+        (56.2, 59.3, 58.9, 59.3), abs=0.05)
+    assert d["m1_equals_stso_g1"] and d["control_a"] and d["control_b"]
+    # seed 2's runs train with training seed 2: a final retrained with seed 2 is the stock arm again
+    assert d["final_seeds"] == [1, 3]
+    assert item7.commands(d, Path("/runs"))[1].endswith("--final-seeds 1 3")
+    assert item7.decide(R1, 0)["final_seeds"] == [1, 2]
