@@ -25,9 +25,10 @@ from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from atso_nnunet.comparison.summary import final_score  # noqa: E402
-from atso_nnunet.plan.sections import TrainingSection  # noqa: E402
+from control_training_seed import other_seeds, run_final_seed  # noqa: E402
 
 FALL_FOR_CONTROL_B = 2.0  # points of test DSC, as for seed 0
 
@@ -54,8 +55,7 @@ def decide(published: Path, seed: int) -> Dict[str, object]:
     m_prev = pct(generation_score(reports["atso"], T - 1))
     triggered = atso < lo or atso < stso
     plan = published / f"seed{seed}" / "atso" / "plan.json"
-    own = (TrainingSection.from_dict(json.loads(plan.read_text()).get("training")).for_role("final").get("seed")
-           if plan.is_file() else None)
+    own = run_final_seed(json.loads(plan.read_text())) if plan.is_file() else None
     return {
         "seed": seed, "atso_final": atso, "labeled_only": lo, "stso_final": stso,
         "atso_M1": m1_atso, "stso_G1": g1_stso, "m1_equals_stso_g1": m1_atso == g1_stso,
@@ -63,8 +63,7 @@ def decide(published: Path, seed: int) -> Dict[str, object]:
         "triggered": triggered,
         "control_a": triggered,
         "control_b": triggered and m_prev is not None and atso <= m_prev - FALL_FOR_CONTROL_B,
-        # control B retrains the final with two training seeds other than the run's own (seed 2's own is 2)
-        "final_seeds": [s for s in range(1, 4) if s != own][:2],
+        "final_seeds": other_seeds(own),  # control B's retrained finals: not the run's own training seed
     }
 
 
