@@ -53,9 +53,8 @@ def run_final_seed(run_plan: dict) -> int | None:
     return TrainingSection.from_dict(run_plan.get("training")).for_role("final").get("seed")
 
 
-def check_final_seeds(run_plan: dict, final_seeds: list) -> None:
-    """A retrained final with the run's own training seed is the stock arm again, not another seed."""
-    own = run_final_seed(run_plan)
+def check_final_seeds(own: int | None, final_seeds: list) -> None:
+    """A retrained final with the run's own training seed ``own`` is the stock arm again, not another seed."""
     if own is not None and own in final_seeds:
         raise SystemExit(f"--final-seeds: {own} is the training seed of the run's own final model "
                          f"(its plan's training seed); the stock arm is that training. Give other seeds, "
@@ -87,16 +86,16 @@ def summary(run_dir: Path) -> dict:
             "final_per_case": per_case(final) if final.is_file() else {}}
 
 
-def figure(run: Path, work: Path, arms: list, path: Path) -> None:
-    """Per case, DSC of M_T-1 and of each arm's final model: on E from the comparison's run (left) and
-    on V from the control's runs (right)."""
+def figure(run: Path, work: Path, arms: list, path: Path, own_seed: int | None) -> None:
+    """Per case, DSC of M_T-1 and of each arm's final model (the stock one trained with ``own_seed``):
+    on E from the comparison's run (left) and on V from the control's runs (right)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     last = max(int(p.name[1:].split("_")[0]) for p in (run / "models").iterdir() if p.name.startswith("g"))
     model = f"g{last}_comb"
-    own = f"final (seed {run_final_seed(json.loads((run / 'plan.json').read_text()))})"
+    own = f"final (seed {own_seed})"
     panels = {"E (the comparison's run)": {f"M_{last}": run / "eval" / model / "E.json",
                                            own: run / "eval" / "final" / "E.json"},
               "V (the control's runs)": {f"M_{last}": work / "stock" / "eval" / model / "E.json",
@@ -130,13 +129,13 @@ def main(argv=None) -> int:
                     help="only draw the per-case figure (M_T-1 and the finals, on E and on V) of finished arms to this PNG")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    run_plan = json.loads((args.run / "plan.json").read_text())
+    own_seed = run_final_seed(json.loads((args.run / "plan.json").read_text()))
     if args.final_seeds is None:
-        args.final_seeds = other_seeds(run_final_seed(run_plan))
+        args.final_seeds = other_seeds(own_seed)
     if args.figure:
-        figure(args.run, args.work, ["stock", *(f"final_seed{s}" for s in args.final_seeds)], args.figure)
+        figure(args.run, args.work, ["stock", *(f"final_seed{s}" for s in args.final_seeds)], args.figure, own_seed)
         return 0
-    check_final_seeds(run_plan, args.final_seeds)
+    check_final_seeds(own_seed, args.final_seeds)
     arms = {}
     for seed in [None, *args.final_seeds]:   # control.json after each arm: a stopped control keeps its finished arms
         arms["stock" if seed is None else f"final_seed{seed}"] = summary(run_arm(args, seed))
