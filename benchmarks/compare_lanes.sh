@@ -62,6 +62,8 @@ take_next() {
             is_done "$s" "$m" && continue
             [ "$m" = supervised ] || is_done "$s" supervised || continue
             mkdir "$claims/seed$s.$m" 2>/dev/null || continue
+            # done between the check and the claim (the lane that ran it has just let go of it)
+            if is_done "$s" "$m"; then rmdir "$claims/seed$s.$m"; continue; fi
             echo "$s $m"; return 0
         done
     done
