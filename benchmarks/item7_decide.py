@@ -12,7 +12,8 @@ not chosen by whoever reads its scores:
 
     python benchmarks/item7_decide.py docs/benchmarks/r1 --seed 1 [--runs /work/bench/r1]
 
-Prints the figures it read, the decisions and the commands (run folders under ``--runs``); exits 1 when
+Prints the figures it read, the decisions and the commands (run folders under ``--runs``, the controls'
+work folders beside it: ``<runs>_control_s<seed>``, ``<runs>_control_atso_s<seed>``); exits 1 when
 the seed is not published.
 """
 from __future__ import annotations
@@ -72,10 +73,10 @@ def commands(d: Dict[str, object], runs: Path) -> List[str]:
     out = []
     if d["control_a"]:
         out.append(f".venv/bin/python benchmarks/control_volume_prior.py --stso-run {runs}/seed{s}/stso "
-                   f"--work /work/bench/r1_control_s{s} --cpu-jobs 2")
+                   f"--work {runs}_control_s{s} --cpu-jobs 2")
     if d["control_b"]:
         out.append(f".venv/bin/python benchmarks/control_training_seed.py --run {runs}/seed{s}/atso "
-                   f"--work /work/bench/r1_control_atso_s{s} --final-seeds {' '.join(map(str, d['final_seeds']))}")
+                   f"--work {runs}_control_atso_s{s} --final-seeds {' '.join(map(str, d['final_seeds']))}")
     return out
 
 

@@ -24,8 +24,8 @@ def test_seed_0_asks_for_the_two_controls_that_were_run_on_it(item7):
     assert d["m1_equals_stso_g1"] and d["T"] == 3
     assert d["triggered"] and d["control_a"] and d["control_b"]
     cmds = item7.commands(d, Path("/runs"))
-    assert "control_volume_prior.py --stso-run /runs/seed0/stso" in cmds[0]
-    assert "control_training_seed.py --run /runs/seed0/atso" in cmds[1]
+    assert "control_volume_prior.py --stso-run /runs/seed0/stso --work /runs_control_s0 " in cmds[0]
+    assert "control_training_seed.py --run /runs/seed0/atso --work /runs_control_atso_s0 " in cmds[1]
 
 
 def _copy_with_atso_final(tmp_path: Path, final: float) -> Path:
